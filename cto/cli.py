@@ -1,0 +1,61 @@
+"""`cto` console script: one subcommand per module in :mod:`cto.commands`.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported only when their command runs, so
+``cto --help`` stays fast and a broken heavy import cannot break other commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from features.errors import CTOError
+
+COMMANDS = {
+    "simulate": "cto.commands.simulate",
+    "validate": "cto.commands.validate",
+    "summary": "cto.commands.summary",
+    "features": "cto.commands.features",
+    "import": "cto.commands.import_data",
+    "train": "cto.commands.train",
+    "promote": "cto.commands.promote",
+    "serve": "cto.commands.serve",
+    "report": "cto.commands.report",
+    "demo": "cto.commands.demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cto", description="Contact-to-Order prediction: simulate, validate, train, serve, report."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CTOError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""One frozen, strict settings object for every part of the service (env prefix ``CTO_``).
+
+Read it with :func:`get_settings` when it is needed; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CTO_", frozen=True, strict=True, extra="forbid")
+
+    # Labels
+    horizon_days: int = Field(7, ge=1, description="A contact converts if an order follows within H days.")
+    journey_gap_days: int = Field(14, ge=1, description="A gap this long ends a journey.")
+
+    # Data
+    data_dir: Path = Field(Path("data"), description="Where simulated / imported tables live.")
+    seed: int = Field(42, description="Seed for simulation and training.")
+    simulate_contacts: int = Field(200_000, ge=100, description="Default simulated contact count.")
+
+    # MLflow
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI.")
+    artifact_location: str = Field("mlruns", description="Artifact root for new experiments.")
+    experiment: str = Field("cto", description="MLflow experiment name.")
+    model_prefix: str = Field("cto", description="Registered model names start with this prefix.")
+    champion_alias: str = Field("champion", description="Registry alias the service loads.")
+    num_threads: int = Field(2, ge=1, description="LightGBM threads (always set: see stack notes).")
+
+    # Serving
+    host: str = Field("127.0.0.1", description="Address the service binds to.")
+    port: int = Field(3000, ge=1, le=65535, description="Port the service binds to.")
+    api_token: str | None = Field(None, description="Bearer token; when set, requests need it.")
+    event_store_url: str = Field(
+        "sqlite:///events.db", description="Event store: a SQLite file or a database server URL."
+    )
+    history_days: int = Field(120, ge=1, description="Bounded history window kept per customer.")
+    workers: int = Field(1, ge=1, description="Service worker processes.")
+    model_poll_seconds: float = Field(
+        30.0, gt=0, description="How often the service checks the registry for a new champion."
+    )
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (``CTO_*``), with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,24 @@
+"""Assemble docs/benchmarks.md from the per-benchmark result files in benchmarks/results/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ORDER = ["simulate", "features", "training", "explain", "serving"]
+
+
+def main() -> None:
+    root = Path(__file__).resolve().parent
+    parts = sorted((root / "results").glob("*.md"), key=lambda p: (ORDER + [p.stem]).index(p.stem))
+    header = (
+        "# Benchmarks\n\nMeasured on the project's 2-core machine; each benchmark runs its baseline in the same "
+        "process or run, and reports medians and ratios (the machine is noisy). Re-run with "
+        "`.venv/bin/python -m benchmarks.<name>`; each writes `benchmarks/results/<name>.md`, and "
+        "`python -m benchmarks.collect` rebuilds this page.\n"
+    )
+    body = "\n".join(p.read_text().strip() + "\n" for p in parts)
+    (root.parent / "docs" / "benchmarks.md").write_text(header + "\n" + body)
+
+
+if __name__ == "__main__":
+    main()

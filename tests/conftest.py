@@ -1,0 +1,60 @@
+"""Shared, session-scoped fixtures: one simulated data set and one trained MLflow store for the suite.
+
+Expensive things are built once and reused by unit, model, integration and report tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_SEED = 7
+TEST_CONTACTS = 40_000
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the checkout (real public data sets)."""
+    assert SHARED_DATA.is_dir(), f"expected the shared data sets at {SHARED_DATA}"
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def sim_data():
+    """A small simulated data set (features.simulate.SimulatedData)."""
+    from features.simulate import simulate
+
+    return simulate(n_contacts=TEST_CONTACTS, seed=TEST_SEED)
+
+
+@pytest.fixture(scope="session")
+def sim_dir(sim_data, tmp_path_factory) -> Path:
+    """The simulated tables written as Parquet (contacts, orders, customers, truth)."""
+    out = tmp_path_factory.mktemp("sim")
+    sim_data.write(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_settings(tmp_path_factory):
+    """Settings pointing at a fresh, real MLflow store (sqlite tracking, artifacts on disk)."""
+    from features.settings import get_settings
+
+    root = tmp_path_factory.mktemp("mlflow")
+    return get_settings(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        artifact_location=str(root / "mlruns"),
+        data_dir=root / "data",
+        seed=TEST_SEED,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(sim_dir, mlflow_settings):
+    """All models trained on the simulated data, registered and promoted to `champion`."""
+    from training.pipeline import run_training
+
+    return run_training(sim_dir, mlflow_settings, promote=True, progress=False)

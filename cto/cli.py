@@ -29,7 +29,8 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cto", description="Contact-to-Order prediction: simulate, validate, train, serve, report."
+        prog="cto",
+        description="Contact-to-Order prediction: simulate, validate, train, serve, report.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():

@@ -110,7 +110,9 @@ CONTACTS = Table(
         Column("direction", Direction, "Who started it.", "inbound"),
         Column("intent", Intent, "What the customer wanted.", "pricing"),
         Column("handled_by", Handler, "Human agent or bot.", "agent"),
-        Column("agent_id", pl.String, "Agent who handled it (null for bots).", "a-017", nullable=True),
+        Column(
+            "agent_id", pl.String, "Agent who handled it (null for bots).", "a-017", nullable=True
+        ),
         Column(
             "wait_seconds",
             pl.Float64,
@@ -119,12 +121,23 @@ CONTACTS = Table(
             minimum=0,
             maximum=30 * 86400,
         ),
-        Column("handle_seconds", pl.Float64, "Talk / handling time, seconds.", 310.0, minimum=0, maximum=86400),
-        Column("transfers", pl.Int32, "Times the contact was transferred.", 0, minimum=0, maximum=50),
+        Column(
+            "handle_seconds",
+            pl.Float64,
+            "Talk / handling time, seconds.",
+            310.0,
+            minimum=0,
+            maximum=86400,
+        ),
+        Column(
+            "transfers", pl.Int32, "Times the contact was transferred.", 0, minimum=0, maximum=50
+        ),
         Column("abandoned", pl.Boolean, "Customer left before being served.", False),
         Column("resolved", pl.Boolean, "The request was resolved in this contact.", True),
         Column("callback_offered", pl.Boolean, "A callback was offered while waiting.", False),
-        Column("follow_up_sent", pl.Boolean, "A follow-up (quote, summary, reminder) was sent.", True),
+        Column(
+            "follow_up_sent", pl.Boolean, "A follow-up (quote, summary, reminder) was sent.", True
+        ),
         Column(
             "dropoff_reason",
             DropoffReason,
@@ -149,7 +162,14 @@ ORDERS = Table(
             references="customers.customer_id",
         ),
         Column("ordered_at", UTC_TIME, "When the order was placed (UTC).", "2026-03-03T14:02:00Z"),
-        Column("amount", pl.Float64, "Order value in the shop's currency.", 129.9, minimum=0, maximum=1e9),
+        Column(
+            "amount",
+            pl.Float64,
+            "Order value in the shop's currency.",
+            129.9,
+            minimum=0,
+            maximum=1e9,
+        ),
         Column(
             "contact_id",
             pl.String,
@@ -169,7 +189,13 @@ CUSTOMERS = Table(
         Column("customer_id", pl.String, "Unique id of the customer.", "u-000042", unique=True),
         Column("segment", Segment, "Customer segment.", "consumer", nullable=True),
         Column("region", pl.String, "Region code.", "north", nullable=True),
-        Column("first_seen_at", UTC_TIME, "First time the customer was seen (UTC).", "2025-11-20T10:00:00Z", nullable=True),
+        Column(
+            "first_seen_at",
+            UTC_TIME,
+            "First time the customer was seen (UTC).",
+            "2025-11-20T10:00:00Z",
+            nullable=True,
+        ),
     ),
 )
 

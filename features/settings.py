@@ -15,7 +15,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CTO_", frozen=True, strict=True, extra="forbid")
 
     # Labels
-    horizon_days: int = Field(7, ge=1, description="A contact converts if an order follows within H days.")
+    horizon_days: int = Field(
+        7, ge=1, description="A contact converts if an order follows within H days."
+    )
     journey_gap_days: int = Field(14, ge=1, description="A gap this long ends a journey.")
 
     # Data

@@ -1,0 +1,164 @@
+"""`cto features PATH --out FILE_OR_DIR`: point-in-time features per contact, batch or partitioned."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+HELP = "Build point-in-time contact features (arrival / after_contact) from contacts and orders."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "path",
+        type=Path,
+        help="Directory holding contacts and orders (and optionally customers) as .parquet or .csv.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="FILE_OR_DIR",
+        help="A .parquet/.csv file (one moment, no partitions) or a directory: "
+        "features_<moment>.parquet (or <moment>/part-NNNNN.parquet with --partitions) plus "
+        "feature_set.json and the rate tables.",
+    )
+    parser.add_argument(
+        "--moment",
+        choices=("arrival", "after_contact", "both"),
+        default="both",
+        help="Scoring moment(s) to build (default both).",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Larger than memory: process N customer-hash partitions one at a time. PATH must hold "
+        "validated tables (e.g. from `cto validate --accepted`); rows are not re-validated.",
+    )
+    parser.add_argument(
+        "--horizon-days",
+        type=int,
+        default=None,
+        metavar="H",
+        help="Label horizon for the conversion rates and journeys (default CTO_HORIZON_DAYS).",
+    )
+    parser.add_argument(
+        "--journey-gap-days",
+        type=int,
+        default=None,
+        metavar="G",
+        help="A gap this long starts a new journey (default CTO_JOURNEY_GAP_DAYS).",
+    )
+    parser.add_argument(
+        "--no-rates",
+        action="store_true",
+        help="Skip the global rate step: the agent/intent/channel rate features are null.",
+    )
+
+
+def _outputs(out: Path, moments: list[str], partitioned: bool) -> dict[str, Path]:
+    from features.errors import CTOError
+
+    if out.suffix in (".parquet", ".csv"):
+        if len(moments) > 1 or partitioned:
+            raise CTOError(
+                f"--out {out}: a single file holds one moment without partitions; "
+                "pass a directory for --moment both or --partitions"
+            )
+        return {moments[0]: out}
+    if partitioned:
+        return {moment: out / moment for moment in moments}
+    return {moment: out / f"features_{moment}.parquet" for moment in moments}
+
+
+def run(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from features.errors import CTOError
+    from features.labels import label_contacts
+    from features.pipeline import build_features, build_features_partitioned
+    from features.rates import compute_rates, compute_rates_partitioned
+    from features.registry import FEATURE_SET
+    from features.settings import get_settings
+
+    settings = get_settings()
+    horizon = args.horizon_days or settings.horizon_days
+    gap = args.journey_gap_days or settings.journey_gap_days
+    moments = ["arrival", "after_contact"] if args.moment == "both" else [args.moment]
+    partitioned = args.partitions is not None
+    if partitioned and args.partitions < 1:
+        raise CTOError(f"--partitions must be >= 1, got {args.partitions}")
+    if not args.path.is_dir():
+        raise CTOError(f"{args.path}: not a directory (expected contacts and orders tables)")
+    outputs = _outputs(args.out, moments, partitioned)
+    started = time.perf_counter()
+
+    if partitioned:
+        rates = None
+        if not args.no_rates:
+            print(f"rates: labeling {args.partitions} partitions (H={horizon}d)...", flush=True)
+            rates = compute_rates_partitioned(args.path, args.partitions, horizon, gap)
+        for moment, target in outputs.items():
+            print(f"features ({moment}): {args.partitions} partitions -> {target}", flush=True)
+            parts = build_features_partitioned(
+                args.path,
+                target,
+                args.partitions,
+                moment,
+                rates,
+                journey_gap_days=gap,
+                horizon_days=horizon,
+                progress=True,
+            )
+            rows = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
+            print(f"features ({moment}): {rows:,} contacts in {len(parts)} files")
+    else:
+        from features.validate import load_and_validate
+
+        result = load_and_validate(args.path)
+        rejected = sum(frame.height for frame in result.rejects.values())
+        if rejected:
+            print(
+                f"validate: {rejected:,} rejected row(s) left out (see `cto validate {args.path}`)",
+                flush=True,
+            )
+        contacts, orders = result.tables["contacts"], result.tables["orders"]
+        customers = result.tables.get("customers")
+        print(f"input: {contacts.height:,} contacts, {orders.height:,} orders", flush=True)
+        rates = None
+        if not args.no_rates:
+            labeled = label_contacts(contacts, orders, horizon_days=horizon, journey_gap_days=gap)
+            rates = compute_rates(labeled, horizon_days=horizon)
+        for moment, target in outputs.items():
+            frame = build_features(
+                contacts,
+                orders,
+                customers,
+                rates,
+                moment,
+                journey_gap_days=gap,
+                horizon_days=horizon,
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.suffix == ".csv":
+                frame.write_csv(target)
+            else:
+                frame.write_parquet(target)
+            print(
+                f"features ({moment}): {frame.height:,} rows x {frame.width - 3} features -> {target}"
+            )
+
+    if args.out.suffix not in (".parquet", ".csv"):
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "feature_set.json").write_text(json.dumps(FEATURE_SET.to_dict(), indent=2))
+        if rates is not None:
+            rates.write(args.out / "rates")
+    print(
+        f"feature set {FEATURE_SET.name} {FEATURE_SET.version} ({FEATURE_SET.digest}), "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    return 0

@@ -1,0 +1,63 @@
+"""`cto report`: the driver report for contact-centre managers (one offline HTML file, or PDF)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+
+HELP = "Write the driver report: where and why contacts fail to become orders (HTML or PDF)."
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a date like 2026-03-31, got {text!r}") from exc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data_dir",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="Directory with contacts/orders[/customers] (.parquet or .csv); default CTO_DATA_DIR.",
+    )
+    parser.add_argument(
+        "--since",
+        type=_date,
+        default=None,
+        help="First day of the report period (inclusive); default: 28 days before --until.",
+    )
+    parser.add_argument(
+        "--until",
+        type=_date,
+        default=None,
+        help="Last day of the report period (inclusive); default: the last day whose outcomes are "
+        "known (the data's end minus the order horizon).",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("report.html"), help="Output file (default report.html)."
+    )
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("html", "pdf"),
+        default=None,
+        help="html (default, or from the --out suffix) or pdf (printed with headless Chromium).",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from features.settings import get_settings
+    from reports.driver import build_report
+
+    settings = get_settings()
+    fmt = args.fmt or ("pdf" if args.out.suffix.lower() == ".pdf" else "html")
+    data_dir = args.data_dir if args.data_dir is not None else settings.data_dir
+    path = build_report(
+        data_dir, args.since, args.until, args.out, settings, fmt=fmt, progress=True
+    )
+    print(f"wrote {path}")
+    return 0

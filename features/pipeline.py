@@ -1,0 +1,488 @@
+"""Point-in-time contact features: one code path for batch training data and online scoring.
+
+:func:`build_features` turns contacts, orders and (optionally) customers into one row per contact
+with the features of :data:`features.registry.FEATURE_SET` at a scoring moment. :func:`online_features`
+appends a new contact to one customer's history and calls the very same function, so what the
+service scores is what the model was trained on.
+
+How "known at the scoring moment" is enforced:
+
+- Every event of a customer goes into one time-ordered *event stream*: the start of each contact
+  (the rows that get scored), each contact's *outcome* at the moment it became known
+  (``started_at + wait_seconds + handle_seconds``: a written contact's reply time is not known while
+  the customer is still waiting for it), and each order at ``ordered_at``.
+- Window features are ``rolling_*_by(t, w, closed="left").over(customer_id)``: the window
+  ``[t - w, t)`` holds only events strictly before the contact started. Lifetime counts and "latest"
+  values come from per-customer prefix sums and forward fills read at the first row of the
+  contact's timestamp, so events at the same instant are excluded too.
+- Ties at equal time sort contact starts before outcomes and orders: an order stamped at the very
+  second a contact starts is that contact's outcome (see features.labels), never its history.
+- A contact's own after-contact fields only ever produce an outcome event at or after its own
+  start, so they cannot reach its arrival features; at ``moment="arrival"`` the output does not
+  include them at all (tests/data/test_features_leakage.py perturbs them to prove it).
+- Conversion rates pool all customers and come from the separate global step
+  (:mod:`features.rates`), joined as of the contact's start.
+
+Everything except the rates is per customer, so :func:`build_features_partitioned` can process
+customer-hash partitions one at a time (larger-than-memory, or one Dask task per partition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+
+from features.errors import CTOError
+from features.rates import RateTables, join_rates
+from features.registry import CHANNELS, FEATURE_SET, MOMENTS, FeatureSet
+from features.schema import CONTACTS, CUSTOMERS, ORDERS, Table
+
+KEY_COLUMNS = ("contact_id", "customer_id", "started_at")
+_ARRIVAL_INPUTS = ("contact_id", "customer_id", "started_at", "channel", "direction", "intent")
+# Outcome fields of past contacts feed history features; dropoff_reason never does.
+_OUTCOME_INPUTS = (
+    "wait_seconds",
+    "handle_seconds",
+    "transfers",
+    "abandoned",
+    "resolved",
+    "callback_offered",
+    "follow_up_sent",
+    "handled_by",
+    "agent_id",
+)
+_KIND_CONTACT, _KIND_OUTCOME, _KIND_ORDER = 0, 1, 2
+
+FrameLike = pl.DataFrame | pl.LazyFrame
+
+
+# --- input conformance --------------------------------------------------------------------------
+
+
+def _conform(frame: FrameLike, table: Table, columns: Sequence[str]) -> pl.LazyFrame:
+    """Select ``columns`` in the contract dtypes; absent nullable/outcome columns become null.
+
+    Enum values outside the contract become ``other`` (as features.validate does), so a frame
+    that skipped validation still yields the contract's categories.
+    """
+    lazy = frame.lazy()
+    schema = lazy.collect_schema()
+    exprs = []
+    for name in columns:
+        column = table.column(name)
+        if name not in schema:
+            required = not column.nullable and name not in _OUTCOME_INPUTS
+            if required:
+                raise CTOError(f"{table.name}: missing required column {name!r} for features")
+            exprs.append(pl.lit(None, column.dtype).alias(name))
+            continue
+        exprs.append(_cast(pl.col(name), schema[name], column.dtype).alias(name))
+    return lazy.select(exprs)
+
+
+def _cast(expr: pl.Expr, current: pl.DataType, target: pl.DataType) -> pl.Expr:
+    if isinstance(target, pl.Enum):
+        if current == target:
+            return expr
+        text = expr.cast(pl.String)
+        categories = target.categories.to_list()
+        fallback = "other" if "other" in categories else None
+        return (
+            pl.when(text.is_null() | text.is_in(categories))
+            .then(text)
+            .otherwise(pl.lit(fallback))
+            .cast(target)
+        )
+    if isinstance(target, pl.Datetime):
+        if current == pl.String:
+            return expr.str.to_datetime(time_zone="UTC")
+        if isinstance(current, pl.Datetime) and current.time_zone is None:
+            return expr.dt.replace_time_zone("UTC").cast(target)
+        return expr.cast(target)
+    return expr.cast(target)
+
+
+def _customers_frame(customers: FrameLike | None) -> pl.LazyFrame:
+    if customers is None:
+        return pl.LazyFrame(schema=CUSTOMERS.polars_schema).select(
+            "customer_id", "segment", "first_seen_at"
+        )
+    return _conform(customers, CUSTOMERS, ("customer_id", "segment", "first_seen_at")).unique(
+        "customer_id", keep="first", maintain_order=True
+    )
+
+
+# --- index helpers (vectorised per-customer logic on a frame sorted by customer, time) ---------
+
+
+def _segment_indices(time: str) -> list[pl.Expr]:
+    """Row index, the index of the customer's first row and of the first row at this instant."""
+    idx = pl.int_range(pl.len(), dtype=pl.Int64)
+    customer_start = (pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True)
+    instant_start = customer_start | (pl.col(time) != pl.col(time).shift(1)).fill_null(True)
+    return [
+        idx.alias("_idx"),
+        pl.when(customer_start).then(idx).forward_fill().alias("_customer_start"),
+        pl.when(instant_start).then(idx).forward_fill().alias("_instant_start"),
+    ]
+
+
+def _before_instant() -> pl.Expr:
+    """Index of the customer's last row strictly before this row's instant (null if none)."""
+    return pl.when(pl.col("_instant_start") > pl.col("_customer_start")).then(
+        pl.col("_instant_start") - 1
+    )
+
+
+def _latest_index(mask: pl.Expr) -> pl.Expr:
+    """Index of the customer's latest row matching ``mask`` strictly before this row's instant."""
+    latest = pl.when(mask).then(pl.col("_idx")).forward_fill().gather(_before_instant())
+    return pl.when(latest >= pl.col("_customer_start")).then(latest)
+
+
+def _prefix_before(value: pl.Expr, exact: bool = True) -> pl.Expr:
+    """Sum of ``value`` over the customer's rows strictly before this row's instant.
+
+    Integer sums (``exact``) use one global running sum minus its value at the customer's first
+    row (no grouping needed); float sums run per customer, so that no other customer's values
+    can change the rounding (features must not depend on who else is in the partition).
+    """
+    value = value.fill_null(0)
+    if exact:
+        exclusive = value.cum_sum() - value
+        within = exclusive - exclusive.gather(pl.col("_customer_start"))
+    else:
+        within = (value.cum_sum() - value).over("customer_id")
+    return within.gather(pl.col("_instant_start"))
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+
+def _contact_rows(contacts: pl.LazyFrame) -> pl.LazyFrame:
+    """Contacts sorted by customer and time with contact-history helpers (switches, channel recency)."""
+    ordered = contacts.sort("customer_id", "started_at", "contact_id").with_columns(
+        _segment_indices("started_at")
+    )
+    previous = _before_instant()
+    helpers = [
+        pl.col("started_at").gather(previous).alias("_last_contact_at"),
+        pl.col("channel").gather(previous).alias("_previous_channel"),
+        previous.alias("_previous_idx"),
+    ]
+    for channel in CHANNELS:
+        latest = _latest_index(pl.col("channel") == channel)
+        helpers.append(pl.col("started_at").gather(latest).alias(f"_last_{channel}_at"))
+    ordered = ordered.with_columns(helpers).with_columns(
+        (pl.col("channel") != pl.col("_previous_channel")).cast(pl.Int8).alias("_switch")
+    )
+    return ordered
+
+
+def _event_stream(contact_rows: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
+    """One time-ordered stream per customer: contact starts, known outcomes and orders."""
+    starts = contact_rows.select(
+        "customer_id",
+        pl.col("started_at").alias("_t"),
+        pl.lit(_KIND_CONTACT, pl.Int8).alias("_kind"),
+        pl.col("contact_id").alias("_seq"),
+        pl.lit(1, pl.Int32).alias("_is_contact"),
+        "_switch",
+    )
+    duration = pl.col("wait_seconds").fill_null(0) + pl.col("handle_seconds").fill_null(0)
+    outcomes = contact_rows.select(
+        "customer_id",
+        (pl.col("started_at") + pl.duration(microseconds=(duration * 1e6).cast(pl.Int64))).alias(
+            "_t"
+        ),
+        pl.lit(_KIND_OUTCOME, pl.Int8).alias("_kind"),
+        pl.col("contact_id").alias("_seq"),
+        pl.col("wait_seconds").alias("_wait"),
+        pl.col("wait_seconds").is_not_null().cast(pl.Int32).alias("_has_wait"),
+        pl.col("abandoned").cast(pl.Int32).alias("_abandoned"),
+        pl.col("transfers").cast(pl.Int32).alias("_transfers"),
+        (~pl.col("resolved")).cast(pl.Int8).alias("_unresolved"),
+        (pl.col("handled_by") == "bot").cast(pl.Int32).alias("_bot"),
+    )
+    order_events = orders.select(
+        "customer_id",
+        pl.col("ordered_at").alias("_t"),
+        pl.lit(_KIND_ORDER, pl.Int8).alias("_kind"),
+        pl.col("order_id").alias("_seq"),
+        pl.lit(1, pl.Int32).alias("_is_order"),
+        pl.col("amount").alias("_amount"),
+    )
+    return pl.concat([starts, outcomes, order_events], how="diagonal").sort(
+        "customer_id", "_t", "_kind", "_seq"
+    )
+
+
+def _stream_features(stream: pl.LazyFrame, feature_set: FeatureSet, moment: str) -> pl.LazyFrame:
+    """Window, lifetime and latest-event features, read at each contact start of the stream."""
+    stream = stream.with_columns(_segment_indices("_t"))
+    is_order = pl.col("_kind") == _KIND_ORDER
+    last_order = _latest_index(is_order)
+    last_outcome = _latest_index(pl.col("_unresolved").is_not_null())
+    next_order = pl.when(is_order).then(pl.col("_idx")).backward_fill()
+    customer_end = (
+        pl.when((pl.col("customer_id") != pl.col("customer_id").shift(-1)).fill_null(True))
+        .then(pl.col("_idx"))
+        .backward_fill()
+    )
+    helpers = [
+        _prefix_before(pl.col("_is_contact")).alias("_contacts_before"),
+        _prefix_before(pl.col("_is_order")).alias("_orders_before"),
+        _prefix_before(pl.col("_amount"), exact=False).alias("_spend_before"),
+        pl.col("_t").gather(last_order).alias("_last_order_at"),
+        pl.col("_unresolved").gather(last_outcome).alias("_last_outcome_unresolved"),
+        pl.col("_t").gather(pl.col("_customer_start")).alias("_first_event_at"),
+        # The first order at or after this contact started (used for the *next* contact's journey,
+        # and only when that order is before the next contact: see _journeys).
+        pl.col("_t")
+        .gather(pl.when(next_order <= customer_end).then(next_order))
+        .alias("_next_order_at"),
+    ]
+    stream_defs = [f for f in feature_set.for_moment(moment) if f.stage == "stream"]
+    return (
+        stream.with_columns(helpers)
+        .with_columns([f.expression() for f in stream_defs])
+        .filter(pl.col("_kind") == _KIND_CONTACT)
+        .select(
+            [f.name for f in stream_defs] + ["_first_event_at", "_next_order_at", "_last_order_at"]
+        )
+    )
+
+
+def _journeys(rows: pl.LazyFrame, journey_gap_days: int, horizon_days: int) -> pl.LazyFrame:
+    """Journey of each contact as known at its arrival (same rules as features.labels).
+
+    A contact starts a new journey if it is the customer's first, if the previous contact is at
+    least G days before it, or if an order within H days of the previous contact came before it.
+    """
+    previous = pl.col("_previous_idx")
+    previous_at = pl.col("_last_contact_at")
+    order_after_previous = pl.col("_next_order_at").gather(previous)
+    ended_by_order = (order_after_previous < pl.col("started_at")) & (
+        order_after_previous <= previous_at + timedelta(days=horizon_days)
+    )
+    new_journey = (
+        previous.is_null()
+        | (pl.col("started_at") - previous_at >= timedelta(days=journey_gap_days))
+        | ended_by_order.fill_null(False)
+    )
+    # Tied contacts share their instant's verdict; the journey starts at its first instant.
+    journey_start = (
+        pl.when(new_journey & (pl.col("_idx") == pl.col("_instant_start")))
+        .then(pl.col("_idx"))
+        .forward_fill()
+    )
+    return rows.with_columns(
+        new_journey.alias("_new_journey"), journey_start.alias("_journey_start")
+    ).with_columns(
+        (pl.col("_instant_start") - pl.col("_journey_start")).alias("_journey_contacts_before"),
+        pl.col("started_at").gather(pl.col("_journey_start")).alias("_journey_started_at"),
+        pl.when(~pl.col("_new_journey")).then(pl.col("_switch")).alias("_journey_channel_switch"),
+    )
+
+
+def build_features(
+    contacts: FrameLike,
+    orders: FrameLike,
+    customers: FrameLike | None = None,
+    rates: RateTables | None = None,
+    moment: str = "after_contact",
+    *,
+    journey_gap_days: int | None = None,
+    horizon_days: int | None = None,
+    feature_set: FeatureSet = FEATURE_SET,
+) -> pl.DataFrame:
+    """Features of every contact at ``moment``: ``contact_id, customer_id, started_at`` + features.
+
+    Columns follow the registry order (:func:`features.registry.feature_names`); rows are sorted
+    by customer and start time. Rate features are null without ``rates`` (compute them with
+    :func:`features.rates.compute_rates` on labeled contacts). Journey boundaries use
+    ``journey_gap_days`` and ``horizon_days`` (default: settings, as features.labels does).
+    """
+    if moment not in MOMENTS:
+        raise CTOError(f"moment must be one of {', '.join(MOMENTS)}, got {moment!r}")
+    journey_gap_days, horizon_days = _resolve_days(journey_gap_days, horizon_days)
+    contact_frame = _conform(contacts, CONTACTS, _ARRIVAL_INPUTS + _OUTCOME_INPUTS)
+    order_frame = _conform(orders, ORDERS, ("order_id", "customer_id", "ordered_at", "amount"))
+    rows = _contact_rows(contact_frame)
+    stream = _stream_features(_event_stream(rows, order_frame), feature_set, moment)
+    rows = pl.concat([rows, stream], how="horizontal")
+    rows = _journeys(rows, journey_gap_days, horizon_days)
+    rows = rows.join(
+        _customers_frame(customers), on="customer_id", how="left", maintain_order="left"
+    )
+    rows = rows.with_columns(
+        pl.col("segment").alias("_segment"),
+        pl.min_horizontal("first_seen_at", "_first_event_at", "started_at").alias("_first_seen_at"),
+    )
+    # Rates pool all customers: joined as of each contact's start from the global rate tables.
+    # The agent is only known after routing, so at arrival its rate is not even looked up.
+    rate_names = (
+        ("intent", "channel", "agent") if moment == "after_contact" else ("intent", "channel")
+    )
+    with_rates = join_rates(rows.with_row_index("_row").collect(), rates, rate_names).sort("_row")
+    # Stream features are already columns; contact-stage ones are evaluated here, in registry order.
+    columns = [
+        pl.col(f.name) if f.stage == "stream" else f.expression()
+        for f in feature_set.for_moment(moment)
+    ]
+    return with_rates.select(*KEY_COLUMNS, *columns)
+
+
+def _resolve_days(journey_gap_days: int | None, horizon_days: int | None) -> tuple[int, int]:
+    if journey_gap_days is None or horizon_days is None:
+        from features.settings import get_settings
+
+        settings = get_settings()
+        journey_gap_days = (
+            settings.journey_gap_days if journey_gap_days is None else journey_gap_days
+        )
+        horizon_days = settings.horizon_days if horizon_days is None else horizon_days
+    return journey_gap_days, horizon_days
+
+
+# --- online -------------------------------------------------------------------------------------
+
+
+def _as_frame(
+    data: FrameLike | Mapping[str, object] | Sequence[Mapping[str, object]] | None,
+) -> pl.DataFrame | None:
+    if data is None:
+        return None
+    if isinstance(data, pl.LazyFrame):
+        return data.collect()
+    if isinstance(data, pl.DataFrame):
+        return data
+    if isinstance(data, Mapping):
+        return pl.DataFrame([dict(data)])
+    return pl.DataFrame([dict(row) for row in data])
+
+
+def _conformed_contacts(frame: pl.DataFrame | None) -> pl.DataFrame:
+    columns = _ARRIVAL_INPUTS + _OUTCOME_INPUTS
+    if frame is None or frame.is_empty():
+        return pl.DataFrame(schema={c: CONTACTS.column(c).dtype for c in columns})
+    return _conform(frame, CONTACTS, columns).collect()
+
+
+def online_features(  # noqa: PLR0917 (signature fixed by docs/architecture.md)
+    history_contacts: FrameLike | Sequence[Mapping[str, object]] | None,
+    history_orders: FrameLike | Sequence[Mapping[str, object]] | None,
+    contact: FrameLike | Mapping[str, object],
+    customer: FrameLike | Mapping[str, object] | None = None,
+    rates: RateTables | None = None,
+    moment: str = "arrival",
+    *,
+    journey_gap_days: int | None = None,
+    horizon_days: int | None = None,
+) -> pl.DataFrame:
+    """The one-row feature frame of ``contact`` given the customer's history, via :func:`build_features`.
+
+    At ``moment="arrival"`` the contact's after-contact fields may be absent or null. The history
+    may hold other customers' rows; only the contact's customer matters. Lifetime features see
+    only the history given (the service keeps a bounded window: CTO_HISTORY_DAYS).
+    """
+    new = _as_frame(contact)
+    if new is None or new.height != 1:
+        raise CTOError("online_features: `contact` must be exactly one contact")
+    new = _conformed_contacts(new)
+    contact_id = new["contact_id"][0]
+    history = _conformed_contacts(_as_frame(history_contacts)).filter(
+        (pl.col("customer_id") == new["customer_id"][0]) & (pl.col("contact_id") != contact_id)
+    )
+    order_frame = _as_frame(history_orders)
+    if order_frame is None or order_frame.is_empty():
+        order_frame = pl.DataFrame(schema=ORDERS.polars_schema)
+    customer_frame = _as_frame(customer)
+    result = build_features(
+        pl.concat([history, new]),
+        order_frame,
+        customer_frame,
+        rates,
+        moment,
+        journey_gap_days=journey_gap_days,
+        horizon_days=horizon_days,
+    )
+    return result.filter(pl.col("contact_id") == contact_id)
+
+
+# --- larger than memory -------------------------------------------------------------------------
+
+
+def scan_tables(directory: Path) -> dict[str, pl.LazyFrame]:
+    """Lazy scans of ``contacts``/``orders``/``customers`` (.parquet or .csv) in ``directory``."""
+    scans = {}
+    for name in ("contacts", "orders", "customers"):
+        for suffix in (".parquet", ".csv"):
+            path = directory / f"{name}{suffix}"
+            if path.is_file():
+                scans[name] = (
+                    pl.scan_parquet(path)
+                    if suffix == ".parquet"
+                    else pl.scan_csv(path, try_parse_dates=True)
+                )
+                break
+    for name in ("contacts", "orders"):
+        if name not in scans:
+            raise CTOError(f"{directory}: no {name}.parquet or {name}.csv")
+    return scans
+
+
+def customer_partition(n_partitions: int) -> pl.Expr:
+    """Partition number of each row's customer (stable within a Polars version)."""
+    return (pl.col("customer_id").hash(seed=0) % n_partitions).cast(pl.Int64)
+
+
+def build_features_partitioned(
+    input_dir: Path | str,
+    out_dir: Path | str,
+    n_partitions: int,
+    moment: str = "after_contact",
+    rates: RateTables | None = None,
+    *,
+    journey_gap_days: int | None = None,
+    horizon_days: int | None = None,
+    progress: bool = False,
+) -> list[Path]:
+    """Features for data larger than memory: one customer-hash partition at a time.
+
+    Reads ``contacts``/``orders``/``customers`` (.parquet or .csv, already validated) from
+    ``input_dir`` lazily, so each pass holds one partition in memory, and writes
+    ``out_dir/part-00000.parquet``... (one file per partition, together all contacts). Every
+    per-customer feature only needs that customer's rows; the global rate tables are passed in
+    (:func:`features.rates.compute_rates`), as a Dask job would broadcast them.
+    """
+    if n_partitions < 1:
+        raise CTOError(f"--partitions must be >= 1, got {n_partitions}")
+    input_dir, out_dir = Path(input_dir), Path(out_dir)
+    tables = scan_tables(input_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for part in range(n_partitions):
+        mine = customer_partition(n_partitions) == part
+        scans = {name: scan.filter(mine) for name, scan in tables.items()}
+        frame = build_features(
+            scans["contacts"],
+            scans["orders"],
+            scans.get("customers"),
+            rates,
+            moment,
+            journey_gap_days=journey_gap_days,
+            horizon_days=horizon_days,
+        )
+        path = out_dir / f"part-{part:05d}.parquet"
+        frame.write_parquet(path)
+        written.append(path)
+        if progress:
+            print(
+                f"partition {part + 1}/{n_partitions}: {frame.height:,} contacts -> {path}",
+                flush=True,
+            )
+    return written

@@ -1,0 +1,288 @@
+"""Point-in-time conversion rates per agent, intent and channel: the GLOBAL feature step.
+
+Unlike the per-customer history features, a rate pools every customer, so it is computed in its
+own step over all labeled contacts and joined onto contacts afterwards (on Dask: once, then
+broadcast to the per-customer partitions).
+
+Point in time: a contact's outcome (``converted``) is only settled once its H-day label window has
+closed, at ``label_known_at = started_at + H``. A scored contact started at ``s`` sees the outcomes
+with ``label_known_at < s`` and nothing else (``join_asof`` backward, exact matches excluded): an
+order at exactly ``s`` can settle a label window ending at ``s`` (windows include their end), and
+orders at ``s`` are not known at ``s`` (the same strict rule as the order-history features). Its
+own outcome, and those of contacts in the H days before it, are never in its rate.
+
+Smoothing: ``rate = (conversions + m * prior) / (outcomes + m)`` with ``m = prior_strength``,
+``conversions``/``outcomes`` the key's settled outcomes and ``prior`` the global rate, all as known
+at the scored contact's start, so an agent with two contacts is pulled to
+the global rate instead of reading 0 or 1, and an agent with none gets the global rate. Before
+any outcome is known at all, rates are null.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+
+from features.errors import CTOError
+
+# Group key per rate; bots have no agent_id and share one "bot" rate.
+RATE_KEYS: dict[str, pl.Expr] = {
+    "agent": pl.coalesce(
+        pl.col("agent_id"),
+        pl.when(pl.col("handled_by").cast(pl.String) == "bot").then(pl.lit("bot")),
+    ),
+    "intent": pl.col("intent").cast(pl.String),
+    "channel": pl.col("channel").cast(pl.String),
+}
+DEFAULT_PRIOR_STRENGTH = 20.0
+KNOWN_AT = "label_known_at"
+
+
+@dataclass(frozen=True)
+class RateTables:
+    """Step functions of the known conversion rate over time, one table per key.
+
+    ``tables[name]``: ``key, label_known_at, outcomes, conversions, prior, rate`` sorted by key and
+    time: cumulative settled outcomes of the key from ``label_known_at`` on (until the key's next
+    row); ``rate`` is the smoothed rate at that moment (for reports; scoring re-smooths with the
+    global rate known at the scored contact's start).
+    ``global_rate``: ``label_known_at, outcomes, conversions, rate`` (the prior).
+    """
+
+    horizon_days: int
+    prior_strength: float
+    tables: dict[str, pl.DataFrame]
+    global_rate: pl.DataFrame
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def write(self, directory: Path | str) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, table in self.tables.items():
+            table.write_parquet(directory / f"rates_{name}.parquet")
+        self.global_rate.write_parquet(directory / "rates_global.parquet")
+        meta = {
+            "horizon_days": self.horizon_days,
+            "prior_strength": self.prior_strength,
+            "tables": sorted(self.tables),
+        } | self.meta
+        (directory / "rates.json").write_text(json.dumps(meta, indent=2, default=str))
+        return directory
+
+    @classmethod
+    def read(cls, directory: Path | str) -> RateTables:
+        directory = Path(directory)
+        meta_path = directory / "rates.json"
+        if not meta_path.is_file():
+            raise CTOError(f"{directory}: no rates.json (write rate tables with RateTables.write)")
+        meta = json.loads(meta_path.read_text())
+        tables = {
+            name: pl.read_parquet(directory / f"rates_{name}.parquet") for name in meta["tables"]
+        }
+        return cls(
+            horizon_days=int(meta["horizon_days"]),
+            prior_strength=float(meta["prior_strength"]),
+            tables=tables,
+            global_rate=pl.read_parquet(directory / "rates_global.parquet"),
+            meta={
+                k: v
+                for k, v in meta.items()
+                if k not in ("horizon_days", "prior_strength", "tables")
+            },
+        )
+
+    def latest(self, name: str) -> pl.DataFrame:
+        """Each key's rate as of the end of the data (for reports and the service's health page)."""
+        return self.tables[name].group_by("key").agg(pl.all().sort_by(KNOWN_AT).last()).sort("key")
+
+
+def compute_rates(
+    labeled_contacts: pl.DataFrame | pl.LazyFrame,
+    horizon_days: int,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+) -> RateTables:
+    """Point-in-time smoothed conversion rates from labeled contacts (:func:`features.labels.label_contacts`).
+
+    Needs ``started_at``, ``converted``, ``intent``, ``channel`` and ``agent_id``/``handled_by``;
+    ``label_known_at`` is used when present, else ``started_at + horizon_days``.
+    """
+    if horizon_days < 1:
+        raise CTOError(f"horizon_days must be >= 1, got {horizon_days}")
+    if prior_strength <= 0:
+        raise CTOError(f"prior_strength must be > 0, got {prior_strength}")
+    frame = labeled_contacts.lazy()
+    schema = frame.collect_schema()
+    missing = [c for c in ("started_at", "converted", "intent", "channel") if c not in schema]
+    if missing:
+        raise CTOError(f"compute_rates: labeled contacts lack column(s) {', '.join(missing)}")
+    known_at = (
+        pl.col(KNOWN_AT)
+        if KNOWN_AT in schema
+        else pl.col("started_at") + timedelta(days=horizon_days)
+    )
+    agent_key = RATE_KEYS["agent"]
+    if "agent_id" not in schema:
+        agent_key = pl.lit(None, pl.String)
+    keys = dict(RATE_KEYS) | {"agent": agent_key}
+    outcomes = frame.select(
+        known_at.alias(KNOWN_AT),
+        pl.col("converted").cast(pl.Int64).alias("_converted"),
+        *[expr.alias(f"_key_{name}") for name, expr in keys.items()],
+    ).filter(pl.col("_converted").is_not_null())
+
+    global_rate = (
+        outcomes.group_by(KNOWN_AT)
+        .agg(pl.len().alias("outcomes"), pl.col("_converted").sum().alias("conversions"))
+        .sort(KNOWN_AT)
+        .with_columns(pl.col("outcomes").cum_sum(), pl.col("conversions").cum_sum())
+        .with_columns((pl.col("conversions") / pl.col("outcomes")).alias("rate"))
+        .collect()
+    )
+    tables = {}
+    for name in keys:
+        per_key = (
+            outcomes.filter(pl.col(f"_key_{name}").is_not_null())
+            .group_by(pl.col(f"_key_{name}").alias("key"), KNOWN_AT)
+            .agg(pl.len().alias("outcomes"), pl.col("_converted").sum().alias("conversions"))
+            .sort("key", KNOWN_AT)
+            .with_columns(
+                pl.col("outcomes").cum_sum().over("key"),
+                pl.col("conversions").cum_sum().over("key"),
+            )
+            .sort(KNOWN_AT)
+            .join_asof(
+                global_rate.lazy().select(KNOWN_AT, pl.col("rate").alias("prior")),
+                on=KNOWN_AT,
+                strategy="backward",
+            )
+            .with_columns(
+                (
+                    (pl.col("conversions") + prior_strength * pl.col("prior"))
+                    / (pl.col("outcomes") + prior_strength)
+                ).alias("rate")
+            )
+            .sort("key", KNOWN_AT)
+            .collect()
+        )
+        tables[name] = per_key
+    return RateTables(
+        horizon_days=horizon_days,
+        prior_strength=prior_strength,
+        tables=tables,
+        global_rate=global_rate,
+    )
+
+
+def join_rates(
+    contacts: pl.DataFrame,
+    rates: RateTables | None,
+    names: tuple[str, ...] = ("agent", "intent", "channel"),
+) -> pl.DataFrame:
+    """Add ``_rate_<name>`` (and ``_rate_agent_outcomes``) as known at each contact's ``started_at``.
+
+    A key with no known outcome yet gets the global rate (the prior) and 0 outcomes; with no
+    ``rates`` at all the columns are null.
+    """
+    if rates is None:
+        return contacts.with_columns(
+            *[pl.lit(None, pl.Float64).alias(f"_rate_{name}") for name in names],
+            pl.lit(None, pl.Int64).alias("_rate_agent_outcomes"),
+        )
+    schema = contacts.collect_schema()
+    keys = {name: RATE_KEYS[name] for name in names}
+    if "agent" in keys and ("agent_id" not in schema or "handled_by" not in schema):
+        keys["agent"] = pl.lit(None, pl.String)
+    ordered = contacts.with_columns(
+        *[expr.alias(f"_rate_key_{name}") for name, expr in keys.items()]
+    ).sort("started_at")
+    ordered = ordered.join_asof(
+        rates.global_rate.select(
+            pl.col(KNOWN_AT).alias("_global_known_at"), pl.col("rate").alias("_rate_global")
+        ),
+        left_on="started_at",
+        right_on="_global_known_at",
+        strategy="backward",
+        allow_exact_matches=False,
+    )
+    m = rates.prior_strength
+    for name in names:
+        table = rates.tables[name].select(
+            pl.col("key").alias(f"_rate_key_{name}"),
+            pl.col(KNOWN_AT).alias(f"_known_at_{name}"),
+            pl.col("conversions").alias(f"_rate_{name}_conversions"),
+            pl.col("outcomes").alias(f"_rate_{name}_outcomes"),
+        )
+        outcomes = pl.col(f"_rate_{name}_outcomes").fill_null(0)
+        conversions = pl.col(f"_rate_{name}_conversions").fill_null(0)
+        has_key = pl.col(f"_rate_key_{name}").is_not_null()
+        ordered = ordered.join_asof(
+            table.sort(f"_known_at_{name}"),
+            left_on="started_at",
+            right_on=f"_known_at_{name}",
+            by=f"_rate_key_{name}",
+            strategy="backward",
+            allow_exact_matches=False,
+            check_sortedness=False,
+        ).with_columns(
+            # Shrink towards the global rate known at this very moment.
+            pl.when(has_key)
+            .then((conversions + m * pl.col("_rate_global")) / (outcomes + m))
+            .alias(f"_rate_{name}"),
+            pl.when(has_key).then(outcomes).alias(f"_rate_{name}_outcomes"),
+        )
+    return ordered
+
+
+RATE_INPUTS = (
+    "started_at",
+    "label_known_at",
+    "converted",
+    "agent_id",
+    "handled_by",
+    "intent",
+    "channel",
+)
+
+
+def compute_rates_partitioned(
+    input_dir: Path | str,
+    n_partitions: int,
+    horizon_days: int,
+    journey_gap_days: int,
+) -> RateTables:
+    """:func:`compute_rates` for data larger than memory.
+
+    Labels are per customer, so each customer-hash partition is labeled on its own; only the few
+    columns a rate needs are kept from each, then the global step runs once on all of them.
+    """
+    from features.labels import label_contacts
+    from features.pipeline import customer_partition, scan_tables
+
+    scans = scan_tables(Path(input_dir))
+    observed_until = (
+        pl.concat(
+            [
+                scans["contacts"].select(pl.col("started_at").max().alias("at")),
+                scans["orders"].select(pl.col("ordered_at").max().alias("at")),
+            ]
+        )
+        .select(pl.col("at").max())
+        .collect()
+        .item()
+    )
+    pieces = []
+    for part in range(n_partitions):
+        mine = customer_partition(n_partitions) == part
+        labeled = label_contacts(
+            scans["contacts"].filter(mine),
+            scans["orders"].filter(mine),
+            horizon_days=horizon_days,
+            journey_gap_days=journey_gap_days,
+            observed_until=observed_until,
+        )
+        pieces.append(labeled.select([c for c in RATE_INPUTS if c in labeled.columns]))
+    return compute_rates(pl.concat(pieces), horizon_days=horizon_days)

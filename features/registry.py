@@ -1,0 +1,739 @@
+"""The contact feature set, declared as data (Feast-style): one :class:`FeatureDef` per feature.
+
+Each feature names a Polars expression, a description, a window and the *scoring moment* it is
+known at. :mod:`features.pipeline` evaluates the expressions; nothing else decides what a feature
+is. The set is versioned (``FEATURE_SET.version``) and fingerprinted (``FEATURE_SET.digest``, a hash
+of every definition), and training logs ``FEATURE_SET.to_dict()`` with each model, so a model and
+the features it is served with can be checked to match.
+
+Two stages evaluate the expressions (see :mod:`features.pipeline` for the helper columns):
+
+- ``stream``: over the customer's event stream (contact starts, contact outcomes at the moment they
+  became known, orders), sorted by customer and time. Window features are
+  ``rolling_*_by("_t", window, closed="left").over("customer_id")``: the window ``[t - w, t)``
+  excludes the scored contact and everything at or after its start.
+- ``contact``: over the contact rows once the stream features are in place (the contact's own
+  fields, journeys, customer attributes and the point-in-time rate tables).
+
+Scoring moments:
+
+- ``arrival``: what is known when the contact arrives: its channel, direction, intent, time,
+  the customer's attributes and the customer's history strictly before it.
+- ``after_contact``: everything at arrival plus this contact's own outcome (wait, handling,
+  transfers, resolution, who handled it and that agent's conversion rate). ``dropoff_reason`` is
+  never a feature: it is what the drop-off model predicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+import polars as pl
+
+from features.rates import DEFAULT_PRIOR_STRENGTH
+from features.schema import CHANNELS, Channel, Direction, Handler, Intent, Segment
+
+Moment = Literal["arrival", "after_contact"]
+MOMENTS: tuple[str, ...] = ("arrival", "after_contact")
+WINDOWS: tuple[str, ...] = ("1d", "7d", "30d", "90d", "journey", "lifetime", "point")
+HISTORY_WINDOWS: tuple[str, ...] = ("1d", "7d", "30d", "90d")
+ORDER_WINDOWS: tuple[str, ...] = ("7d", "30d", "90d")
+STAGES: tuple[str, ...] = ("stream", "contact")
+
+# Column names of the event stream the stream-stage expressions read (built by features.pipeline).
+TIME = "_t"
+CUSTOMER = "customer_id"
+DAYS_PER_MICROSECOND = 1 / 86_400_000_000
+HOURS_PER_MICROSECOND = 1 / 3_600_000_000
+
+
+@dataclass(frozen=True)
+class FeatureDef:
+    """One feature: how it is computed, what it means, which window and when it is known.
+
+    ``expr`` is a Polars expression over the stage's frame, or a builder (a no-argument callable
+    returning one) for expressions that are cheaper to build on demand. ``monotone`` is the known
+    direction of the feature's effect on conversion (-1, 0 = unknown, +1): training may pass it
+    to LightGBM as a monotone constraint.
+    """
+
+    name: str
+    expr: pl.Expr | Callable[[], pl.Expr]
+    description: str
+    window: str
+    moment: str
+    kind: str = "numeric"
+    dtype: pl.DataType = field(default_factory=pl.Float64)
+    monotone: int = 0
+    stage: str = "stream"
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise ValueError(f"feature {self.name}: window {self.window!r} not in {WINDOWS}")
+        if self.moment not in MOMENTS:
+            raise ValueError(f"feature {self.name}: moment {self.moment!r} not in {MOMENTS}")
+        if self.kind not in ("numeric", "categorical"):
+            raise ValueError(f"feature {self.name}: kind {self.kind!r} is not numeric/categorical")
+        if self.kind == "categorical" and not isinstance(self.dtype, pl.Enum):
+            raise ValueError(f"feature {self.name}: a categorical feature must be a pl.Enum")
+        if self.monotone not in (-1, 0, 1):
+            raise ValueError(f"feature {self.name}: monotone must be -1, 0 or 1")
+        if self.stage not in STAGES:
+            raise ValueError(f"feature {self.name}: stage {self.stage!r} not in {STAGES}")
+
+    def expression(self) -> pl.Expr:
+        """The Polars expression, cast to the declared dtype and named after the feature."""
+        expr = (
+            self.expr() if callable(self.expr) and not isinstance(self.expr, pl.Expr) else self.expr
+        )
+        return expr.cast(self.dtype).alias(self.name)
+
+    @property
+    def categories(self) -> list[str] | None:
+        return self.dtype.categories.to_list() if isinstance(self.dtype, pl.Enum) else None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "window": self.window,
+            "moment": self.moment,
+            "kind": self.kind,
+            "dtype": str(self.dtype),
+            "categories": self.categories,
+            "monotone": self.monotone,
+            "stage": self.stage,
+            "expr": str(self.expression()),
+        }
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A named, versioned group of features; ``digest`` changes whenever any definition changes."""
+
+    name: str
+    version: str
+    features: tuple[FeatureDef, ...]
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"feature set {self.name}: duplicate feature names {duplicates}")
+
+    @property
+    def digest(self) -> str:
+        payload = json.dumps([f.to_dict() for f in self.features], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def for_moment(self, moment: str) -> tuple[FeatureDef, ...]:
+        """Features available at ``moment``: after_contact includes every arrival feature."""
+        _check_moment(moment)
+        allowed = ("arrival",) if moment == "arrival" else MOMENTS
+        return tuple(f for f in self.features if f.moment in allowed)
+
+    def get(self, name: str) -> FeatureDef:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"feature set {self.name} has no feature {name!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able description that training logs with every model."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "moments": {m: [f.name for f in self.for_moment(m)] for m in MOMENTS},
+            "categorical": {m: categorical_features(m, self) for m in MOMENTS},
+            "features": [f.to_dict() for f in self.features],
+        }
+
+
+def _check_moment(moment: str) -> None:
+    if moment not in MOMENTS:
+        raise ValueError(f"moment must be one of {MOMENTS}, got {moment!r}")
+
+
+# --- expression helpers -------------------------------------------------------------------------
+
+
+def _rolling_sum(column: str, window: str) -> pl.Expr:
+    return pl.col(column).rolling_sum_by(TIME, window, closed="left").over(CUSTOMER)
+
+
+def _rolling_max(column: str, window: str) -> pl.Expr:
+    return pl.col(column).rolling_max_by(TIME, window, closed="left").over(CUSTOMER)
+
+
+def _ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
+    return pl.when(denominator > 0).then(numerator / denominator)
+
+
+def _days_between(later: str, earlier: str) -> pl.Expr:
+    # Multiply by the reciprocal: Polars divides by a scalar that way on long columns but exactly
+    # on one-row frames, and online (one row) must equal batch to the last bit.
+    return (pl.col(later) - pl.col(earlier)).dt.total_microseconds() * DAYS_PER_MICROSECOND
+
+
+def _channels_used(window: str) -> pl.Expr:
+    # `_last_<channel>_at`: the customer's latest contact on that channel strictly before this one.
+    span = timedelta(days=int(window.removesuffix("d")))
+    recent = [(pl.col("started_at") - pl.col(f"_last_{c}_at")) <= span for c in CHANNELS]
+    return pl.sum_horizontal(recent)
+
+
+def _flag(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.Int8)
+
+
+# --- the features -------------------------------------------------------------------------------
+
+INT = pl.Int32
+
+
+def _history_features(window: str) -> list[FeatureDef]:
+    period = {"1d": "day", "7d": "7 days", "30d": "30 days", "90d": "90 days"}[window]
+    wait_known = _rolling_sum("_has_wait", window)
+    return [
+        FeatureDef(
+            f"contacts_{window}",
+            _rolling_sum("_is_contact", window),
+            f"Contacts the customer started or received in the {period} before this one.",
+            window,
+            "arrival",
+            dtype=INT,
+        ),
+        FeatureDef(
+            f"channels_used_{window}",
+            _channels_used(window),
+            f"Distinct channels among the customer's contacts in the {period} before this one.",
+            window,
+            "arrival",
+            dtype=INT,
+            stage="contact",
+        ),
+        FeatureDef(
+            f"channel_switches_{window}",
+            _rolling_sum("_switch", window),
+            f"Contacts in the {period} before this one whose channel differed from the customer's "
+            "contact before them.",
+            window,
+            "arrival",
+            dtype=INT,
+        ),
+        FeatureDef(
+            f"wait_mean_{window}",
+            _ratio(_rolling_sum("_wait", window), wait_known),
+            f"Mean wait (queue wait or time to first reply), seconds, of the customer's contacts whose "
+            f"outcome became known in the {period} before this one; null if none.",
+            window,
+            "arrival",
+        ),
+        FeatureDef(
+            f"wait_max_{window}",
+            _rolling_max("_wait", window),
+            f"Longest wait, seconds, among contacts whose outcome became known in the {period} "
+            "before this one; null if none.",
+            window,
+            "arrival",
+        ),
+        FeatureDef(
+            f"abandons_{window}",
+            _rolling_sum("_abandoned", window),
+            f"Abandoned contacts among outcomes known in the {period} before this one.",
+            window,
+            "arrival",
+            dtype=INT,
+        ),
+        FeatureDef(
+            f"transfers_{window}",
+            _rolling_sum("_transfers", window),
+            f"Transfers summed over contacts whose outcome became known in the {period} before this one.",
+            window,
+            "arrival",
+            dtype=INT,
+        ),
+        FeatureDef(
+            f"unresolved_{window}",
+            _rolling_sum("_unresolved", window),
+            f"Unresolved contacts among outcomes known in the {period} before this one.",
+            window,
+            "arrival",
+            dtype=INT,
+        ),
+        FeatureDef(
+            f"bot_only_{window}",
+            _rolling_sum("_bot", window),
+            f"Contacts handled by a bot only (no agent), among outcomes known in the {period} before "
+            "this one.",
+            window,
+            "arrival",
+            dtype=INT,
+        ),
+    ]
+
+
+def _order_features(window: str) -> list[FeatureDef]:
+    period = {"7d": "7 days", "30d": "30 days", "90d": "90 days"}[window]
+    return [
+        FeatureDef(
+            f"orders_{window}",
+            _rolling_sum("_is_order", window),
+            f"Orders placed in the {period} before this contact (ordered_at strictly before it).",
+            window,
+            "arrival",
+            dtype=INT,
+        ),
+        FeatureDef(
+            f"spend_{window}",
+            _rolling_sum("_amount", window),
+            f"Order value placed in the {period} before this contact.",
+            window,
+            "arrival",
+        ),
+    ]
+
+
+def _point_features() -> list[FeatureDef]:
+    return [
+        FeatureDef(
+            "channel",
+            pl.col("channel"),
+            "Channel of this contact (unknown values are `other`).",
+            "point",
+            "arrival",
+            kind="categorical",
+            dtype=Channel,
+            stage="contact",
+        ),
+        FeatureDef(
+            "direction",
+            pl.col("direction"),
+            "Inbound (customer started it) or outbound.",
+            "point",
+            "arrival",
+            kind="categorical",
+            dtype=Direction,
+            stage="contact",
+        ),
+        FeatureDef(
+            "intent",
+            pl.col("intent"),
+            "What the customer wants, as classified at arrival (IVR, form, first message).",
+            "point",
+            "arrival",
+            kind="categorical",
+            dtype=Intent,
+            stage="contact",
+        ),
+        FeatureDef(
+            "hour_of_day",
+            pl.col("started_at").dt.hour(),
+            "Hour the contact started, 0-23, UTC.",
+            "point",
+            "arrival",
+            dtype=pl.Int8,
+            stage="contact",
+        ),
+        FeatureDef(
+            "day_of_week",
+            pl.col("started_at").dt.weekday(),
+            "Weekday the contact started, 1 = Monday ... 7 = Sunday, UTC.",
+            "point",
+            "arrival",
+            dtype=pl.Int8,
+            stage="contact",
+        ),
+        FeatureDef(
+            "segment",
+            pl.col("_segment"),
+            "Customer segment from the customers table; null when unknown.",
+            "point",
+            "arrival",
+            kind="categorical",
+            dtype=Segment,
+            stage="contact",
+        ),
+        FeatureDef(
+            "tenure_days",
+            _days_between("started_at", "_first_seen_at"),
+            "Days since the customer was first seen: the earliest of customers.first_seen_at, the "
+            "customer's first contact and first order (never after this contact).",
+            "point",
+            "arrival",
+            stage="contact",
+        ),
+    ]
+
+
+def _lifetime_features() -> list[FeatureDef]:
+    return [
+        FeatureDef(
+            "contacts_lifetime",
+            pl.col("_contacts_before"),
+            "All of the customer's contacts before this one.",
+            "lifetime",
+            "arrival",
+            dtype=INT,
+        ),
+        FeatureDef(
+            "orders_lifetime",
+            pl.col("_orders_before"),
+            "All of the customer's orders before this contact.",
+            "lifetime",
+            "arrival",
+            dtype=INT,
+        ),
+        FeatureDef(
+            "spend_lifetime",
+            pl.col("_spend_before"),
+            "Total order value before this contact.",
+            "lifetime",
+            "arrival",
+        ),
+        FeatureDef(
+            "days_since_last_contact",
+            _days_between("started_at", "_last_contact_at"),
+            "Days since the customer's previous contact started; null for a first contact.",
+            "lifetime",
+            "arrival",
+            stage="contact",
+        ),
+        FeatureDef(
+            "days_since_last_order",
+            _days_between("_t", "_last_order_at"),
+            "Days since the customer's latest order before this contact; null if none.",
+            "lifetime",
+            "arrival",
+        ),
+        FeatureDef(
+            "prev_unresolved",
+            pl.col("_last_outcome_unresolved"),
+            "1 if the latest contact whose outcome was known before this one was left unresolved, "
+            "0 if resolved; null if no earlier outcome is known.",
+            "lifetime",
+            "arrival",
+            dtype=pl.Int8,
+        ),
+    ]
+
+
+def _journey_features() -> list[FeatureDef]:
+    return [
+        FeatureDef(
+            "journey_contacts",
+            pl.col("_journey_contacts_before"),
+            "Contacts before this one in the current journey (contacts with gaps under the journey "
+            "gap, reset by an order); 0 when this contact starts a journey.",
+            "journey",
+            "arrival",
+            dtype=INT,
+            stage="contact",
+        ),
+        FeatureDef(
+            "journey_age_hours",
+            (pl.col("started_at") - pl.col("_journey_started_at")).dt.total_microseconds()
+            * HOURS_PER_MICROSECOND,
+            "Hours since the current journey's first contact; 0 when this contact starts it.",
+            "journey",
+            "arrival",
+            stage="contact",
+        ),
+        FeatureDef(
+            "channel_switch",
+            pl.col("_journey_channel_switch"),
+            "1 if this contact's channel differs from the previous contact's in the same journey, "
+            "0 if the same; null when this contact starts a journey.",
+            "journey",
+            "arrival",
+            dtype=pl.Int8,
+            stage="contact",
+        ),
+    ]
+
+
+def _rate_features() -> list[FeatureDef]:
+    return [
+        FeatureDef(
+            "intent_conversion_rate",
+            pl.col("_rate_intent"),
+            "Conversion rate of contacts with this intent whose outcome window had closed before "
+            "this contact (all customers), smoothed towards the global rate (features.rates).",
+            "lifetime",
+            "arrival",
+            stage="contact",
+        ),
+        FeatureDef(
+            "channel_conversion_rate",
+            pl.col("_rate_channel"),
+            "Conversion rate of contacts on this channel whose outcome window had closed before "
+            "this contact, smoothed towards the global rate.",
+            "lifetime",
+            "arrival",
+            stage="contact",
+        ),
+    ]
+
+
+def _after_contact_features() -> list[FeatureDef]:
+    return [
+        FeatureDef(
+            "wait_seconds",
+            pl.col("wait_seconds"),
+            "This contact's queue wait (phone, chat) or time to first reply (written channels), seconds.",
+            "point",
+            "after_contact",
+            monotone=-1,
+            stage="contact",
+        ),
+        FeatureDef(
+            "handle_seconds",
+            pl.col("handle_seconds"),
+            "This contact's talk / handling time, seconds.",
+            "point",
+            "after_contact",
+            stage="contact",
+        ),
+        FeatureDef(
+            "transfers",
+            pl.col("transfers"),
+            "Times this contact was transferred.",
+            "point",
+            "after_contact",
+            dtype=INT,
+            monotone=-1,
+            stage="contact",
+        ),
+        FeatureDef(
+            "abandoned",
+            _flag("abandoned"),
+            "1 if the customer left before being served.",
+            "point",
+            "after_contact",
+            dtype=pl.Int8,
+            monotone=-1,
+            stage="contact",
+        ),
+        FeatureDef(
+            "resolved",
+            _flag("resolved"),
+            "1 if the request was resolved in this contact.",
+            "point",
+            "after_contact",
+            dtype=pl.Int8,
+            stage="contact",
+        ),
+        FeatureDef(
+            "callback_offered",
+            _flag("callback_offered"),
+            "1 if a callback was offered while waiting.",
+            "point",
+            "after_contact",
+            dtype=pl.Int8,
+            stage="contact",
+        ),
+        FeatureDef(
+            "follow_up_sent",
+            _flag("follow_up_sent"),
+            "1 if a follow-up (quote, summary, reminder) was sent.",
+            "point",
+            "after_contact",
+            dtype=pl.Int8,
+            stage="contact",
+        ),
+        FeatureDef(
+            "handled_by",
+            pl.col("handled_by"),
+            "Agent or bot: known once the contact is routed.",
+            "point",
+            "after_contact",
+            kind="categorical",
+            dtype=Handler,
+            stage="contact",
+        ),
+        FeatureDef(
+            "agent_conversion_rate",
+            pl.col("_rate_agent"),
+            "Conversion rate of the handling agent's contacts (all bots share one rate) whose outcome "
+            "window had closed before this contact, smoothed towards the global rate.",
+            "lifetime",
+            "after_contact",
+            stage="contact",
+        ),
+        FeatureDef(
+            "agent_known_outcomes",
+            pl.col("_rate_agent_outcomes"),
+            "How many of the agent's contacts had a known outcome before this one: the evidence "
+            "behind agent_conversion_rate.",
+            "lifetime",
+            "after_contact",
+            dtype=INT,
+            stage="contact",
+        ),
+    ]
+
+
+def _all_features() -> tuple[FeatureDef, ...]:
+    features = _point_features() + _lifetime_features()
+    for window in HISTORY_WINDOWS:
+        features += _history_features(window)
+    for window in ORDER_WINDOWS:
+        features += _order_features(window)
+    features += _journey_features() + _rate_features() + _after_contact_features()
+    return tuple(features)
+
+
+FEATURE_SET = FeatureSet(name="cto_contact_features", version="1.0.0", features=_all_features())
+
+
+def feature_names(
+    moment: str = "after_contact", feature_set: FeatureSet = FEATURE_SET
+) -> list[str]:
+    """Feature column names at ``moment``, in the stable registry order."""
+    return [f.name for f in feature_set.for_moment(moment)]
+
+
+def categorical_features(
+    moment: str = "after_contact", feature_set: FeatureSet = FEATURE_SET
+) -> list[str]:
+    """The categorical (pl.Enum) features at ``moment``, in registry order."""
+    return [f.name for f in feature_set.for_moment(moment) if f.kind == "categorical"]
+
+
+def monotone_constraints(
+    moment: str = "after_contact", feature_set: FeatureSet = FEATURE_SET
+) -> list[int]:
+    """Known effect directions, aligned with :func:`feature_names` (LightGBM monotone_constraints)."""
+    return [f.monotone for f in feature_set.for_moment(moment)]
+
+
+def feature_schema(
+    moment: str = "after_contact", feature_set: FeatureSet = FEATURE_SET
+) -> dict[str, pl.DataType]:
+    """Column dtypes of :func:`features.pipeline.build_features` output at ``moment``."""
+    from features.schema import UTC_TIME
+
+    keys: dict[str, pl.DataType] = {
+        "contact_id": pl.String(),
+        "customer_id": pl.String(),
+        "started_at": UTC_TIME,
+    }
+    return keys | {f.name: f.dtype for f in feature_set.for_moment(moment)}
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
+    """docs/features.md, generated from the registry (a test keeps the file equal to this)."""
+    arrival = feature_set.for_moment("arrival")
+    after_only = [f for f in feature_set.features if f.moment == "after_contact"]
+    lines = [
+        "# Contact features",
+        "",
+        "<!-- Generated by features.registry.features_markdown(); do not edit by hand. Regenerate with",
+        "     .venv/bin/python -c 'from features.registry import features_markdown; "
+        'print(features_markdown(), end="")\' > docs/features.md -->',
+        "",
+        f"Feature set **`{feature_set.name}`**, version **{feature_set.version}**, digest "
+        f"`{feature_set.digest}` (a hash of every definition below: training logs it with each model "
+        "and the service can check it). "
+        f"{len(arrival)} features at arrival, {len(arrival) + len(after_only)} after the contact.",
+        "",
+        "Build them with `cto features DATA_DIR --out FILE_OR_DIR [--moment arrival|after_contact|both]"
+        " [--partitions N]`, or in Python with `features.pipeline.build_features(contacts, orders, "
+        "customers, rates, moment)`. The service calls `features.pipeline.online_features(...)`, which "
+        "appends the new contact to the customer's history and runs the same function: batch and online "
+        "features cannot drift apart (tests/data/test_features_leakage.py compares them row for row).",
+        "",
+        "## Scoring moments",
+        "",
+        "- **arrival**: scored when the contact arrives, before routing. Known: the contact's channel, "
+        "direction, intent and time, the customer's attributes, and the customer's history strictly "
+        "before the contact started.",
+        "- **after_contact**: scored once the contact has ended. Everything known at arrival plus the "
+        "contact's own outcome: wait (for written channels: time to first reply), handling time, "
+        "transfers, abandoned, resolved, callback offered, follow-up sent, bot or agent, and the "
+        "handling agent's conversion rate.",
+        "- `dropoff_reason` is never a feature: it is what the drop-off model predicts.",
+        "",
+        "## Point-in-time correctness",
+        "",
+        "Each customer's events form one time-ordered stream: contact starts (the rows scored), "
+        "contact *outcomes* at the moment they became known (`started_at + wait_seconds + "
+        "handle_seconds`), and orders at `ordered_at`.",
+        "",
+        '- Window features are `rolling_*_by(t, window, closed="left").over("customer_id")`: the '
+        "window `[t - w, t)` holds only events strictly before the contact started.",
+        '- Lifetime counts and "latest" values (days since last order, previous outcome) come from '
+        "per-customer running sums and forward fills read at the first row of the contact's instant, "
+        "so events at the same instant are excluded as well.",
+        "- Orders known at arrival are those with `ordered_at < started_at`; an order at the very "
+        "instant a contact starts is that contact's outcome (see docs/labels.md), never its history.",
+        "- An outcome is history only once the contact ended: an email answered two days later is a "
+        "contact in `contacts_1d` of a phone call an hour later, but its wait and resolution are not "
+        "(a customer calling because the email is unanswered must not be scored with the answer).",
+        "- A contact's own after-contact fields only produce an event at or after its own start, so "
+        "they cannot reach its arrival features; at arrival they may be null or absent.",
+        "- Journeys: a contact starts a new journey if it is the customer's first, if the previous "
+        "contact is at least `CTO_JOURNEY_GAP_DAYS` (14) days earlier, or if an order within "
+        "`CTO_HORIZON_DAYS` of the previous contact came before it (the same rule as features.labels, "
+        "evaluated with what is known at arrival).",
+        "- Tests perturb each contact's outcome and every later event (contacts, orders, other "
+        "customers' outcomes behind the rates) and require identical features.",
+        "",
+        "## Rates: the global step",
+        "",
+        "Agent, intent and channel conversion rates pool all customers, so they are computed in a "
+        "separate step, `features.rates.compute_rates(labeled_contacts, horizon_days) -> RateTables`, "
+        "and joined as of each contact's start (`join_asof` on `label_known_at`). A contact's "
+        "outcome is settled at `label_known_at = started_at + H`; a contact started at `s` only sees "
+        "outcomes with `label_known_at < s` (strict: an order at `s` itself is not known at `s`). "
+        "Rates are smoothed towards the global rate known at the same moment, "
+        f"`(conversions + m * global) / (outcomes + m)` with `m = {DEFAULT_PRIOR_STRENGTH:g}`, so a new agent starts at the "
+        "global rate and one unlucky contact does not make a 0% agent. Bots share one `bot` rate. "
+        "Intent and channel rates are arrival features; the agent rate is an after-contact feature "
+        "(the agent is known once the contact is routed). Without rate tables the rate columns are "
+        "null. `RateTables.write(dir)`/`RateTables.read(dir)` store them for the service.",
+        "",
+        "## Larger than memory",
+        "",
+        "Everything except the rates is per customer. `features.pipeline.build_features_partitioned"
+        "(input_dir, out_dir, n_partitions)` (`cto features --partitions N`) reads one customer-hash "
+        "partition at a time from Parquet and writes `part-NNNNN.parquet` per partition: Polars' "
+        "streaming engine cannot run `over`/rolling windows out of core, partitions can. On Dask, "
+        "the same function runs one task per partition with the rate tables broadcast.",
+        "",
+        "## Data types",
+        "",
+        "Numeric features are Float64 (rates, means, ages, amounts) or integers (counts, 0/1 flags); "
+        "categorical features are `pl.Enum` with the data contract's categories (unknown values become "
+        "`other`). Nulls mean *undefined* (no previous order, no known outcome in the window), not "
+        "zero. Columns always come in the order below, after `contact_id, customer_id, started_at`. "
+        "Times are UTC (`hour_of_day`, `day_of_week`). `monotone` is the known direction of a "
+        "feature's effect on conversion (training may pass it to LightGBM).",
+        "",
+    ]
+    sections = [
+        ("Arrival features", [f for f in feature_set.features if f.moment == "arrival"]),
+        ("After-contact features (in addition to all arrival features)", after_only),
+    ]
+    for title, features in sections:
+        lines += [f"## {title}", "", "| feature | window | kind | dtype | monotone | description |"]
+        lines.append("|---|---|---|---|---|---|")
+        for f in features:
+            kind = f.kind if f.categories is None else f"categorical: {', '.join(f.categories)}"
+            monotone = {-1: "decreasing", 0: "", 1: "increasing"}[f.monotone]
+            lines.append(
+                f"| `{f.name}` | {f.window} | {_markdown_cell(kind)} | {f.dtype} | {monotone} | "
+                f"{_markdown_cell(f.description)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

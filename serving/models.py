@@ -1,0 +1,246 @@
+"""Load the champion models from the MLflow registry, and notice when the champion changes.
+
+A :class:`ModelBundle` is immutable: the service swaps the whole bundle in one assignment when a new
+champion appears, so a request always scores with one consistent set of models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from features.errors import CTOError
+from features.settings import Settings
+from serving.encoding import CardEncoder
+from serving.explain import Reference
+
+log = logging.getLogger("cto.serving")
+
+# Roles the service fills, and the registered model name suffix of each.
+CONVERSION_ARRIVAL = "conversion-arrival"
+CONVERSION_AFTER_CONTACT = "conversion-after-contact"
+DROPOFF_REASON = "dropoff-reason"
+CONTACTS_TO_ORDER = "contacts-to-order"
+REQUIRED_TASKS = (CONVERSION_ARRIVAL, CONVERSION_AFTER_CONTACT)
+OPTIONAL_TASKS = (DROPOFF_REASON, CONTACTS_TO_ORDER)
+TASKS = REQUIRED_TASKS + OPTIONAL_TASKS
+CONVERSION_TASK = {"arrival": CONVERSION_ARRIVAL, "after_contact": CONVERSION_AFTER_CONTACT}
+CARD_FILE = "model_card.json"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    task: str
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    booster: lgb.Booster
+    card: dict[str, Any]
+    encoder: CardEncoder
+    references: dict[str, Reference | None]
+    category_shares: dict[str, dict[str, float]]
+    class_names: tuple[str, ...] | None
+    calibration_a: float
+    calibration_b: float
+    rates: Any = None  # features.rates.RateTables from the version's rates.parquet, or None
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.encoder.feature_names
+
+    def probability(self, raw_score: np.ndarray) -> np.ndarray:
+        """Calibrated probability from the raw log-odds (the card's Platt mapping, or the sigmoid)."""
+        return 1.0 / (1.0 + np.exp(-(self.calibration_a * raw_score + self.calibration_b)))
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    models: dict[str, LoadedModel]
+    loaded_at: float = field(default_factory=time.time)
+
+    def rates_for(self, moment: str) -> Any:
+        """The rate tables the moment's conversion model was trained with (features share them)."""
+        return self.models[CONVERSION_TASK[moment]].rates
+
+    def versions(self) -> dict[str, str]:
+        return {task: model.version for task, model in self.models.items()}
+
+    def get(self, task: str) -> LoadedModel | None:
+        return self.models.get(task)
+
+
+def registered_name(settings: Settings, task: str) -> str:
+    return f"{settings.model_prefix}-{task}"
+
+
+def _client(settings: Settings) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+def champion_versions(settings: Settings) -> dict[str, str]:
+    """Registered version behind the alias, per task (tasks without one are left out)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings)
+    versions: dict[str, str] = {}
+    for task in TASKS:
+        try:
+            version = client.get_model_version_by_alias(
+                registered_name(settings, task), settings.champion_alias
+            )
+        except MlflowException:
+            continue
+        versions[task] = str(version.version)
+    return versions
+
+
+def _load_booster(model_dir: Path) -> lgb.Booster:
+    import mlflow.lightgbm
+
+    model = mlflow.lightgbm.load_model(str(model_dir))
+    # A model logged through the sklearn wrapper still scores through its native Booster.
+    booster = getattr(model, "booster_", model)
+    if not isinstance(booster, lgb.Booster):
+        raise CTOError(f"{model_dir}: expected a LightGBM model, found {type(model).__name__}")
+    return booster
+
+
+def _references(
+    card: dict[str, Any],
+) -> tuple[dict[str, Reference | None], dict[str, dict[str, float]]]:
+    references: dict[str, Reference | None] = {}
+    shares: dict[str, dict[str, float]] = {}
+    for name, ref in (card.get("reference_quantiles") or {}).items():
+        if ref.get("kind") == "categorical":
+            shares[name] = dict(zip(ref["levels"], ref["shares"], strict=True))
+        else:
+            levels = [p / 100.0 for p in ref["percentiles"]]
+            references[name] = Reference.from_lists(levels, ref["values"])
+    return references, shares
+
+
+def _calibration(card: dict[str, Any]) -> tuple[float, float]:
+    calibration = card.get("calibration") or {}
+    if calibration.get("method") == "platt":
+        return float(calibration["a"]), float(calibration["b"])
+    return 1.0, 0.0
+
+
+def load_model(settings: Settings, task: str, version: str, workdir: Path) -> LoadedModel:
+    import mlflow.artifacts
+
+    name = registered_name(settings, task)
+    client = _client(settings)
+    model_version = client.get_model_version(name, version)
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}",
+            dst_path=str(workdir / f"{task}-{version}"),
+            tracking_uri=settings.tracking_uri,
+        )
+    )
+    card_path = local / CARD_FILE
+    if not card_path.is_file():
+        card_path = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=model_version.run_id,
+                artifact_path=CARD_FILE,
+                dst_path=str(workdir / f"{task}-{version}-run"),
+                tracking_uri=settings.tracking_uri,
+            )
+        )
+    card = json.loads(card_path.read_text())
+    booster = _load_booster(local)
+    encoder = CardEncoder(card["feature_names"], card.get("category_levels") or {})
+    if booster.num_feature() != len(encoder.feature_names):
+        raise CTOError(
+            f"{name} v{version}: the booster reads {booster.num_feature()} features, the card lists "
+            f"{len(encoder.feature_names)}"
+        )
+    references, shares = _references(card)
+    a, b = _calibration(card)
+    class_names = tuple(card["class_names"]) if card.get("class_names") else None
+    rates_path = local / RATES_FILE
+    if not rates_path.is_file():
+        log.warning("%s v%s: no %s; rate features are null", name, version, RATES_FILE)
+    return LoadedModel(
+        task=task,
+        name=name,
+        version=str(version),
+        alias=settings.champion_alias,
+        run_id=model_version.run_id,
+        booster=booster,
+        card=card,
+        encoder=encoder,
+        references=references,
+        category_shares=shares,
+        class_names=class_names,
+        calibration_a=a,
+        calibration_b=b,
+        rates=online_rates(pl.read_parquet(rates_path)) if rates_path.is_file() else None,
+    )
+
+
+RATES_FILE = "rates.parquet"
+# The service applies the latest rates to every contact it scores, whatever its time: a replayed
+# contact from before the training data's end must not fall back to "no rate known yet".
+_RATES_VALID_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def online_rates(latest: pl.DataFrame) -> Any:
+    """RateTables for online scoring from a model's ``rates.parquet`` (latest rate per key).
+
+    ``rates.parquet`` (training.tracking.latest_rates_frame): rate_table, key, label_known_at,
+    outcomes, conversions, rate; rate_table ``global`` holds the prior. Every rate is made valid
+    from the epoch on, so :func:`features.rates.join_rates` finds it for any contact.
+    """
+    from features.rates import RateTables
+
+    valid_from = pl.lit(_RATES_VALID_FROM).cast(latest.schema["label_known_at"])
+    rows = latest.with_columns(valid_from.alias("label_known_at"))
+    tables = {
+        name: rows.filter(pl.col("rate_table") == name).drop("rate_table").sort("key")
+        for name in rows["rate_table"].unique().to_list()
+        if name != "global"
+    }
+    global_rate = rows.filter(pl.col("rate_table") == "global").drop("rate_table", "key")
+    return RateTables(horizon_days=0, prior_strength=0.0, tables=tables, global_rate=global_rate)
+
+
+def load_bundle(settings: Settings, versions: dict[str, str] | None = None) -> ModelBundle:
+    """Every champion model (and the rate tables) from the registry; fails if a required one is missing."""
+    versions = champion_versions(settings) if versions is None else versions
+    missing = [registered_name(settings, t) for t in REQUIRED_TASKS if t not in versions]
+    if missing:
+        raise CTOError(
+            f"no model with alias {settings.champion_alias!r} for {', '.join(missing)} in "
+            f"{settings.tracking_uri}; train and promote first (cto train)"
+        )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cto-models-") as tmp:
+        workdir = Path(tmp)
+        models = {task: load_model(settings, task, v, workdir) for task, v in versions.items()}
+    log.info(
+        "loaded %s in %.1f s",
+        ", ".join(f"{m.name} v{m.version}" for m in models.values()),
+        time.perf_counter() - started,
+    )
+    return ModelBundle(models=models)
+
+
+def nan_to_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)

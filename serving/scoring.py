@@ -1,0 +1,259 @@
+"""Score contacts: history -> online features -> models -> the API answer.
+
+Independent of BentoML so it can be tested and benchmarked on its own; :mod:`serving.service`
+wraps it. A batch is scored with one ``Booster.predict`` per model over all its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from features.schema import CONTACTS, CUSTOMERS, ORDERS
+from serving import rules
+from serving.explain import driver_text, top_indices
+from serving.models import (
+    CONTACTS_TO_ORDER,
+    CONVERSION_TASK,
+    DROPOFF_REASON,
+    LoadedModel,
+    ModelBundle,
+)
+from serving.schemas import (
+    BatchItem,
+    Driver,
+    History,
+    ModelRef,
+    NextAction,
+    Priority,
+    ReasonProbability,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+from serving.store import CustomerHistory, EventStore
+
+# LightGBM threads per predict call: one request is far too small to gain from more, and the
+# server runs requests side by side (see stack notes: OpenMP threads fight under load).
+PREDICT_THREADS = 1
+
+_CONTACT_SCHEMA = CONTACTS.polars_schema
+_ORDER_SCHEMA = ORDERS.polars_schema
+_CUSTOMER_SCHEMA = CUSTOMERS.polars_schema
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    contact: dict
+    history: CustomerHistory
+    source: str  # "request" or "event_store"
+
+
+def _frame(rows: Sequence[dict], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema=schema)
+
+
+def history_from_request(history: History) -> CustomerHistory:
+    customer = [history.customer.model_dump()] if history.customer is not None else []
+    return CustomerHistory(
+        contacts=_frame([c.model_dump() for c in history.contacts], _CONTACT_SCHEMA),
+        orders=_frame([o.model_dump() for o in history.orders], _ORDER_SCHEMA),
+        customer=_frame(customer, _CUSTOMER_SCHEMA),
+    )
+
+
+def prepare_items(
+    items: Sequence[BatchItem | ScoreRequest], store: EventStore | None
+) -> list[PreparedItem]:
+    """Each contact with its history: from the request where given, else from the event store."""
+    prepared: list[PreparedItem | None] = [None] * len(items)
+    from_store: list[int] = []
+    for index, item in enumerate(items):
+        if item.history is None:
+            from_store.append(index)
+            continue
+        prepared[index] = PreparedItem(
+            item.contact.model_dump(), history_from_request(item.history), "request"
+        )
+    if from_store:
+        if store is None:
+            raise LookupError("history: not in the request and the service has no event store")
+        contacts = [items[i].contact for i in from_store]
+        histories = store.histories(
+            [c.customer_id for c in contacts], [c.started_at for c in contacts]
+        )
+        for index, contact, history in zip(from_store, contacts, histories, strict=True):
+            prepared[index] = PreparedItem(contact.model_dump(), history, "event_store")
+    return prepared  # type: ignore[return-value]
+
+
+def feature_rows(prepared: Sequence[PreparedItem], moment: str, rates: object) -> pl.DataFrame:
+    """One feature row per item through the feature pipeline's online path (same code as batch)."""
+    from features.pipeline import online_features
+
+    rows = [
+        online_features(
+            item.history.contacts,
+            item.history.orders,
+            _frame([item.contact], _CONTACT_SCHEMA),
+            item.history.customer if item.history.customer.height else None,
+            rates,
+            moment,
+        )
+        for item in prepared
+    ]
+    return pl.concat(rows, how="vertical_relaxed") if len(rows) > 1 else rows[0]
+
+
+def _history_count(item: PreparedItem) -> int:
+    started_at: datetime = item.contact["started_at"]
+    contacts = item.history.contacts
+    if contacts.height == 0:
+        return 0
+    return int(
+        contacts.filter(
+            (pl.col("customer_id") == item.contact["customer_id"])
+            & (pl.col("started_at") < started_at)
+            & (pl.col("contact_id") != item.contact["contact_id"])
+        ).height
+    )
+
+
+def _model_ref(model: LoadedModel) -> ModelRef:
+    return ModelRef(name=model.name, version=model.version, alias=model.alias)
+
+
+def _drivers(
+    model: LoadedModel, contributions: np.ndarray, values: Sequence[object], top_k: int
+) -> list[Driver]:
+    drivers = []
+    for index in top_indices(contributions, top_k):
+        name = model.feature_names[index]
+        value = values[index]
+        contribution = float(contributions[index])
+        text, percentile = driver_text(name, value, contribution, model.references.get(name))
+        if isinstance(value, str) and name in model.category_shares:
+            share = model.category_shares[name].get(value)
+            if share is not None:
+                text = text.replace(":", f" ({share:.0%} of contacts):", 1)
+        if isinstance(value, float) and np.isnan(value):
+            value = None
+        drivers.append(
+            Driver(
+                feature=name,
+                value=value,
+                contribution=contribution,
+                percentile=percentile,
+                text=text,
+            )
+        )
+    return drivers
+
+
+def score_items(
+    bundle: ModelBundle,
+    prepared: Sequence[PreparedItem],
+    moment: str,
+    explain: bool,
+    top_k: int,
+) -> list[ScoreResponse]:
+    """Answers for prepared items, in input order; each model predicts once for all rows."""
+    features = feature_rows(prepared, moment, bundle.rates_for(moment))
+    conversion = bundle.models[CONVERSION_TASK[moment]]
+    x = conversion.encoder.encode(features)
+    raw = np.asarray(conversion.booster.predict(x, raw_score=True, num_threads=PREDICT_THREADS))
+    probability = conversion.probability(raw)
+    contributions = None
+    values: list[tuple] = []
+    if explain:
+        contributions = np.asarray(
+            conversion.booster.predict(x, pred_contrib=True, num_threads=PREDICT_THREADS)
+        )
+        values = features.select(conversion.feature_names).rows()
+    models_used = [conversion]
+
+    reasons = None
+    dropoff = bundle.get(DROPOFF_REASON) if moment == "after_contact" else None
+    if dropoff is not None:
+        reasons = np.asarray(
+            dropoff.booster.predict(dropoff.encoder.encode(features), num_threads=PREDICT_THREADS)
+        )
+        models_used.append(dropoff)
+    expected_contacts = None
+    contacts_model = bundle.get(CONTACTS_TO_ORDER) if moment == "after_contact" else None
+    if contacts_model is not None:
+        further = np.asarray(
+            contacts_model.booster.predict(
+                contacts_model.encoder.encode(features), num_threads=PREDICT_THREADS
+            )
+        )
+        # The model predicts further contacts after this one; the answer counts this one too.
+        expected_contacts = 1.0 + further
+        models_used.append(contacts_model)
+    refs = [_model_ref(m) for m in models_used]
+
+    responses = []
+    for row, item in enumerate(prepared):
+        p = float(probability[row])
+        reason_list = None
+        reason_map = None
+        if reasons is not None and dropoff is not None and dropoff.class_names:
+            reason_map = dict(zip(dropoff.class_names, reasons[row].tolist(), strict=True))
+            reason_list = [
+                ReasonProbability(reason=k, probability=v)
+                for k, v in sorted(reason_map.items(), key=lambda kv: -kv[1])
+            ]
+        action = None
+        if moment == "after_contact":
+            fired = rules.next_action(item.contact, p, reason_map)
+            action = NextAction(action=fired.action, rule=fired.rule, reason=fired.reason)
+        response = ScoreResponse(
+            contact_id=item.contact["contact_id"],
+            customer_id=item.contact["customer_id"],
+            moment=moment,
+            conversion_probability=p,
+            raw_score=float(raw[row]),
+            priority=Priority(tier=rules.priority_tier(p), rank_score=p),
+            dropoff_reasons=reason_list,
+            next_action=action,
+            expected_contacts_to_order=(
+                float(expected_contacts[row]) if expected_contacts is not None else None
+            ),
+            history_source=item.source,
+            history_contacts=_history_count(item),
+            models=refs,
+        )
+        if contributions is not None:
+            per_feature = contributions[row, :-1]
+            response.base_value = float(contributions[row, -1])
+            response.contributions_sum = float(per_feature.sum())
+            response.drivers = _drivers(conversion, per_feature, values[row], top_k)
+        responses.append(response)
+    return responses
+
+
+def score_one(
+    bundle: ModelBundle, request: ScoreRequest, store: EventStore | None
+) -> ScoreResponse:
+    prepared = prepare_items([request], store)
+    return score_items(bundle, prepared, request.moment, request.explain, request.top_k)[0]
+
+
+def score_batch(
+    bundle: ModelBundle, request: ScoreBatchRequest, store: EventStore | None
+) -> ScoreBatchResponse:
+    prepared = prepare_items(request.items, store)
+    answers = score_items(bundle, prepared, request.moment, request.explain, request.top_k)
+    # A queue to work: highest rank first; ties keep the input order (stable sort).
+    order = sorted(range(len(answers)), key=lambda i: -answers[i].priority.rank_score)
+    queue = []
+    for position, index in enumerate(order, start=1):
+        answer = answers[index]
+        answer.queue_position = position
+        queue.append(answer)
+    return ScoreBatchResponse(items=queue, count=len(queue))

@@ -1,0 +1,186 @@
+"""The BentoML scoring service: ``bentoml serve serving.service:CTOService`` (or ``cto serve``).
+
+Endpoints (docs/api.md): POST /score, /score_batch, /events; GET /livez, /readyz, /metrics
+(built in). Settings come from ``CTO_*`` environment variables (features.settings).
+
+Models load from the MLflow registry by alias when the service starts; a background thread asks
+the registry every ``CTO_MODEL_POLL_SECONDS`` whether the alias points at new versions, loads
+them beside the serving ones and swaps the bundle in one assignment, so requests never wait and
+never see a half-loaded set. /readyz answers 503 until a bundle is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import bentoml
+from starlette.responses import JSONResponse
+
+from features.errors import CTOError
+from features.settings import get_settings
+from serving.auth import BearerTokenMiddleware
+from serving.schemas import (
+    EventsRequest,
+    EventsResponse,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+
+log = logging.getLogger("cto.serving")
+
+
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    """The same shape as BentoML's own validation errors: ``error`` plus ``detail`` with a loc."""
+    detail = [{"loc": field.split(".") if field else [], "msg": message, "type": "value_error"}]
+    return JSONResponse({"error": message, "detail": detail}, status_code=status)
+
+
+def _service_config() -> dict[str, Any]:
+    # Read when the service class is defined: the server imports this module in each worker.
+    settings = get_settings()
+    return {
+        "name": "cto",
+        "workers": settings.workers,
+        # Sync endpoints run in this many threads per worker: an fsync on /events or a slow
+        # history read does not stall scoring.
+        "threads": 4,
+        "traffic": {"timeout": 60, "max_concurrency": 256},
+        # Per-request access logs cost time and disk at thousands of requests per second.
+        "logging": {"access": {"enabled": False}},
+        "http": {"cors": {"enabled": False}},
+    }
+
+
+@bentoml.service(**_service_config())
+class CTOService:
+    """Contact-to-Order scoring: conversion probability, priority, drop-off reasons, next action."""
+
+    def __init__(self) -> None:
+        from serving.store import EventStore
+
+        self.settings = get_settings()
+        self.store = EventStore(self.settings.event_store_url, self.settings.history_days)
+        self._bundle = None
+        self._last_error: str | None = None
+        self._swap_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reload()
+        self._poller = threading.Thread(
+            target=self._poll_registry, name="cto-model-poll", daemon=True
+        )
+        self._poller.start()
+
+    # ------------------------------------------------------------------ models
+
+    def _reload(self) -> bool:
+        """Load the champion versions if they differ from the serving ones; True when swapped."""
+        from serving.models import champion_versions, load_bundle
+
+        try:
+            versions = champion_versions(self.settings)
+            current = self._bundle
+            if current is not None and current.versions() == versions:
+                return False
+            bundle = load_bundle(self.settings, versions)
+        except CTOError as exc:
+            if str(exc) != self._last_error:
+                log.warning("models not loaded: %s", exc)
+            self._last_error = str(exc)
+            return False
+        except Exception as exc:  # the registry may be briefly unavailable: keep serving
+            log.exception("loading models failed; keeping the current ones")
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        with self._swap_lock:
+            self._bundle = bundle  # one assignment: requests see the old or the new set
+        self._last_error = None
+        log.info("serving %s", bundle.versions())
+        return True
+
+    def _poll_registry(self) -> None:
+        while not self._stop.wait(self.settings.model_poll_seconds):
+            self._reload()
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self.store.close()
+
+    def __is_ready__(self) -> bool:
+        return self._bundle is not None
+
+    # ------------------------------------------------------------------ endpoints
+
+    @bentoml.api(route="/score")
+    def score(self, request: ScoreRequest, /) -> ScoreResponse:
+        """Score one contact: conversion probability, priority, drivers; after contact also the
+        drop-off reasons, next action and expected contacts to order."""
+        from serving.scoring import score_one
+
+        bundle = self._bundle
+        if bundle is None:
+            return _error(503, f"models not loaded: {self._last_error}")  # type: ignore[return-value]
+        try:
+            return score_one(bundle, request, self.store)
+        except CTOError as exc:
+            return _error(400, str(exc))  # type: ignore[return-value]
+
+    @bentoml.api(route="/score_batch")
+    def score_batch(self, request: ScoreBatchRequest, /) -> ScoreBatchResponse:
+        """Score many contacts at one moment; answers come ordered by priority (a work queue)."""
+        from serving.scoring import score_batch
+
+        bundle = self._bundle
+        if bundle is None:
+            return _error(503, f"models not loaded: {self._last_error}")  # type: ignore[return-value]
+        try:
+            return score_batch(bundle, request, self.store)
+        except CTOError as exc:
+            return _error(400, str(exc))  # type: ignore[return-value]
+
+    @bentoml.api(route="/events")
+    def events(self, request: EventsRequest, /) -> EventsResponse:
+        """Append contacts, orders and customers to the event store; rejected rows come back
+        with their reasons. Accepted rows are committed before the answer."""
+        from serving.events import ingest
+
+        try:
+            return ingest(self.store, request)
+        except CTOError as exc:
+            return _error(400, str(exc))  # type: ignore[return-value]
+
+    @bentoml.api(route="/model_info")
+    def model_info(self) -> dict:
+        """The serving models: names, versions, alias, feature set and test metrics."""
+        bundle = self._bundle
+        if bundle is None:
+            return _error(503, f"models not loaded: {self._last_error}")  # type: ignore[return-value]
+        return {
+            "alias": self.settings.champion_alias,
+            "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(bundle.loaded_at)),
+            "models": [
+                {
+                    "task": m.task,
+                    "name": m.name,
+                    "version": m.version,
+                    "run_id": m.run_id,
+                    "feature_set": {
+                        k: (m.card.get("feature_set") or {}).get(k)
+                        for k in ("name", "version", "digest")
+                    },
+                    "features": len(m.feature_names),
+                    "class_names": list(m.class_names) if m.class_names else None,
+                    "test_metrics": (m.card.get("test_metrics") or {}).get("model"),
+                    "rates": m.rates is not None,
+                }
+                for m in bundle.models.values()
+            ],
+        }
+
+
+CTOService.add_asgi_middleware(BearerTokenMiddleware, token=get_settings().api_token)

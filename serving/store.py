@@ -1,0 +1,260 @@
+"""The service's event store: contacts, orders and customers by customer and time.
+
+Embedded by default (a SQLite file, ``sqlite:///events.db``); a database server by URL, e.g.
+``postgresql+psycopg://user:pass@host/cto`` (install the driver: ``pip install "psycopg[binary]"``).
+Tables mirror the data contract (:mod:`features.schema`), with two storage choices that keep every
+database exact and fast: times are integer microseconds since the Unix epoch (UTC), and enums are
+their text value. Contacts and orders are indexed by ``(customer_id, time)``.
+
+An append is one transaction: once :meth:`EventStore.append` returns, the rows are committed
+(SQLite's default ``synchronous=FULL`` fsyncs the commit). A contact or order posted again under
+the same id replaces the stored row (a contact is typically posted at arrival and again when it
+ended). History reads are bounded to ``history_days`` before the scoring time, and
+:meth:`EventStore.prune` drops what falls out of that window.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from features.schema import CONTACTS, CUSTOMERS, ORDERS, Table
+
+_KEYS = {"contacts": "contact_id", "orders": "order_id", "customers": "customer_id"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _sql_type(dtype: pl.DataType) -> Any:
+    if isinstance(dtype, pl.Datetime):
+        return sa.BigInteger()
+    if dtype == pl.Boolean:
+        return sa.Boolean()
+    if dtype.is_integer():
+        return sa.Integer()
+    if dtype.is_float():
+        return sa.Float(precision=53)
+    return sa.String()
+
+
+def _storage_dtype(dtype: pl.DataType) -> pl.DataType:
+    """The Polars type a stored column reads back as, before casting to the contract type."""
+    if isinstance(dtype, pl.Datetime):
+        return pl.Int64
+    if isinstance(dtype, pl.Enum):
+        return pl.String
+    return dtype
+
+
+def _define(metadata: sa.MetaData, table: Table) -> sa.Table:
+    key = _KEYS[table.name]
+    columns = [
+        sa.Column(c.name, _sql_type(c.dtype), primary_key=c.name == key, nullable=c.nullable)
+        for c in table.columns
+    ]
+    indexes = []
+    if table.time_column is not None:
+        indexes.append(sa.Index(f"ix_{table.name}_customer_time", "customer_id", table.time_column))
+    return sa.Table(table.name, metadata, *columns, *indexes)
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float rounding)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True)
+class CustomerHistory:
+    """A customer's events before a scoring time, as frames with the contract's dtypes."""
+
+    contacts: pl.DataFrame
+    orders: pl.DataFrame
+    customer: pl.DataFrame  # zero or one row
+
+
+class EventStore:
+    """Append-only-by-id store of contract rows, read back per customer and time window."""
+
+    def __init__(self, url: str, history_days: int) -> None:
+        self.url = url
+        self.history_days = history_days
+        self._tables_by_name = {t.name: t for t in (CONTACTS, ORDERS, CUSTOMERS)}
+        self._metadata = sa.MetaData()
+        self._sql = {name: _define(self._metadata, t) for name, t in self._tables_by_name.items()}
+        engine_options: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            # One connection per thread; BentoML serves requests from a thread pool.
+            engine_options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine = sa.create_engine(url, **engine_options)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._metadata.create_all(self.engine)
+        self._write_lock = threading.Lock()
+        self._history_sql = self._history_statements()
+
+    # ------------------------------------------------------------------ writes
+
+    def append(self, tables: dict[str, pl.DataFrame]) -> dict[str, int]:
+        """Store validated rows (contract dtypes) in one transaction; returns rows per table."""
+        counts = {name: 0 for name in self._tables_by_name}
+        statements = []
+        for name, frame in tables.items():
+            if name not in self._sql or frame.height == 0:
+                continue
+            rows = _rows_for_storage(frame, self._tables_by_name[name])
+            statements.append((name, rows))
+            counts[name] = len(rows)
+        if not statements:
+            return counts
+        # SQLite has one writer at a time; serialising here avoids busy retries under load.
+        with self._write_lock, self.engine.begin() as connection:
+            for name, rows in statements:
+                connection.execute(self._upsert(name), rows)
+        return counts
+
+    def _upsert(self, name: str) -> Any:
+        table = self._sql[name]
+        key = _KEYS[name]
+        dialect = self.engine.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            if dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert
+            statement = insert(table)
+            updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
+            return statement.on_conflict_do_update(index_elements=[key], set_=updates)
+        raise NotImplementedError(
+            f"event store: upsert is implemented for SQLite and PostgreSQL, not {dialect}"
+        )
+
+    def prune(self, now: datetime | None = None) -> dict[str, int]:
+        """Delete contacts and orders older than the history window (before ``now``).
+
+        ``now`` defaults to the newest event time in the store, so replayed data (whose clock is
+        not the wall clock) keeps its window too.
+        """
+        deleted: dict[str, int] = {}
+        with self._write_lock, self.engine.begin() as connection:
+            if now is None:
+                newest = connection.execute(
+                    sa.select(sa.func.max(self._sql["contacts"].c.started_at))
+                ).scalar()
+                if newest is None:
+                    return {"contacts": 0, "orders": 0}
+                cutoff = newest - self.history_days * 86_400 * 1_000_000
+            else:
+                cutoff = to_micros(now - timedelta(days=self.history_days))
+            for name in ("contacts", "orders"):
+                table = self._sql[name]
+                time_column = table.c[self._tables_by_name[name].time_column]
+                result = connection.execute(sa.delete(table).where(time_column < cutoff))
+                deleted[name] = result.rowcount
+        return deleted
+
+    # ------------------------------------------------------------------ reads
+
+    def _history_statements(self) -> dict[str, Any]:
+        contacts, orders, customers = (
+            self._sql["contacts"],
+            self._sql["orders"],
+            self._sql["customers"],
+        )
+        return {
+            "contacts": sa.select(contacts)
+            .where(
+                contacts.c.customer_id == sa.bindparam("customer_id"),
+                contacts.c.started_at >= sa.bindparam("since"),
+                contacts.c.started_at < sa.bindparam("until"),
+            )
+            .order_by(contacts.c.started_at),
+            "orders": sa.select(orders)
+            .where(
+                orders.c.customer_id == sa.bindparam("customer_id"),
+                orders.c.ordered_at >= sa.bindparam("since"),
+                orders.c.ordered_at < sa.bindparam("until"),
+            )
+            .order_by(orders.c.ordered_at),
+            "customers": sa.select(customers).where(
+                customers.c.customer_id == sa.bindparam("customer_id")
+            ),
+        }
+
+    def history(self, customer_id: str, before: datetime) -> CustomerHistory:
+        """Events of one customer strictly before ``before``, inside the history window."""
+        return self.histories([customer_id], [before])[0]
+
+    def histories(self, customer_ids: list[str], befores: list[datetime]) -> list[CustomerHistory]:
+        """Histories for several (customer, scoring time) pairs over one connection."""
+        results = []
+        with self.engine.connect() as connection:
+            for customer_id, before in zip(customer_ids, befores, strict=True):
+                until = to_micros(before)
+                params = {
+                    "customer_id": customer_id,
+                    "since": until - self.history_days * 86_400 * 1_000_000,
+                    "until": until,
+                }
+                frames = {
+                    name: _frame_from_rows(
+                        connection.execute(statement, params).fetchall(), self._tables_by_name[name]
+                    )
+                    for name, statement in self._history_sql.items()
+                }
+                results.append(
+                    CustomerHistory(frames["contacts"], frames["orders"], frames["customers"])
+                )
+        return results
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            return {
+                name: connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                for name, table in self._sql.items()
+            }
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (scoring) run while a writer (/events) commits; synchronous stays at
+    # SQLite's default FULL, so an acknowledged append survives a power cut.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def _rows_for_storage(frame: pl.DataFrame, table: Table) -> list[dict[str, Any]]:
+    expressions = []
+    for column in table.columns:
+        if column.name not in frame.columns:
+            expressions.append(pl.lit(None, dtype=_storage_dtype(column.dtype)).alias(column.name))
+        elif isinstance(column.dtype, pl.Datetime):
+            expressions.append(
+                pl.col(column.name).dt.convert_time_zone("UTC").dt.epoch("us").alias(column.name)
+            )
+        elif isinstance(column.dtype, pl.Enum):
+            expressions.append(pl.col(column.name).cast(pl.String))
+        else:
+            expressions.append(pl.col(column.name))
+    return frame.select(expressions).to_dicts()
+
+
+def storage_schema(table: Table) -> dict[str, pl.DataType]:
+    return {c.name: _storage_dtype(c.dtype) for c in table.columns}
+
+
+def _frame_from_rows(rows: list[Any], table: Table) -> pl.DataFrame:
+    frame = pl.DataFrame([tuple(row) for row in rows], schema=storage_schema(table), orient="row")
+    return frame.with_columns(
+        pl.col(c.name).cast(c.dtype) for c in table.columns if c.dtype != _storage_dtype(c.dtype)
+    )

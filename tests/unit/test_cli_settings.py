@@ -1,0 +1,55 @@
+"""The console script and the settings object: wiring, strictness, env prefix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from cto.cli import COMMANDS, build_parser
+from features.settings import Settings, get_settings
+
+
+def test_every_command_is_wired():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
+
+
+def test_settings_read_env_prefix(monkeypatch):
+    monkeypatch.setenv("CTO_HORIZON_DAYS", "9")
+    monkeypatch.setenv("CTO_TRACKING_URI", "sqlite:///elsewhere.db")
+    s = get_settings()
+    assert s.horizon_days == 9
+    assert s.tracking_uri == "sqlite:///elsewhere.db"
+
+
+def test_settings_are_frozen_and_strict():
+    s = get_settings()
+    with pytest.raises(ValidationError):
+        s.horizon_days = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        Settings(horizon_days="seven")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        Settings(unknown_setting=1)  # type: ignore[call-arg]
+
+
+def test_default_tracking_is_sqlite_not_a_bare_file_store():
+    s = get_settings()
+    assert s.tracking_uri.startswith("sqlite:///")
+    assert s.artifact_location == "mlruns"
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path):
+    missing = tmp_path / "nope"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cto.cli", "validate", str(missing)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert str(missing) in proc.stderr

@@ -1,0 +1,169 @@
+"""The API models stay in step with the data contract (features.schema) and name bad fields."""
+
+from __future__ import annotations
+
+import types
+import typing
+from datetime import datetime
+
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from features.schema import AFTER_CONTACT_COLUMNS, CONTACTS, CUSTOMERS, ORDERS
+from serving.schemas import (
+    ContactIn,
+    CustomerIn,
+    EventsRequest,
+    HistoryContactIn,
+    OrderIn,
+    ScoreBatchRequest,
+    ScoreRequest,
+)
+
+ARRIVAL_CONTACT = {
+    "contact_id": "c-1",
+    "customer_id": "u-1",
+    "started_at": "2026-03-02T09:15:00Z",
+    "channel": "phone",
+    "direction": "inbound",
+    "intent": "pricing",
+}
+ENDED = {
+    "handled_by": "agent",
+    "agent_id": "a-1",
+    "wait_seconds": 95.0,
+    "handle_seconds": 300.0,
+    "transfers": 0,
+    "abandoned": False,
+    "resolved": True,
+    "callback_offered": False,
+    "follow_up_sent": True,
+}
+
+
+def _unwrap(annotation):
+    """(inner type, allows None) of a field annotation."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return inner[0], True
+    return annotation, False
+
+
+def _compatible(dtype: pl.DataType, annotation) -> bool:
+    if isinstance(dtype, pl.Enum):
+        return typing.get_origin(annotation) is typing.Literal and set(typing.get_args(annotation)) == set(
+            dtype.categories.to_list()
+        )
+    if isinstance(dtype, pl.Datetime):
+        return isinstance(annotation, type) and issubclass(annotation, datetime) or "datetime" in str(
+            annotation
+        ).lower()
+    if dtype == pl.Boolean:
+        return annotation is bool
+    if dtype.is_integer():
+        return annotation is int
+    if dtype.is_float():
+        return annotation is float
+    return annotation is str
+
+
+@pytest.mark.parametrize(
+    ("table", "model", "optional"),
+    [
+        (CONTACTS, ContactIn, set(AFTER_CONTACT_COLUMNS)),
+        (CONTACTS, HistoryContactIn, set()),
+        (ORDERS, OrderIn, set()),
+        (CUSTOMERS, CustomerIn, set()),
+    ],
+)
+def test_every_contract_column_is_in_the_api_model_with_a_compatible_type(table, model, optional):
+    fields = model.model_fields
+    assert set(fields) == set(table.names)
+    for column in table.columns:
+        field = fields[column.name]
+        inner, allows_none = _unwrap(field.annotation)
+        assert _compatible(column.dtype, inner), (column.name, column.dtype, field.annotation)
+        assert allows_none == (column.nullable or column.name in optional), column.name
+        assert field.description == column.description
+        bounds = {type(m).__name__: m for m in field.metadata}
+        if column.minimum is not None:
+            assert bounds["Ge"].ge == column.minimum, column.name
+        if column.maximum is not None:
+            assert bounds["Le"].le == column.maximum, column.name
+
+
+def test_enum_values_are_the_contract_levels():
+    schema = ContactIn.model_json_schema()
+    for column in CONTACTS.columns:
+        if column.categories is None:
+            continue
+        prop = schema["properties"][column.name]
+        enum = prop.get("enum") or next(p["enum"] for p in prop["anyOf"] if "enum" in p)
+        assert tuple(enum) == column.categories
+
+
+def test_arrival_request_needs_only_arrival_columns():
+    request = ScoreRequest.model_validate({"contact": ARRIVAL_CONTACT, "moment": "arrival"})
+    assert request.contact.wait_seconds is None
+    assert request.explain is True
+
+
+def _error_locations(payload) -> list[tuple]:
+    with pytest.raises(ValidationError) as caught:
+        ScoreRequest.model_validate(payload)
+    return [tuple(e["loc"]) for e in caught.value.errors()], str(caught.value)
+
+
+def test_after_contact_request_names_the_missing_handling_columns():
+    _, message = _error_locations({"contact": ARRIVAL_CONTACT, "moment": "after_contact"})
+    assert "contact.wait_seconds" in message
+    assert "contact.resolved" in message
+    assert "agent_id" not in message  # nullable in the contract: may stay null
+
+
+@pytest.mark.parametrize(
+    ("change", "location"),
+    [
+        ({"channel": "fax"}, ("contact", "channel")),
+        ({"wait_seconds": -1.0}, ("contact", "wait_seconds")),
+        ({"transfers": 51}, ("contact", "transfers")),
+        ({"started_at": "2026-03-02T09:15:00"}, ("contact", "started_at")),  # no time zone
+        ({"unknown_column": 1}, ("contact", "unknown_column")),
+    ],
+)
+def test_bad_values_name_the_field(change, location):
+    contact = ARRIVAL_CONTACT | ENDED | change
+    locations, _ = _error_locations({"contact": contact})
+    assert location in locations
+
+
+def test_missing_field_is_named():
+    contact = {k: v for k, v in (ARRIVAL_CONTACT | ENDED).items() if k != "intent"}
+    locations, _ = _error_locations({"contact": contact})
+    assert ("contact", "intent") in locations
+
+
+def test_batch_names_the_item_that_lacks_handling_columns():
+    with pytest.raises(ValidationError) as caught:
+        ScoreBatchRequest.model_validate(
+            {
+                "moment": "after_contact",
+                "items": [{"contact": ARRIVAL_CONTACT | ENDED}, {"contact": ARRIVAL_CONTACT}],
+            }
+        )
+    assert "items[1].contact.wait_seconds" in str(caught.value)
+    assert "items[0]" not in str(caught.value)
+
+
+def test_events_request_examples_follow_the_contract():
+    from features.validate import validate_frames
+    from serving.events import raw_frame
+
+    example = EventsRequest.model_fields["contacts"].examples[0]
+    result = validate_frames({"contacts": raw_frame(example)}, partial=True)
+    assert result.tables["contacts"].height == 1
+    assert result.ok
+    with pytest.raises(ValidationError):
+        EventsRequest.model_validate({})

@@ -1,0 +1,120 @@
+"""The event store: round trip with contract dtypes, upsert, window, durability, ingest rejects."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from features.schema import CONTACTS, ORDERS
+from serving.events import ingest
+from serving.schemas import EventsRequest
+from serving.store import EventStore
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def _contact(contact_id: str, customer_id: str, started_at: datetime, **changes) -> dict:
+    row = {
+        "contact_id": contact_id,
+        "customer_id": customer_id,
+        "started_at": started_at,
+        "channel": "phone",
+        "direction": "inbound",
+        "intent": "pricing",
+        "handled_by": "agent",
+        "agent_id": "a-1",
+        "wait_seconds": 95.123456,
+        "handle_seconds": 300.0,
+        "transfers": 1,
+        "abandoned": False,
+        "resolved": True,
+        "callback_offered": False,
+        "follow_up_sent": True,
+        "dropoff_reason": None,
+    }
+    return row | changes
+
+
+def _contacts(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=CONTACTS.polars_schema)
+
+
+@pytest.fixture
+def store(tmp_path) -> EventStore:
+    return EventStore(f"sqlite:///{tmp_path / 'events.db'}", history_days=30)
+
+
+def test_round_trip_keeps_values_and_contract_dtypes(store):
+    stamp = T0 + timedelta(microseconds=123_457)
+    frame = _contacts([_contact("c1", "u1", stamp, dropoff_reason="price")])
+    orders = pl.DataFrame(
+        [{"order_id": "o1", "customer_id": "u1", "ordered_at": T0, "amount": 10.5, "contact_id": None}],
+        schema=ORDERS.polars_schema,
+    )
+    assert store.append({"contacts": frame, "orders": orders}) == {"contacts": 1, "orders": 1, "customers": 0}
+    history = store.history("u1", T0 + timedelta(days=1))
+    assert history.contacts.schema == frame.schema
+    assert history.contacts.equals(frame)
+    assert history.orders.equals(orders)
+    assert history.customer.height == 0
+
+
+def test_history_is_strictly_before_the_scoring_time_and_inside_the_window(store):
+    rows = [
+        _contact("old", "u1", T0 - timedelta(days=31)),
+        _contact("inside", "u1", T0 - timedelta(days=29)),
+        _contact("now", "u1", T0),
+        _contact("later", "u1", T0 + timedelta(hours=1)),
+        _contact("other", "u2", T0 - timedelta(days=1)),
+    ]
+    store.append({"contacts": _contacts(rows)})
+    history = store.history("u1", T0)
+    assert history.contacts["contact_id"].to_list() == ["inside"]
+
+
+def test_posting_a_contact_again_replaces_it(store):
+    store.append({"contacts": _contacts([_contact("c1", "u1", T0, resolved=False)])})
+    store.append({"contacts": _contacts([_contact("c1", "u1", T0, resolved=True)])})
+    history = store.history("u1", T0 + timedelta(seconds=1))
+    assert history.contacts["resolved"].to_list() == [True]
+    assert store.counts()["contacts"] == 1
+
+
+def test_acknowledged_rows_survive_a_new_process_view(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    first = EventStore(url, history_days=30)
+    first.append({"contacts": _contacts([_contact("c1", "u1", T0)])})
+    first.close()
+    second = EventStore(url, history_days=30)
+    assert second.history("u1", T0 + timedelta(days=1)).contacts["contact_id"].to_list() == ["c1"]
+
+
+def test_prune_drops_what_left_the_window(store):
+    store.append(
+        {"contacts": _contacts([_contact("old", "u1", T0 - timedelta(days=40)), _contact("new", "u1", T0)])}
+    )
+    assert store.prune() == {"contacts": 1, "orders": 0}
+    assert store.counts()["contacts"] == 1
+
+
+def test_ingest_stores_good_rows_and_returns_rejects_with_row_field_rule(store):
+    good = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in _contact("c1", "u1", T0).items()}
+    bad_wait = good | {"contact_id": "c2", "wait_seconds": -5}
+    bad_time = good | {"contact_id": "c3", "started_at": "yesterday"}
+    answer = ingest(store, EventsRequest(contacts=[good, bad_wait, bad_time]))
+    assert answer.accepted["contacts"] == 1
+    rejects = {(r.row, r.field, r.rule) for r in answer.rejected}
+    assert (2, "wait_seconds", "range") in rejects
+    assert (3, "started_at", "type") in rejects
+    assert store.history("u1", T0 + timedelta(days=1)).contacts["contact_id"].to_list() == ["c1"]
+
+
+def test_an_order_for_a_contact_posted_earlier_is_accepted(store):
+    contact = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in _contact("c1", "u1", T0).items()}
+    ingest(store, EventsRequest(contacts=[contact]))
+    order = {"order_id": "o1", "customer_id": "u1", "ordered_at": "2026-03-02T10:00:00Z", "amount": 5, "contact_id": "c1"}
+    answer = ingest(store, EventsRequest(orders=[order]))
+    assert answer.accepted["orders"] == 1
+    assert answer.rejected == []

@@ -1,0 +1,175 @@
+"""`run_training`: contract tables in, four registered (and possibly promoted) models out."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from features.errors import CTOError
+from features.settings import Settings
+from training import tasks as task_fits
+from training.card import build_card, flat_metrics
+from training.promote import PromotionDecision, promote as promote_version
+from training.tracking import latest_rates_frame, log_task, model_name, setup_mlflow
+
+
+class Progress:
+    """Stage lines on stderr with elapsed seconds (silent when disabled)."""
+
+    def __init__(self, enabled: bool, prefix: str = "train") -> None:
+        self.enabled = enabled
+        self.prefix = prefix
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            elapsed = time.perf_counter() - self.started
+            print(f"[{self.prefix} {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class TrainingResult:
+    run_ids: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    promoted: dict[str, PromotionDecision] = field(default_factory=dict)
+    cards: dict[str, dict] = field(default_factory=dict)
+    model_names: dict[str, str] = field(default_factory=dict)
+
+
+def monotone_hints(moment: str) -> dict[str, int]:
+    """The registry's known effect directions at ``moment`` (feature -> -1/0/+1)."""
+    from features.registry import feature_names, monotone_constraints
+
+    return dict(zip(feature_names(moment), monotone_constraints(moment), strict=True))
+
+
+def _check_tasks(tasks) -> list[str]:
+    chosen = list(tasks or task_fits.TASKS)
+    unknown = [t for t in chosen if t not in task_fits.TASKS]
+    if unknown:
+        raise CTOError(f"unknown task(s) {unknown}; choose from {list(task_fits.TASKS)}")
+    return chosen
+
+
+def fit_task(task: str, prepared, settings: Settings):
+    """Fit one task on prepared data (no MLflow)."""
+    from features.registry import categorical_features, feature_names
+
+    moment = task_fits.TASK_MOMENT[task]
+    names = feature_names(moment)
+    categorical = categorical_features(moment)
+    frame = prepared.frame
+    if task in (task_fits.CONVERSION_ARRIVAL, task_fits.CONVERSION_AFTER_CONTACT):
+        usable = frame.filter(pl.col("split").is_not_null())
+        return task_fits.fit_binary(
+            task, usable, names, categorical, "converted", settings, monotone_hints(moment), prepared.truth
+        )
+    if task == task_fits.DROPOFF_REASON:
+        return task_fits.fit_reason(frame, names, categorical, settings, prepared.truth)
+    return task_fits.fit_contacts_to_order(frame, names, categorical, settings, prepared.windows)
+
+
+def run_training(
+    data: Path | str | dict[str, pl.DataFrame],
+    settings: Settings,
+    promote: bool = True,
+    progress: bool = True,
+    tasks=None,
+) -> TrainingResult:
+    """Train, log, register (and, with ``promote``, gate into the champion alias) each task's model."""
+    from features.registry import FEATURE_SET
+
+    from training.data import prepare
+
+    chosen = _check_tasks(tasks)
+    say = Progress(progress)
+    prepared = prepare(data, settings, log=say)
+    split_counts = prepared.frame.group_by("split").len().sort("split")
+    say("split rows: " + ", ".join(f"{r['split']}={r['len']:,}" for r in split_counts.to_dicts()))
+    setup_mlflow(settings)
+    rates_frame = latest_rates_frame(prepared.rates)
+    feature_set = FEATURE_SET.to_dict()
+    windows = prepared.windows.to_dict()
+    tags = {
+        "feature_set": FEATURE_SET.name,
+        "feature_set_version": FEATURE_SET.version,
+        "feature_set_digest": FEATURE_SET.digest,
+        "data_digest": prepared.digest,
+        "data_source": prepared.source,
+        "simulated": str(prepared.truth is not None).lower(),
+    } | {f"window_{split}_{edge}": value for split, span in windows.items() for edge, value in span.items()}
+
+    result = TrainingResult()
+    for task in chosen:
+        say(f"{task}: fitting")
+        fit = fit_task(task, prepared, settings)
+        moment = task_fits.TASK_MOMENT[task]
+        name = model_name(settings, task)
+        extra_models = {k: f"{k}.txt (LightGBM text model, next to MLmodel)" for k in fit.extra_models}
+        card = build_card(
+            task=task,
+            model_name=name,
+            objective=fit.objective,
+            encoding=fit.encoding,
+            calibration=fit.calibration.to_dict(),
+            class_names=fit.class_names,
+            metrics=fit.metrics,
+            windows=windows,
+            train_frame=fit.train_frame,
+            feature_set={
+                "name": FEATURE_SET.name,
+                "version": FEATURE_SET.version,
+                "digest": FEATURE_SET.digest,
+                "moment": moment,
+            }
+            | {"features": feature_set["moments"][moment]},
+            monotone=monotone_hints(moment) if fit.objective == "binary" else {},
+            data_digest=prepared.digest,
+            label=fit.label,
+            extra=fit.extra,
+            extra_models=extra_models,
+        )
+        say(f"{task}: logging to MLflow")
+        run_id, version = log_task(
+            fit, card | {"feature_set": card["feature_set"]}, settings,
+            rates_frame=rates_frame, tags=tags, register_as=name,
+        )  # fmt: skip
+        result.run_ids[task] = run_id
+        result.versions[task] = version or ""
+        result.metrics[task] = flat_metrics(fit.metrics) | _extra_numbers(fit.extra)
+        result.cards[task] = card
+        result.model_names[task] = name
+        say(f"{task}: {_headline(task, result.metrics[task])}; registered {name} v{version}")
+        if promote and version:
+            decision = promote_version(task, version, settings)
+            result.promoted[task] = decision
+            say(f"{task}: {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
+    return result
+
+
+def _extra_numbers(extra: dict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for group in ("model_shape", "explain_cost"):
+        for key, value in (extra.get(group) or {}).items():
+            out[f"{group}_{key}"] = float(value)
+    if "driver_recovery" in extra:
+        out["driver_recovery_share"] = float(extra["driver_recovery"]["recovered_share"])
+    for key, value in extra.items():
+        if key.startswith("oracle_") and isinstance(value, float):
+            out[key] = value
+    return out
+
+
+def _headline(task: str, metrics: dict[str, float]) -> str:
+    keys = {
+        task_fits.CONVERSION_ARRIVAL: ("test_roc_auc", "test_ece"),
+        task_fits.CONVERSION_AFTER_CONTACT: ("test_roc_auc", "test_ece"),
+        task_fits.DROPOFF_REASON: ("test_macro_f1", "test_log_loss"),
+        task_fits.CONTACTS_TO_ORDER: ("test_mae", "test_poisson_deviance"),
+    }[task]
+    return ", ".join(f"{k.removeprefix('test_')}={metrics.get(k, float('nan')):.4f}" for k in keys)

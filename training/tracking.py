@@ -1,0 +1,180 @@
+"""MLflow: experiment setup, one run per model, the registered model version with its card."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from features.settings import Settings
+from training import plots
+from training.card import flat_metrics
+from training.encoding import encoded_frame
+from training.tasks import TaskFit
+
+CARD_FILE = "model_card.json"
+RATES_FILE = "rates.parquet"
+TEST_SET_FILE = "test_set.parquet"
+MODEL_ARTIFACT = "model"
+INPUT_EXAMPLE_ROWS = 5
+
+
+def model_name(settings: Settings, task: str) -> str:
+    return f"{settings.model_prefix}-{task}"
+
+
+def setup_mlflow(settings: Settings) -> str:
+    """Point MLflow at the settings' store and make sure the experiment exists; its id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        location = settings.artifact_location
+        if "://" not in location:
+            # A relative path would depend on the working directory of whoever trains.
+            location = Path(location).resolve().as_uri()
+        experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def latest_rates_frame(rates) -> pl.DataFrame:
+    """Each agent / intent / channel rate as known at the end of the training data, plus the global rate.
+
+    Columns: rate_table, key, label_known_at, outcomes, conversions, rate. Serving joins these on
+    the contact's agent_id (bots: key "bot"), intent and channel to compute the rate features online.
+    """
+    parts = [
+        rates.latest(name).select(
+            pl.lit(name).alias("rate_table"),
+            pl.col("key").cast(pl.String),
+            "label_known_at",
+            pl.col("outcomes").cast(pl.Int64),
+            pl.col("conversions").cast(pl.Int64),
+            pl.col("rate").cast(pl.Float64),
+        )
+        for name in sorted(rates.tables)
+    ]
+    global_last = rates.global_rate.sort("label_known_at").tail(1)
+    parts.append(
+        global_last.select(
+            pl.lit("global").alias("rate_table"),
+            pl.lit(None, dtype=pl.String).alias("key"),
+            "label_known_at",
+            pl.col("outcomes").cast(pl.Int64),
+            pl.col("conversions").cast(pl.Int64),
+            pl.col("rate").cast(pl.Float64),
+        )
+    )
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def _plots(fit: TaskFit, directory: Path) -> list[Path]:
+    paths: list[Path] = []
+    data = fit.plot_data
+    names = list(fit.encoding.feature_names)
+    if fit.objective == "binary":
+        y = data["y_test"]
+        scores = dict(data["scores"])
+        paths.append(plots.roc_plot(y, scores, directory / "roc.png"))
+        paths.append(plots.reliability_plot(y, scores, directory / "reliability.png"))
+        paths.append(plots.lift_plot(y, scores, directory / "lift.png"))
+        paths.append(plots.shap_summary_plot(data["shap"], names, directory / "shap_summary.png"))
+    elif fit.objective == "multiclass":
+        matrix = fit.metrics["model"]["confusion_matrix"]
+        paths.append(plots.confusion_plot(matrix, fit.class_names or [], directory / "confusion.png"))
+    return paths
+
+
+def log_task(
+    fit: TaskFit,
+    card: dict,
+    settings: Settings,
+    *,
+    rates_frame: pl.DataFrame | None,
+    tags: dict[str, str],
+    register_as: str | None,
+) -> tuple[str, str | None]:
+    """Log one trained model as an MLflow run; register it. Returns (run_id, version or None)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(run_name=fit.task) as run, tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        mlflow.set_tags(tags | {"task": fit.task, "objective": fit.objective})
+        mlflow.log_params({k: _param_text(v) for k, v in fit.params.items()})
+        mlflow.log_params(
+            {
+                "feature_count": len(fit.encoding.feature_names),
+                "calibration": card["calibration"]["method"],
+                "training_rows": card["training_rows"],
+            }
+        )
+        mlflow.log_metrics(flat_metrics(fit.metrics))
+        extra_numbers = {
+            f"{group}_{k}": float(v)
+            for group in ("model_shape", "explain_cost")
+            for k, v in (fit.extra.get(group) or {}).items()
+        }
+        if "driver_recovery" in fit.extra:
+            extra_numbers["driver_recovery_share"] = fit.extra["driver_recovery"]["recovered_share"]
+        for key, value in fit.extra.items():
+            if key.startswith("oracle_") and isinstance(value, float):
+                extra_numbers[key] = value
+        mlflow.log_metrics({k: v for k, v in extra_numbers.items() if np.isfinite(v)})
+
+        card_path = tmp_dir / CARD_FILE
+        card_path.write_text(json.dumps(card, indent=1))
+        mlflow.log_artifact(str(card_path))
+        mlflow.log_dict({"features": list(fit.encoding.feature_names)}, "feature_list.json")
+        mlflow.log_dict(card["feature_set"], "feature_set.json")
+        rates_path = None
+        if rates_frame is not None:
+            rates_path = tmp_dir / RATES_FILE
+            rates_frame.write_parquet(rates_path)
+            mlflow.log_artifact(str(rates_path))
+        test_path = tmp_dir / TEST_SET_FILE
+        fit.test_frame.write_parquet(test_path)
+        mlflow.log_artifact(str(test_path))
+        plot_dir = tmp_dir / "plots"
+        plot_dir.mkdir()
+        for path in _plots(fit, plot_dir):
+            mlflow.log_artifact(str(path), artifact_path="plots")
+
+        example = encoded_frame(fit.test_frame.head(INPUT_EXAMPLE_ROWS), fit.encoding).to_pandas()
+        output = fit.booster.predict(example.to_numpy(), raw_score=True, num_threads=1)
+        info = mlflow.lightgbm.log_model(
+            fit.booster,
+            name=MODEL_ARTIFACT,
+            signature=infer_signature(example, np.asarray(output)),
+            input_example=example,
+        )
+        # The card and rates travel inside the model directory too, so models:/name@champion
+        # downloads everything serving needs.
+        client.log_model_artifact(info.model_id, str(card_path))
+        if rates_path is not None:
+            client.log_model_artifact(info.model_id, str(rates_path))
+        for extra_name, extra_booster in fit.extra_models.items():
+            extra_path = tmp_dir / f"{extra_name}.txt"
+            extra_booster.save_model(str(extra_path))
+            mlflow.log_artifact(str(extra_path))
+            client.log_model_artifact(info.model_id, str(extra_path))
+        version = None
+        if register_as:
+            registered = mlflow.register_model(info.model_uri, register_as, tags={"task": fit.task})
+            version = str(registered.version)
+            client.set_model_version_tag(register_as, version, "run_id", run.info.run_id)
+        return run.info.run_id, version
+
+
+def _param_text(value: object) -> object:
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value))
+    return value

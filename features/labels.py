@@ -312,24 +312,49 @@ def journeys_from_labels(labeled: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     after the gap) or ``open`` (no order yet and the data ends before the journey settled);
     ``dropoff_reason`` is the journey's last recorded drop-off reason when it did not end in an order.
     """
-    return (
+    ordered = (
         labeled.lazy()
-        .group_by("journey_id")
-        .agg(
-            pl.col("customer_id").first(),
-            pl.col("journey_number").first(),
-            pl.col("started_at").first(),
-            pl.col("started_at").last().alias("last_contact_at"),
-            pl.col("contact_id").first().alias("first_contact_id"),
-            pl.col("contact_id").last().alias("last_contact_id"),
-            pl.len().cast(pl.UInt32).alias("contacts"),
-            pl.col("journey_converted").first().alias("converted"),
-            pl.col("journey_order_at").first().alias("order_at"),
-            pl.col("contacts_to_order").first(),
-            pl.col("time_to_order_hours").first(),
-            pl.col("journey_open").first(),
-            pl.col("dropoff_label").drop_nulls().last().alias("dropoff_reason"),
+        # Already in this order when it comes from label_contacts (then the sort is cheap); it puts
+        # each journey's contacts in one block, first to last.
+        .sort("customer_id", "journey_number", "journey_contact_number")
+        .with_row_index("_row")
+        .with_columns(pl.col("_row").cast(pl.Int64))
+        .with_columns(
+            pl.when(pl.col("dropoff_label").is_not_null())
+            .then(pl.col("_row"))
+            .forward_fill()
+            .alias("_reason_row")
         )
+        .with_columns(
+            # The latest recorded reason, if it was recorded within this journey.
+            pl.when(pl.col("_reason_row") >= pl.col("_row") - pl.col("journey_contact_number") + 1)
+            .then(pl.col("dropoff_label").gather(pl.col("_reason_row").fill_null(0)))
+            .alias("dropoff_reason")
+        )
+    )
+    first_contacts = ordered.filter(pl.col("journey_contact_number") == 1).select(
+        "journey_id",
+        "customer_id",
+        "journey_number",
+        "started_at",
+        pl.col("contact_id").alias("first_contact_id"),
+        "contacts_to_order",
+        "time_to_order_hours",
+    )
+    last_contacts = ordered.filter(
+        pl.col("journey_contact_number") == pl.col("journey_contacts")
+    ).select(
+        pl.col("started_at").alias("last_contact_at"),
+        pl.col("contact_id").alias("last_contact_id"),
+        pl.col("journey_contacts").alias("contacts"),
+        pl.col("journey_converted").alias("converted"),
+        pl.col("journey_order_at").alias("order_at"),
+        "journey_open",
+        "dropoff_reason",
+    )
+    # Both keep one row per journey in the same (sorted) order, so they line up side by side.
+    return (
+        pl.concat([first_contacts, last_contacts], how="horizontal")
         .with_columns(
             pl.when(pl.col("converted"))
             .then(pl.lit("order"))
@@ -339,7 +364,6 @@ def journeys_from_labels(labeled: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
             .cast(pl.Enum(["order", "gap", "open"]))
             .alias("ended_by")
         )
-        .sort("customer_id", "journey_number")
         .select(JOURNEY_COLUMNS)
         .collect(engine=_ENGINE)
     )

@@ -37,7 +37,7 @@ import polars as pl
 
 from features.errors import CTOError
 from features.rates import RateTables, join_rates
-from features.registry import CHANNELS, FEATURE_SET, MOMENTS, FeatureSet
+from features.registry import CHANNELS, FEATURE_SET, HISTORY_WINDOWS, MOMENTS, FeatureSet
 from features.schema import CONTACTS, CUSTOMERS, ORDERS, Table
 
 KEY_COLUMNS = ("contact_id", "customer_id", "started_at")
@@ -143,19 +143,15 @@ def _latest_index(mask: pl.Expr) -> pl.Expr:
     return pl.when(latest >= pl.col("_customer_start")).then(latest)
 
 
-def _prefix_before(value: pl.Expr, exact: bool = True) -> pl.Expr:
-    """Sum of ``value`` over the customer's rows strictly before this row's instant.
+def _prefix_before(value: pl.Expr) -> pl.Expr:
+    """Sum of an integer ``value`` over the customer's rows strictly before this row's instant.
 
-    Integer sums (``exact``) use one global running sum minus its value at the customer's first
-    row (no grouping needed); float sums run per customer, so that no other customer's values
-    can change the rounding (features must not depend on who else is in the partition).
+    One global running sum minus its value at the customer's first row: no grouping needed, and
+    integer sums are exact, so no other customer's rows can change the result.
     """
-    value = value.fill_null(0)
-    if exact:
-        exclusive = value.cum_sum() - value
-        within = exclusive - exclusive.gather(pl.col("_customer_start"))
-    else:
-        within = (value.cum_sum() - value).over("customer_id")
+    value = value.cast(pl.Int64).fill_null(0)
+    exclusive = value.cum_sum() - value
+    within = exclusive - exclusive.gather(pl.col("_customer_start"))
     return within.gather(pl.col("_instant_start"))
 
 
@@ -201,6 +197,7 @@ def _event_stream(contact_rows: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFr
         pl.lit(_KIND_OUTCOME, pl.Int8).alias("_kind"),
         pl.col("contact_id").alias("_seq"),
         pl.col("wait_seconds").alias("_wait"),
+        (pl.col("wait_seconds") * 1000).round().cast(pl.Int64).alias("_wait_ms"),
         pl.col("wait_seconds").is_not_null().cast(pl.Int32).alias("_has_wait"),
         pl.col("abandoned").cast(pl.Int32).alias("_abandoned"),
         pl.col("transfers").cast(pl.Int32).alias("_transfers"),
@@ -213,16 +210,77 @@ def _event_stream(contact_rows: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFr
         pl.lit(_KIND_ORDER, pl.Int8).alias("_kind"),
         pl.col("order_id").alias("_seq"),
         pl.lit(1, pl.Int32).alias("_is_order"),
-        pl.col("amount").alias("_amount"),
+        (pl.col("amount") * 100).round().cast(pl.Int64).alias("_amount_cents"),
     )
     return pl.concat([starts, outcomes, order_events], how="diagonal").sort(
         "customer_id", "_t", "_kind", "_seq"
     )
 
 
+# Columns summed over windows: running sums `_cum_<name>` are built once for all windows.
+_SUMMED = (
+    "_is_contact",
+    "_switch",
+    "_wait_ms",
+    "_has_wait",
+    "_abandoned",
+    "_transfers",
+    "_unresolved",
+    "_bot",
+    "_is_order",
+    "_amount_cents",
+)
+_CUSTOMER_BITS = 24  # customers per partition < 2**24; the rest of the Int64 key is milliseconds
+_MS_BITS = 63 - _CUSTOMER_BITS
+
+
+def _stream_key() -> pl.Expr:
+    """Global sort key: customer ordinal in the high bits, milliseconds since the start below.
+
+    Customers are 2**39 ms (17 years) apart, so ``rolling_*_by("_key", ...)`` over the whole stream
+    never mixes two customers: one pass instead of a slow ``.over("customer_id")``.
+    """
+    ordinal = (pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True).cum_sum()
+    elapsed_ms = (pl.col("_t") - pl.col("_t").min()).dt.total_milliseconds()
+    return (ordinal.cast(pl.Int64) * (1 << _MS_BITS) + elapsed_ms).alias("_key")
+
+
+def _check_key_range(stream: pl.DataFrame) -> None:
+    customers = stream["_key"][-1] >> _MS_BITS if stream.height else 0
+    if customers >= 1 << _CUSTOMER_BITS:
+        raise CTOError(
+            f"{customers:,} customers in one batch (max {(1 << _CUSTOMER_BITS) - 1:,}): "
+            "use build_features_partitioned / cto features --partitions"
+        )
+    span_ms = stream.select(
+        (pl.col("_t").max() - pl.col("_t").min()).dt.total_milliseconds()
+    ).item()
+    if span_ms is not None and span_ms >= 1 << _MS_BITS:
+        raise CTOError("contacts and orders span more than 17 years: filter the input by time")
+
+
+def _window_starts(windows: tuple[str, ...]) -> list[pl.Expr]:
+    """``_lo_<w>``: index of the customer's first row in ``[t - w, t)`` for each window.
+
+    Rows in ``[key - w, key)`` are contiguous just before the first row of this millisecond, so a
+    rolling count gives the start index directly. (Window starts are at millisecond resolution;
+    the end, "strictly before the contact", is exact.)
+    """
+    key_start = (pl.col("_key") != pl.col("_key").shift(1)).fill_null(True)
+    first_of_key = pl.when(key_start).then(pl.col("_idx")).forward_fill()
+    starts = []
+    for window in windows:
+        span = f"{int(window.removesuffix('d')) * 86_400_000}i"
+        inside = pl.repeat(1, pl.len(), dtype=pl.Int64).rolling_sum_by("_key", span, closed="left")
+        starts.append((first_of_key - inside).alias(f"_lo_{window}"))
+    return starts
+
+
 def _stream_features(stream: pl.LazyFrame, feature_set: FeatureSet, moment: str) -> pl.LazyFrame:
     """Window, lifetime and latest-event features, read at each contact start of the stream."""
-    stream = stream.with_columns(_segment_indices("_t"))
+    stream = stream.with_columns(*_segment_indices("_t"), _stream_key())
+    stream = stream.collect()
+    _check_key_range(stream)
     is_order = pl.col("_kind") == _KIND_ORDER
     last_order = _latest_index(is_order)
     last_outcome = _latest_index(pl.col("_unresolved").is_not_null())
@@ -235,7 +293,7 @@ def _stream_features(stream: pl.LazyFrame, feature_set: FeatureSet, moment: str)
     helpers = [
         _prefix_before(pl.col("_is_contact")).alias("_contacts_before"),
         _prefix_before(pl.col("_is_order")).alias("_orders_before"),
-        _prefix_before(pl.col("_amount"), exact=False).alias("_spend_before"),
+        _prefix_before(pl.col("_amount_cents")).alias("_spend_before"),
         pl.col("_t").gather(last_order).alias("_last_order_at"),
         pl.col("_unresolved").gather(last_outcome).alias("_last_outcome_unresolved"),
         pl.col("_t").gather(pl.col("_customer_start")).alias("_first_event_at"),
@@ -244,10 +302,19 @@ def _stream_features(stream: pl.LazyFrame, feature_set: FeatureSet, moment: str)
         pl.col("_t")
         .gather(pl.when(next_order <= customer_end).then(next_order))
         .alias("_next_order_at"),
+        *[
+            (
+                pl.col(name).cast(pl.Int64).fill_null(0).cum_sum()
+                - pl.col(name).cast(pl.Int64).fill_null(0)
+            ).alias(f"_cum_{name}")
+            for name in _SUMMED
+        ],
+        *_window_starts(HISTORY_WINDOWS),
     ]
     stream_defs = [f for f in feature_set.for_moment(moment) if f.stage == "stream"]
     return (
-        stream.with_columns(helpers)
+        stream.lazy()
+        .with_columns(helpers)
         .with_columns([f.expression() for f in stream_defs])
         .filter(pl.col("_kind") == _KIND_CONTACT)
         .select(

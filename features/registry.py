@@ -46,8 +46,6 @@ ORDER_WINDOWS: tuple[str, ...] = ("7d", "30d", "90d")
 STAGES: tuple[str, ...] = ("stream", "contact")
 
 # Column names of the event stream the stream-stage expressions read (built by features.pipeline).
-TIME = "_t"
-CUSTOMER = "customer_id"
 DAYS_PER_MICROSECOND = 1 / 86_400_000_000
 HOURS_PER_MICROSECOND = 1 / 3_600_000_000
 
@@ -163,12 +161,24 @@ def _check_moment(moment: str) -> None:
 # --- expression helpers -------------------------------------------------------------------------
 
 
-def _rolling_sum(column: str, window: str) -> pl.Expr:
-    return pl.col(column).rolling_sum_by(TIME, window, closed="left").over(CUSTOMER)
+def _window_sum(column: str, window: str) -> pl.Expr:
+    # `_cum_<column>`: running sum over the stream before each row; `_instant_start`: first row at
+    # this contact's instant; `_lo_<window>`: first row of the customer inside [t - window, t).
+    running = pl.col(f"_cum_{column}")
+    return running.gather(pl.col("_instant_start")) - running.gather(pl.col(f"_lo_{window}"))
 
 
-def _rolling_max(column: str, window: str) -> pl.Expr:
-    return pl.col(column).rolling_max_by(TIME, window, closed="left").over(CUSTOMER)
+def _window_max(column: str, window: str) -> pl.Expr:
+    # `_key`: the stream's global sort key (customer ordinal, then milliseconds), so one rolling
+    # pass covers every customer without a slow `.over` (windows never span two customers).
+    span = f"{int(window.removesuffix('d')) * 86_400_000}i"
+    return pl.col(column).rolling_max_by("_key", span, closed="left")
+
+
+def _cents_to_amount(cents: pl.Expr) -> pl.Expr:
+    # Sums run in integer cents (exact whatever the order of addition); a full-length divisor keeps
+    # the division exact too (Polars multiplies by the reciprocal of a scalar divisor).
+    return cents / pl.repeat(100.0, pl.len())
 
 
 def _ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
@@ -199,11 +209,11 @@ INT = pl.Int32
 
 def _history_features(window: str) -> list[FeatureDef]:
     period = {"1d": "day", "7d": "7 days", "30d": "30 days", "90d": "90 days"}[window]
-    wait_known = _rolling_sum("_has_wait", window)
+    wait_known = _window_sum("_has_wait", window)
     return [
         FeatureDef(
             f"contacts_{window}",
-            _rolling_sum("_is_contact", window),
+            _window_sum("_is_contact", window),
             f"Contacts the customer started or received in the {period} before this one.",
             window,
             "arrival",
@@ -220,7 +230,7 @@ def _history_features(window: str) -> list[FeatureDef]:
         ),
         FeatureDef(
             f"channel_switches_{window}",
-            _rolling_sum("_switch", window),
+            _window_sum("_switch", window),
             f"Contacts in the {period} before this one whose channel differed from the customer's "
             "contact before them.",
             window,
@@ -229,7 +239,7 @@ def _history_features(window: str) -> list[FeatureDef]:
         ),
         FeatureDef(
             f"wait_mean_{window}",
-            _ratio(_rolling_sum("_wait", window), wait_known),
+            _ratio(_window_sum("_wait_ms", window), wait_known * 1000),
             f"Mean wait (queue wait or time to first reply), seconds, of the customer's contacts whose "
             f"outcome became known in the {period} before this one; null if none.",
             window,
@@ -237,7 +247,7 @@ def _history_features(window: str) -> list[FeatureDef]:
         ),
         FeatureDef(
             f"wait_max_{window}",
-            _rolling_max("_wait", window),
+            _window_max("_wait", window),
             f"Longest wait, seconds, among contacts whose outcome became known in the {period} "
             "before this one; null if none.",
             window,
@@ -245,7 +255,7 @@ def _history_features(window: str) -> list[FeatureDef]:
         ),
         FeatureDef(
             f"abandons_{window}",
-            _rolling_sum("_abandoned", window),
+            _window_sum("_abandoned", window),
             f"Abandoned contacts among outcomes known in the {period} before this one.",
             window,
             "arrival",
@@ -253,7 +263,7 @@ def _history_features(window: str) -> list[FeatureDef]:
         ),
         FeatureDef(
             f"transfers_{window}",
-            _rolling_sum("_transfers", window),
+            _window_sum("_transfers", window),
             f"Transfers summed over contacts whose outcome became known in the {period} before this one.",
             window,
             "arrival",
@@ -261,7 +271,7 @@ def _history_features(window: str) -> list[FeatureDef]:
         ),
         FeatureDef(
             f"unresolved_{window}",
-            _rolling_sum("_unresolved", window),
+            _window_sum("_unresolved", window),
             f"Unresolved contacts among outcomes known in the {period} before this one.",
             window,
             "arrival",
@@ -269,7 +279,7 @@ def _history_features(window: str) -> list[FeatureDef]:
         ),
         FeatureDef(
             f"bot_only_{window}",
-            _rolling_sum("_bot", window),
+            _window_sum("_bot", window),
             f"Contacts handled by a bot only (no agent), among outcomes known in the {period} before "
             "this one.",
             window,
@@ -284,7 +294,7 @@ def _order_features(window: str) -> list[FeatureDef]:
     return [
         FeatureDef(
             f"orders_{window}",
-            _rolling_sum("_is_order", window),
+            _window_sum("_is_order", window),
             f"Orders placed in the {period} before this contact (ordered_at strictly before it).",
             window,
             "arrival",
@@ -292,7 +302,7 @@ def _order_features(window: str) -> list[FeatureDef]:
         ),
         FeatureDef(
             f"spend_{window}",
-            _rolling_sum("_amount", window),
+            _cents_to_amount(_window_sum("_amount_cents", window)),
             f"Order value placed in the {period} before this contact.",
             window,
             "arrival",
@@ -392,7 +402,7 @@ def _lifetime_features() -> list[FeatureDef]:
         ),
         FeatureDef(
             "spend_lifetime",
-            pl.col("_spend_before"),
+            _cents_to_amount(pl.col("_spend_before")),
             "Total order value before this contact.",
             "lifetime",
             "arrival",

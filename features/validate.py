@@ -615,11 +615,47 @@ def _check_columns(table: Table, raw: pl.DataFrame, source: str) -> pl.DataFrame
     return raw.with_columns(pl.lit(None, dtype=c.dtype).alias(c.name) for c in absent)
 
 
+def _via_distinct_values(parsed: _Parsed, column: Column, raw: pl.DataFrame) -> _Parsed:
+    """The same parse, run once per distinct value and mapped back onto the rows.
+
+    Categories and booleans take a handful of distinct values; parsing those few and looking the
+    rows up is several times cheaper than trimming and lower-casing a million strings.
+    """
+    name = column.name
+    value_dtype = pl.Boolean if _kind(column) == "boolean" else column.dtype
+    none = pl.lit(None, dtype=pl.String)
+    lookup = (
+        raw.lazy()
+        .select(pl.col(name).unique())
+        .drop_nulls()
+        .select(
+            pl.col(name).cast(pl.String).alias("key"),
+            parsed.value.alias("value"),
+            (parsed.bad if parsed.bad is not None else none).alias("bad"),
+            (parsed.unknown if parsed.unknown is not None else none).alias("unknown"),
+        )
+        .collect()
+    )
+    key = pl.col(name).cast(pl.String)
+
+    def mapped(field: str, dtype: pl.DataType) -> pl.Expr:
+        return key.replace_strict(lookup["key"], lookup[field], default=None, return_dtype=dtype)
+
+    return _Parsed(
+        mapped("value", value_dtype),
+        mapped("bad", pl.String) if parsed.bad is not None else None,
+        mapped("unknown", pl.String) if parsed.unknown is not None else None,
+    )
+
+
 def _parse_table(table: Table, raw: pl.DataFrame, source: str) -> _TableState:
     raw = raw.with_row_index("_row", offset=1).with_columns(pl.col("_row").cast(pl.Int64))
     exprs: list[pl.Expr] = [pl.col("_row")]
     for column in table.columns:
-        parsed = _parser(column, raw.schema[column.name], source)
+        raw_dtype = raw.schema[column.name]
+        parsed = _parser(column, raw_dtype, source)
+        if _kind(column) in ("category", "boolean") and _is_texty(raw_dtype):
+            parsed = _via_distinct_values(parsed, column, raw)
         exprs.append(parsed.value.alias(column.name))
         exprs.append(
             (parsed.bad if parsed.bad is not None else pl.lit(None, pl.String)).alias(
@@ -692,13 +728,22 @@ def _reference(
     child: _TableState, column: str, parent: _TableState, parent_column: str
 ) -> pl.DataFrame:
     """Rows of `child` whose `column` is not among the accepted `parent_column` values."""
-    accepted = parent.accepted().select(pl.col(parent_column).alias(column)).unique()
+    accepted = parent.accepted().lazy().select(pl.col(parent_column).alias(column))
+    missing = (
+        child.parsed.lazy()
+        .select("_row", column)
+        .filter(pl.col(column).is_not_null())
+        .join(accepted, on=column, how="anti")
+        .collect()
+    )
+    if missing.height == 0:  # the usual case: skip looking up where the parent went
+        return pl.DataFrame(schema=_REJECT_SCHEMA)
     first_seen = (
         parent.parsed.lazy()
-        .filter(pl.col(parent_column).is_not_null())
-        .group_by(parent_column)
+        .select(pl.col(parent_column).alias(column), "_row")
+        .join(missing.lazy().select(column).unique(), on=column, how="semi")
+        .group_by(column)
         .agg(pl.col("_row").min().alias("_parent_row"))
-        .rename({parent_column: column})
     )
     where = pl.lit(parent.source)
     message = (
@@ -715,11 +760,8 @@ def _reference(
         )
     )
     return (
-        child.parsed.lazy()
-        .select("_row", column)
-        .filter(pl.col(column).is_not_null())
-        .join(accepted.lazy(), on=column, how="anti")
-        .join(first_seen, on=column, how="left")
+        missing.lazy()
+        .join(first_seen, on=column, how="left", maintain_order="left")
         .pipe(_violations, column, "reference", pl.lit(True), message)
         .collect()
     )
@@ -991,13 +1033,24 @@ def read_table(path: Path) -> pl.DataFrame:
     path = Path(path)
     try:
         if path.suffix == ".csv":
-            return pl.read_csv(path, infer_schema=False)
+            frame = pl.read_csv(path, infer_schema=False)
+            _fail_duplicate_headers(frame, path)
+            return frame
         return pl.read_parquet(path)
     except pl.exceptions.NoDataError as exc:
         raise CTOError(f"{path}: file is empty; rule empty_table") from exc
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CTOError(f"{path}: cannot read the file: {reason}; rule unreadable_file") from exc
+
+
+def _fail_duplicate_headers(frame: pl.DataFrame, path: Path) -> None:
+    """Polars renames a repeated CSV header to `<name>_duplicated_<n>`; which copy is right is
+    anyone's guess, so the file fails instead."""
+    for name in frame.columns:
+        match = re.fullmatch(r"(.+)_duplicated_\d+", name)
+        if match and match.group(1) in frame.columns:
+            raise CTOError(f"{path}: column {match.group(1)} appears twice; rule duplicate_column")
 
 
 def load_and_validate(path: Path | str) -> ValidationResult:

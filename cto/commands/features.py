@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         from features.validate import load_and_validate
 
         result = load_and_validate(args.path)
-        rejected = sum(frame.height for frame in result.rejects.values())
+        rejected = int(result.summary["rejected"].sum())
         if rejected:
             print(
                 f"validate: {rejected:,} rejected row(s) left out (see `cto validate {args.path}`)",

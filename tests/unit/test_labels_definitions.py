@@ -8,7 +8,13 @@ import polars as pl
 import pytest
 
 from features.errors import CTOError
-from features.labels import LABEL_COLUMNS, attribute_orders, journeys, label_contacts
+from features.labels import (
+    LABEL_COLUMNS,
+    attribute_orders,
+    journeys,
+    journeys_from_labels,
+    label_contacts,
+)
 from features.schema import UTC_TIME, DropoffReason
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -265,3 +271,30 @@ def test_missing_column_is_named():
         label_contacts(contacts, make_orders([]), 7, 14)
     with pytest.raises(CTOError, match="horizon_days"):
         label_contacts(make_contacts([("a1", "A", at(0))]), make_orders([]), 0, 14)
+
+
+def test_journey_table_keeps_the_last_recorded_dropoff_reason_of_its_own_journey():
+    contacts = make_contacts(
+        [
+            ("a1", "A", at(0), "price"),
+            ("a2", "A", at(2), "long_wait"),
+            ("a3", "A", at(3)),
+            ("a4", "A", at(30)),  # a new journey (gap) with no reason of its own
+            ("b1", "B", at(0), "price"),  # converted: no drop-off reason
+        ]
+    )
+    orders = make_orders([("o1", "B", at(1))])
+    labeled = label_contacts(contacts, orders, 7, 14, observed_until=at(90))
+    table = journeys_from_labels(labeled)
+    assert dict(zip(table["journey_id"], table["dropoff_reason"], strict=True)) == {
+        "A:1": "long_wait",
+        "A:2": None,
+        "B:1": None,
+    }
+    assert dict(zip(table["journey_id"], table["contacts"], strict=True)) == {
+        "A:1": 3,
+        "A:2": 1,
+        "B:1": 1,
+    }
+    # The journey table does not depend on the row order it is given.
+    assert journeys_from_labels(labeled.sample(fraction=1.0, shuffle=True, seed=1)).equals(table)

@@ -82,6 +82,7 @@ DRIVER_SIGNALS = {
     "bot_failure": ("handled_by", "resolved"),
     "price": ("intent",),
     "out_of_stock": ("intent", "intent_conversion_rate"),
+    "none": (),
 }
 # A driver at or below this log-odds effect is "strong": it should dominate the explanation.
 STRONG_DRIVER = -1.0
@@ -125,13 +126,13 @@ class Effects:
             "other": -0.4,
         }
     )
-    one_past_order: float = 0.5
-    two_plus_past_orders: float = 0.8
+    one_past_order: float = 0.35
+    two_plus_past_orders: float = 0.55
     night: float = -0.5  # 22:00-06:00 UTC
     agent_skill_sd: float = 0.3  # clipped to +-0.7
     outbound: float = 0.3
     # Drivers (each <= 0).
-    long_wait_per_doubling: float = -0.9  # per doubling of a phone/chat wait beyond 90 s
+    long_wait_per_doubling: float = -1.0  # per doubling of a phone/chat wait beyond 90 s
     long_wait_free_seconds: float = 90.0
     abandoned: float = -0.8  # on top of the wait effect, part of long_wait
     slow_response_per_doubling: float = -0.8  # per doubling of a written first reply beyond 8 h
@@ -142,8 +143,9 @@ class Effects:
     one_transfer: float = -0.5
     two_transfers: float = -1.2
     per_further_transfer: float = -0.6
-    no_follow_up_on_inquiry: float = -1.2
-    bot_unresolved: float = -1.5
+    no_follow_up_on_inquiry: float = -1.3
+    no_follow_up_other: float = -0.5  # any other served contact without a follow-up
+    bot_unresolved: float = -1.7
     price_max: float = -0.9  # pricing contacts: price_max * price_sensitivity (hidden, 0-1)
     price_on_product_inquiry: float = 0.45  # share of price_max on product inquiries
     out_of_stock: float = -0.9  # availability contacts during a stock-out
@@ -319,7 +321,7 @@ class _World:
         n = scenario.n_agents
         self.agent_skill = np.clip(rng.normal(0.0, EFFECTS.agent_skill_sd, n), -0.7, 0.7)
         # Better agents send more follow-ups and transfer less; loads differ (shifts, part-time).
-        self.agent_follow_up_logit = 1.1 + 0.8 * self.agent_skill + rng.normal(0.0, 0.5, n)
+        self.agent_follow_up_logit = 1.8 + 0.8 * self.agent_skill + rng.normal(0.0, 0.5, n)
         self.agent_load = rng.lognormal(0.0, 0.3, n)
         self.channel_mix = _vector(CHANNEL_MIX, CHANNELS)
         self.intent_mix = _vector(INTENT_MIX, INTENTS)
@@ -431,7 +433,7 @@ def _chain_order_probability(times: np.ndarray, own: np.ndarray) -> np.ndarray:
     positions = times.shape[1]
     result = np.zeros_like(own)
     for p in range(positions):
-        window_end = times[:, p] + horizon
+        window_end = np.where(np.isfinite(times[:, p]), times[:, p] + horizon, -np.inf)
         survive = np.ones(len(times))
         total = np.zeros(len(times))
         for k in range(p, positions):
@@ -575,9 +577,9 @@ class _Batch:
             prev_intent[alive] = cell["intent"]
             prev_inquiry_followed[alive] = world.inquiry[cell["intent"]] & cell["follow_up"]
             # Unserved and unresolved customers come back more often, and sooner after abandoning.
-            come_back = np.where(cell["abandoned"], 0.65, np.where(cell["resolved"], 0.38, 0.6))
+            come_back = np.where(cell["abandoned"], 0.5, np.where(cell["resolved"], 0.38, 0.55))
             gap_days = np.minimum(
-                rng.exponential(np.where(cell["abandoned"], 0.3, 2.0)), JOURNEY_GAP_DAYS - 2.0
+                rng.exponential(np.where(cell["abandoned"], 1.0, 2.0)), JOURNEY_GAP_DAYS - 2.0
             )
             following = world.at_hour(rng, seconds[alive] + gap_days * DAY)
             following = np.minimum(following, seconds[alive] + (JOURNEY_GAP_DAYS - 0.5) * DAY)
@@ -711,11 +713,15 @@ class _Batch:
         inquiry = world.inquiry[intent]
         follow_up_chance = np.where(
             bot,
-            np.where(inquiry, 0.5, 0.2),
-            np.where(inquiry, _sigmoid(world.agent_follow_up_logit[np.maximum(agent, 0)]), 0.25),
+            1.0,
+            _sigmoid(
+                world.agent_follow_up_logit[np.maximum(agent, 0)] - np.where(inquiry, 0.0, 0.9)
+            ),
         )
         follow_up_chance = np.where(outbound, 0.6, follow_up_chance)
-        follow_up = served & (rng.random(n) < follow_up_chance)
+        # Bots always send a transcript and missed contacts a "sorry we missed you" message, so
+        # a contact without a follow-up is one an agent served and did not follow up.
+        follow_up = ~served | (rng.random(n) < follow_up_chance)
         handle = world.handle_median[channel] * np.exp(0.6 * rng.standard_normal(n))
         handle = np.where(
             bot, 90.0 * np.exp(0.4 * rng.standard_normal(n)), handle + 90.0 * transfers
@@ -753,7 +759,11 @@ class _Batch:
             [0.0, e.one_transfer],
             np.maximum(e.two_transfers + e.per_further_transfer * (transfers - 2), e.driver_floor),
         )
-        no_follow_up = np.where(inquiry & served & ~follow_up, e.no_follow_up_on_inquiry, 0.0)
+        no_follow_up = np.where(
+            ~follow_up,
+            np.where(inquiry, e.no_follow_up_on_inquiry, e.no_follow_up_other),
+            0.0,
+        )
         bot_failure = np.where(bot & ~resolved, e.bot_unresolved, 0.0)
         price_weight = np.select(
             [intent == _INTENT["pricing"], intent == _INTENT["product_inquiry"]],

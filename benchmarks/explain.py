@@ -42,7 +42,10 @@ def _test_rows(settings, model, rows: int) -> np.ndarray:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(
-            run_id=model.run_id, artifact_path="test_set.parquet", dst_path=tmp, tracking_uri=settings.tracking_uri
+            run_id=model.run_id,
+            artifact_path="test_set.parquet",
+            dst_path=tmp,
+            tracking_uri=settings.tracking_uri,
         )
         frame = pl.read_parquet(path).head(rows)
     return model.encoder.encode(frame)
@@ -69,7 +72,9 @@ def bench_model(model, x: np.ndarray, single_rows: int) -> dict[str, float]:
         out["max_diff_lightgbm_vs_shap"] = float(np.max(np.abs(per_class[:, :, :f] - shap_array)))
     else:
         out["additivity_max_error"] = float(np.max(np.abs(contrib.sum(axis=1) - raw)))
-        out["max_diff_lightgbm_vs_shap"] = float(np.max(np.abs(contrib[:, :-1] - np.asarray(shap_values))))
+        out["max_diff_lightgbm_vs_shap"] = float(
+            np.max(np.abs(contrib[:, :-1] - np.asarray(shap_values)))
+        )
 
     rows = x[:single_rows]
 
@@ -83,8 +88,10 @@ def bench_model(model, x: np.ndarray, single_rows: int) -> dict[str, float]:
         return _median_ms(times)
 
     out["single_predict_ms"] = single(lambda r: booster.predict(r, raw_score=True, num_threads=1))
-    out["single_pred_contrib_ms"] = single(lambda r: booster.predict(r, pred_contrib=True, num_threads=1))
-    out["single_shap_ms"] = single(lambda r: explainer.shap_values(r))
+    out["single_pred_contrib_ms"] = single(
+        lambda r: booster.predict(r, pred_contrib=True, num_threads=1)
+    )
+    out["single_shap_ms"] = single(explainer.shap_values)
     repeats = 3
     out["batch_predict_ms_per_row"] = _median_ms(
         _timed(lambda: booster.predict(x, raw_score=True, num_threads=1), repeats)
@@ -92,7 +99,9 @@ def bench_model(model, x: np.ndarray, single_rows: int) -> dict[str, float]:
     out["batch_pred_contrib_ms_per_row"] = _median_ms(
         _timed(lambda: booster.predict(x, pred_contrib=True, num_threads=1), repeats)
     ) / len(x)
-    out["batch_shap_ms_per_row"] = _median_ms(_timed(lambda: explainer.shap_values(x), repeats)) / len(x)
+    out["batch_shap_ms_per_row"] = _median_ms(
+        _timed(lambda: explainer.shap_values(x), repeats)
+    ) / len(x)
     return out
 
 
@@ -119,7 +128,9 @@ def write_results(results: dict[str, dict[str, float]], quick: bool) -> str:
             f"{r['batch_shap_ms_per_row']:.3f} ({r['batch_shap_ms_per_row'] / r['batch_pred_contrib_ms_per_row']:.1f}x) | "
             f"{r['additivity_max_error']:.1e} | {r['max_diff_lightgbm_vs_shap']:.1e} |"
         )
-    fastest_single = all(r["single_pred_contrib_ms"] <= r["single_shap_ms"] for r in results.values())
+    fastest_single = all(
+        r["single_pred_contrib_ms"] <= r["single_shap_ms"] for r in results.values()
+    )
     lines += [
         "",
         "Serving uses "
@@ -142,7 +153,9 @@ def trained_store(root: Path, contacts: int) -> object:
     sim = simulate(n_contacts=contacts, seed=11)
     sim.write(root / "sim")
     settings = get_settings(
-        tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_location=str(root / "mlruns"), seed=11
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        artifact_location=str(root / "mlruns"),
+        seed=11,
     )
     run_training(root / "sim", settings, promote=True, progress=True)
     return settings
@@ -152,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Small smoke run.")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store with champion models.")
-    parser.add_argument("--contacts", type=int, default=60_000, help="Simulated contacts if training.")
+    parser.add_argument(
+        "--contacts", type=int, default=60_000, help="Simulated contacts if training."
+    )
     args = parser.parse_args(argv)
 
     from features.settings import get_settings
@@ -169,7 +184,11 @@ def main(argv: list[str] | None = None) -> None:
         for task, model in bundle.models.items():
             x = _test_rows(settings, model, rows)
             results[f"{model.name} v{model.version}"] = bench_model(model, x, single)
-            print(task, {k: round(v, 4) for k, v in results[f"{model.name} v{model.version}"].items()}, flush=True)
+            print(
+                task,
+                {k: round(v, 4) for k, v in results[f"{model.name} v{model.version}"].items()},
+                flush=True,
+            )
     print(write_results(results, args.quick))
 
 

@@ -40,6 +40,7 @@ RATE_KEYS: dict[str, pl.Expr] = {
 }
 DEFAULT_PRIOR_STRENGTH = 20.0
 KNOWN_AT = "label_known_at"
+ENGINE = "in-memory"  # asof joins and cumulative sums: the streaming engine only adds overhead
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def compute_rates(
         .sort(KNOWN_AT)
         .with_columns(pl.col("outcomes").cum_sum(), pl.col("conversions").cum_sum())
         .with_columns((pl.col("conversions") / pl.col("outcomes")).alias("rate"))
-        .collect()
+        .collect(engine=ENGINE)
     )
     tables = {}
     for name in keys:
@@ -166,7 +167,7 @@ def compute_rates(
                 ).alias("rate")
             )
             .sort("key", KNOWN_AT)
-            .collect()
+            .collect(engine=ENGINE)
         )
         tables[name] = per_key
     return RateTables(
@@ -271,7 +272,7 @@ def compute_rates_partitioned(
             ]
         )
         .select(pl.col("at").max())
-        .collect()
+        .collect(engine=ENGINE)
         .item()
     )
     pieces = []

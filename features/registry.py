@@ -161,24 +161,39 @@ def _check_moment(moment: str) -> None:
 # --- expression helpers -------------------------------------------------------------------------
 
 
+# Stream-stage expressions run in one `select` over the whole event stream (contact starts,
+# outcomes, orders) and return one value per contact start: `_at_contacts` keeps those rows.
+def _at_contacts(expr: pl.Expr) -> pl.Expr:
+    return expr.filter(pl.col("_kind") == 0)
+
+
 def _window_sum(column: str, window: str) -> pl.Expr:
     # `_cum_<column>`: running sum over the stream before each row; `_instant_start`: first row at
     # this contact's instant; `_lo_<window>`: first row of the customer inside [t - window, t).
+    # Gathering at the contact rows only halves the work against gathering at every row.
     running = pl.col(f"_cum_{column}")
-    return running.gather(pl.col("_instant_start")) - running.gather(pl.col(f"_lo_{window}"))
+    now = running.gather(_at_contacts(pl.col("_instant_start")))
+    return now - running.gather(_at_contacts(pl.col(f"_lo_{window}")))
+
+
+def _lifetime_sum(column: str) -> pl.Expr:
+    running = pl.col(f"_cum_{column}")
+    now = running.gather(_at_contacts(pl.col("_instant_start")))
+    return now - running.gather(_at_contacts(pl.col("_customer_start")))
 
 
 def _window_max(column: str, window: str) -> pl.Expr:
     # `_key`: the stream's global sort key (customer ordinal, then milliseconds), so one rolling
     # pass covers every customer without a slow `.over` (windows never span two customers).
     span = f"{int(window.removesuffix('d')) * 86_400_000}i"
-    return pl.col(column).rolling_max_by("_key", span, closed="left")
+    return _at_contacts(pl.col(column).rolling_max_by("_key", span, closed="left"))
 
 
 def _cents_to_amount(cents: pl.Expr) -> pl.Expr:
-    # Sums run in integer cents (exact whatever the order of addition); a full-length divisor keeps
-    # the division exact too (Polars multiplies by the reciprocal of a scalar divisor).
-    return cents / pl.repeat(100.0, pl.len())
+    # Sums run in integer cents: exact whatever the order of addition. Multiplying (never dividing
+    # by a scalar, which Polars does exactly on one row but by reciprocal on many) keeps online
+    # and batch values equal to the last bit.
+    return cents * 0.01
 
 
 def _ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
@@ -386,7 +401,7 @@ def _lifetime_features() -> list[FeatureDef]:
     return [
         FeatureDef(
             "contacts_lifetime",
-            pl.col("_contacts_before"),
+            _lifetime_sum("_is_contact"),
             "All of the customer's contacts before this one.",
             "lifetime",
             "arrival",
@@ -394,7 +409,7 @@ def _lifetime_features() -> list[FeatureDef]:
         ),
         FeatureDef(
             "orders_lifetime",
-            pl.col("_orders_before"),
+            _lifetime_sum("_is_order"),
             "All of the customer's orders before this contact.",
             "lifetime",
             "arrival",
@@ -402,7 +417,7 @@ def _lifetime_features() -> list[FeatureDef]:
         ),
         FeatureDef(
             "spend_lifetime",
-            _cents_to_amount(pl.col("_spend_before")),
+            _cents_to_amount(_lifetime_sum("_amount_cents")),
             "Total order value before this contact.",
             "lifetime",
             "arrival",
@@ -417,14 +432,14 @@ def _lifetime_features() -> list[FeatureDef]:
         ),
         FeatureDef(
             "days_since_last_order",
-            _days_between("_t", "_last_order_at"),
+            _at_contacts(_days_between("_t", "_last_order_at")),
             "Days since the customer's latest order before this contact; null if none.",
             "lifetime",
             "arrival",
         ),
         FeatureDef(
             "prev_unresolved",
-            pl.col("_last_outcome_unresolved"),
+            _at_contacts(pl.col("_last_outcome_unresolved")),
             "1 if the latest contact whose outcome was known before this one was left unresolved, "
             "0 if resolved; null if no earlier outcome is known.",
             "lifetime",

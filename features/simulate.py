@@ -73,8 +73,8 @@ DRIVER_REASON = {
 # Where a model can see each driver: contract columns and the point-in-time features built from
 # them (features.registry names). An explanation naming one of these names that driver.
 DRIVER_SIGNALS = {
-    "long_wait": ("wait_seconds", "abandoned", "callback_offered"),
-    "slow_response": ("wait_seconds",),
+    "long_wait": ("wait_seconds", "queue_wait_seconds", "abandoned", "callback_offered"),
+    "slow_response": ("wait_seconds", "reply_wait_hours"),
     "repeat_explanation": ("channel_switch", "channel"),
     "high_effort": ("journey_contacts", "journey_age_hours"),
     "transfers": ("transfers",),
@@ -134,7 +134,7 @@ class Effects:
     # Drivers (each <= 0).
     long_wait_per_doubling: float = -1.0  # per doubling of a phone/chat wait beyond 90 s
     long_wait_free_seconds: float = 90.0
-    abandoned: float = -0.8  # on top of the wait effect, part of long_wait
+    abandoned: float = -0.3  # on top of the wait effect, part of long_wait
     slow_response_per_doubling: float = -0.8  # per doubling of a written first reply beyond 8 h
     slow_response_free_hours: float = 8.0
     driver_floor: float = -2.5  # no single wait or transfer effect goes below this
@@ -150,6 +150,7 @@ class Effects:
     price_on_product_inquiry: float = 0.45  # share of price_max on product inquiries
     out_of_stock: float = -0.9  # availability contacts during a stock-out
     # Rates.
+    come_back_per_driver_logit: float = 0.5  # come-back chance * exp(0.5 * drivers' total)
     staffing_wait_factor: float = 1.4  # waits after the staffing change
     callback_abandon_odds: float = 0.35  # callback offer multiplies abandonment odds
     web_orders_per_customer_half_year: float = 0.35  # background orders without a contact
@@ -383,19 +384,23 @@ class _Customers:
 class _WebOrders:
     """Background orders without a contact: a Poisson process per customer, sorted by customer."""
 
-    def __init__(self, customer: np.ndarray, seconds: np.ndarray, span: float) -> None:
+    def __init__(
+        self, customer: np.ndarray, seconds: np.ndarray, span: float, n_customers: int
+    ) -> None:
         self.stride = float(np.ceil(span + 2 * DAY))
         keys = customer.astype(np.float64) * self.stride + seconds
         order = np.argsort(keys, kind="stable")
         self.keys = keys[order]
         self.customer = customer[order]
         self.seconds = seconds[order]
+        # Where each customer's orders begin in the sorted keys.
+        self.first_index = np.concatenate(
+            [[0], np.cumsum(np.bincount(customer, minlength=n_customers))]
+        )
 
     def count_before(self, customer: np.ndarray, seconds: np.ndarray) -> np.ndarray:
         base = customer.astype(np.float64) * self.stride
-        return np.searchsorted(self.keys, base + seconds, side="left") - np.searchsorted(
-            self.keys, base, side="left"
-        )
+        return np.searchsorted(self.keys, base + seconds, side="left") - self.first_index[customer]
 
     def first_from(self, customer: np.ndarray, seconds: np.ndarray) -> np.ndarray:
         """The customer's first web order at or after ``seconds`` (inf when none)."""
@@ -433,17 +438,21 @@ def _chain_order_probability(times: np.ndarray, own: np.ndarray) -> np.ndarray:
     positions = times.shape[1]
     result = np.zeros_like(own)
     for p in range(positions):
-        window_end = np.where(np.isfinite(times[:, p]), times[:, p] + horizon, -np.inf)
-        survive = np.ones(len(times))
-        total = np.zeros(len(times))
-        for k in range(p, positions):
-            inside = times[:, k] <= window_end
+        rows = np.flatnonzero(np.isfinite(times[:, p]))  # most journeys are short
+        if len(rows) == 0:
+            break
+        chain_times, chain_own = times[rows, p:], own[rows, p:]
+        window_end = chain_times[:, 0] + horizon
+        survive = np.ones(len(rows))
+        total = np.zeros(len(rows))
+        for k in range(chain_times.shape[1]):
+            inside = chain_times[:, k] <= window_end
             if not inside.any():
                 break
-            fits = np.where(inside, _lag_cdf(np.where(inside, window_end - times[:, k], 0.0)), 0.0)
-            total += survive * own[:, k] * fits
-            survive *= 1.0 - own[:, k]
-        result[:, p] = total
+            room = np.where(inside, window_end - chain_times[:, k], 0.0)
+            total += np.where(inside, survive * chain_own[:, k] * _lag_cdf(room), 0.0)
+            survive *= 1.0 - chain_own[:, k]
+        result[rows, p] = total
     return result
 
 
@@ -522,7 +531,7 @@ class _Batch:
         customer = np.repeat(np.arange(c.size), counts)
         seconds = np.round(rng.random(len(customer)) * horizon_end)
         self.web_customer, self.web_seconds = customer, seconds
-        return _WebOrders(customer, seconds, horizon_end)
+        return _WebOrders(customer, seconds, horizon_end, c.size)
 
     def first_journey_starts(self) -> np.ndarray:
         """Seasonal arrivals: inverse CDF of a density 1 + 0.25 * season over the window."""
@@ -576,8 +585,10 @@ class _Batch:
             prev_channel[alive] = cell["channel"]
             prev_intent[alive] = cell["intent"]
             prev_inquiry_followed[alive] = world.inquiry[cell["intent"]] & cell["follow_up"]
-            # Unserved and unresolved customers come back more often, and sooner after abandoning.
+            # Unserved and unresolved customers come back more often, and sooner after abandoning;
+            # a bad experience (the drivers' total) sends many to a competitor instead.
             come_back = np.where(cell["abandoned"], 0.5, np.where(cell["resolved"], 0.38, 0.55))
+            come_back *= np.exp(EFFECTS.come_back_per_driver_logit * cell["drivers"].sum(axis=1))
             gap_days = np.minimum(
                 rng.exponential(np.where(cell["abandoned"], 1.0, 2.0)), JOURNEY_GAP_DAYS - 2.0
             )
@@ -939,12 +950,12 @@ def _assemble(
     orders = {name: np.concatenate([p[name] for p in order_parts]) for name in order_parts[0]}
 
     # Keep whole customers in order until n_contacts; the last one kept loses its latest contacts.
-    by_customer = np.lexsort((contacts["seconds"], contacts["customer"]))
-    contacts = {name: values[by_customer] for name, values in contacts.items()}
-    keep = np.arange(len(contacts["customer"])) < n_contacts
-    contacts = {name: values[keep] for name, values in contacts.items()}
-    last_customer = contacts["customer"][-1]
-    last_contact = contacts["seconds"][-1]
+    # Then put the kept contacts in time order (ids increase with time), gathering each array once.
+    customer, seconds = contacts["customer"], contacts["seconds"]
+    kept = np.lexsort((seconds, customer))[:n_contacts]
+    last_customer, last_contact = customer[kept[-1]], seconds[kept[-1]]
+    kept = kept[np.lexsort((customer[kept], seconds[kept]))]
+    contacts = {name: values[kept] for name, values in contacts.items()}
     order_keep = (orders["customer"] < last_customer) | (
         (orders["customer"] == last_customer)
         & (orders["seconds"] <= last_contact + HORIZON_DAYS * DAY)
@@ -989,9 +1000,7 @@ def _assemble(
     active = np.isfinite(first_activity)
 
     # Contacts in time order get increasing ids; orders attributed to the contact that drove them.
-    time_order = np.lexsort((contacts["customer"], contacts["seconds"]))
-    contacts = {name: values[time_order] for name, values in contacts.items()}
-    n = len(time_order)
+    n = len(kept)
     order_time_order = np.lexsort((orders["customer"], orders["seconds"]))
     orders = {name: values[order_time_order] for name, values in orders.items()}
     driven_contact = _attributed_contact(contacts, orders)

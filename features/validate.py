@@ -146,46 +146,66 @@ def _clean_text(expr: pl.Expr) -> pl.Expr:
     return pl.when(text.str.len_bytes() > 0).then(text)
 
 
-# ISO-8601 forms accepted, most common first. A `True` form carries an offset (Z is rewritten to
-# +00:00 first); the others are naive and taken as UTC.
-TIMESTAMP_FORMATS: tuple[tuple[str, bool], ...] = (
-    ("%Y-%m-%dT%H:%M:%S%.f%z", True),
-    ("%Y-%m-%dT%H:%M:%S%.f", False),
-    ("%Y-%m-%dT%H:%M%z", True),
-    ("%Y-%m-%dT%H:%M", False),
-    ("%Y-%m-%d", False),
+# ISO-8601 forms accepted (after a space between date and time became a T). "Z" forms are UTC,
+# "offset" forms are converted to UTC, "naive" forms are taken as UTC.
+TIMESTAMP_FORMATS: tuple[tuple[str, str], ...] = (
+    ("%Y-%m-%dT%H:%M:%S%.fZ", "Z"),
+    ("%Y-%m-%dT%H:%M:%S%.f", "naive"),
+    ("%Y-%m-%dT%H:%M:%S%.f%z", "offset"),
+    ("%Y-%m-%dT%H:%MZ", "Z"),
+    ("%Y-%m-%dT%H:%M", "naive"),
+    ("%Y-%m-%dT%H:%M%z", "offset"),
+    ("%Y-%m-%d", "naive"),
 )
+TIMESTAMP_SAMPLE = 1000
 
 
 def _timestamp_text(text: pl.Expr) -> pl.Expr:
-    """ISO-8601 text in one spelling: a T between date and time, +00:00 for Z."""
-    return text.str.replace(" ", "T", literal=True).str.replace(r"[Zz]$", "+00:00")
+    return text.str.replace(" ", "T", literal=True)
 
 
-def _parse_timestamp(normal: pl.Expr, fmt: str, with_offset: bool) -> pl.Expr:
-    """Normalised ISO-8601 text in one format -> Datetime(us, UTC); null where it does not fit."""
+def _parse_timestamp(text: pl.Expr, form: int) -> pl.Expr:
+    """ISO-8601 text in one of TIMESTAMP_FORMATS -> Datetime(us, UTC); null where it does not fit."""
+    fmt, zone = TIMESTAMP_FORMATS[form]
+    normal = _timestamp_text(text)
     if fmt == "%Y-%m-%d":
         return normal.str.to_date(fmt, strict=False).cast(pl.Datetime("us", "UTC"))
     value = normal.str.to_datetime(fmt, strict=False, time_unit="us")
-    zoned = value.dt.convert_time_zone("UTC") if with_offset else value.dt.replace_time_zone("UTC")
+    zoned = (
+        value.dt.convert_time_zone("UTC") if zone == "offset" else value.dt.replace_time_zone("UTC")
+    )
     return zoned.cast(UTC_TIME)
 
 
-def _retry_timestamps(parsed: pl.DataFrame, name: str) -> pl.DataFrame:
+def _likely_timestamp_form(raw: pl.DataFrame, name: str) -> int:
+    """The format that fits most of the first values: parsing with an offset costs four times a
+    fixed "Z", so the whole column goes through the format it most likely uses."""
+    sample = raw.lazy().select(_clean_text(pl.col(name))).drop_nulls().head(TIMESTAMP_SAMPLE)
+    fits = sample.select(
+        *[
+            _parse_timestamp(pl.col(name), form).count().alias(str(form))
+            for form in range(len(TIMESTAMP_FORMATS))
+        ]
+    ).collect()
+    counts = fits.row(0)
+    return max(range(len(counts)), key=lambda form: (counts[form], -form))
+
+
+def _retry_timestamps(parsed: pl.DataFrame, name: str, first_form: int) -> pl.DataFrame:
     """Parse the values the first format missed with the other formats, one format at a time.
 
     Only the rows still unparsed go through each further format, so a clean column costs one
     parse instead of one per accepted format.
     """
     bad = _BAD + name
-    for fmt, with_offset in TIMESTAMP_FORMATS[1:]:
+    for form in range(len(TIMESTAMP_FORMATS)):
+        if form == first_form:
+            continue
         remaining = parsed.filter(pl.col(bad).is_not_null()).select("_row", bad)
         if remaining.height == 0:
             break
         fixed = (
-            remaining.select(
-                "_row", _parse_timestamp(_timestamp_text(pl.col(bad)), fmt, with_offset).alias(name)
-            )
+            remaining.select("_row", _parse_timestamp(pl.col(bad), form).alias(name))
             .filter(pl.col(name).is_not_null())
             .with_columns(pl.lit(None, dtype=pl.String).alias(bad))
         )
@@ -202,11 +222,16 @@ def _whole_number(number: pl.Expr) -> pl.Expr:
 @dataclass(frozen=True)
 class _Parsed:
     value: pl.Expr  # contract dtype; null where missing or unparseable
-    bad: pl.Expr | None  # raw text where the value did not parse (type rule)
+    # The raw value as text, shown in the `type` message where `value` is null although the raw
+    # value is not (None: the parse cannot fail). Kept apart from `value`: Polars does not share
+    # the parse between two expressions, and timestamps are worth parsing once.
+    shown: pl.Expr | None
     unknown: pl.Expr | None  # raw text of an unknown category (enum rule / coerced to other)
 
 
-def _parser(column: Column, raw_dtype: pl.DataType, source: str) -> _Parsed:
+def _parser(
+    column: Column, raw_dtype: pl.DataType, source: str, timestamp_form: int = 0
+) -> _Parsed:
     """Expressions that parse one raw column into its contract dtype (or a file-level error)."""
     raw = pl.col(column.name)
     kind = _kind(column)
@@ -218,9 +243,6 @@ def _parser(column: Column, raw_dtype: pl.DataType, source: str) -> _Parsed:
             f"{source}: column {column.name} has type {raw_dtype}, expected "
             f"{_KIND_PHRASE[kind]} ({_KIND_DOC[kind]}); rule type"
         )
-
-    def failed(value: pl.Expr, shown: pl.Expr) -> pl.Expr:
-        return pl.when(value.is_null()).then(shown)
 
     if kind == "text":
         if texty:
@@ -243,10 +265,9 @@ def _parser(column: Column, raw_dtype: pl.DataType, source: str) -> _Parsed:
 
     if kind == "timestamp":
         if texty:
-            # The first format here; _retry_timestamps tries the others on what is left.
-            fmt, with_offset = TIMESTAMP_FORMATS[0]
-            value = _parse_timestamp(_timestamp_text(text), fmt, with_offset)
-            return _Parsed(value, failed(value, text), None)
+            # One format here; _retry_timestamps tries the others on what is left.
+            value = _parse_timestamp(text, timestamp_form)
+            return _Parsed(value, text, None)
         if isinstance(raw_dtype, pl.Datetime):
             zoned = (
                 raw.dt.replace_time_zone("UTC")
@@ -261,7 +282,7 @@ def _parser(column: Column, raw_dtype: pl.DataType, source: str) -> _Parsed:
     if kind == "number":
         if texty:
             value = text.cast(pl.Float64, strict=False)
-            return _Parsed(value, failed(value, text), None)
+            return _Parsed(value, text, None)
         if raw_dtype.is_numeric():
             return _Parsed(raw.cast(pl.Float64), None, None)
         raise wrong_type()
@@ -269,26 +290,26 @@ def _parser(column: Column, raw_dtype: pl.DataType, source: str) -> _Parsed:
     if kind == "integer":
         if texty:
             value = _whole_number(text.cast(pl.Float64, strict=False))
-            return _Parsed(value, failed(value, text), None)
+            return _Parsed(value, text, None)
         if raw_dtype.is_integer():
             value = raw.cast(pl.Int32, strict=False)
         elif raw_dtype.is_float() or raw_dtype.is_decimal():
             value = _whole_number(raw.cast(pl.Float64))
         else:
             raise wrong_type()
-        return _Parsed(value, failed(value, raw.cast(pl.String)), None)
+        return _Parsed(value, raw.cast(pl.String), None)
 
     # boolean
     if texty:
         value = text.str.to_lowercase().replace_strict(
             BOOLEAN_TEXT, default=None, return_dtype=pl.Boolean
         )
-        return _Parsed(value, failed(value, text), None)
+        return _Parsed(value, text, None)
     if raw_dtype == pl.Boolean:
         return _Parsed(raw, None, None)
     if raw_dtype.is_integer():
         value = raw.replace_strict({0: False, 1: True}, default=None, return_dtype=pl.Boolean)
-        return _Parsed(value, failed(value, raw.cast(pl.String)), None)
+        return _Parsed(value, raw.cast(pl.String), None)
     raise wrong_type()
 
 
@@ -618,8 +639,8 @@ def _check_columns(table: Table, raw: pl.DataFrame, source: str) -> pl.DataFrame
 def _via_distinct_values(parsed: _Parsed, column: Column, raw: pl.DataFrame) -> _Parsed:
     """The same parse, run once per distinct value and mapped back onto the rows.
 
-    Categories and booleans take a handful of distinct values; parsing those few and looking the
-    rows up is several times cheaper than trimming and lower-casing a million strings.
+    Categories, booleans and counts take a handful of distinct values; parsing those few and
+    looking the rows up is several times cheaper than parsing a million strings.
     """
     name = column.name
     value_dtype = pl.Boolean if _kind(column) == "boolean" else column.dtype
@@ -631,7 +652,11 @@ def _via_distinct_values(parsed: _Parsed, column: Column, raw: pl.DataFrame) -> 
         .select(
             pl.col(name).cast(pl.String).alias("key"),
             parsed.value.alias("value"),
-            (parsed.bad if parsed.bad is not None else none).alias("bad"),
+            (
+                pl.when(parsed.value.is_null()).then(parsed.shown)
+                if parsed.shown is not None
+                else none
+            ).alias("bad"),
             (parsed.unknown if parsed.unknown is not None else none).alias("unknown"),
         )
         .collect()
@@ -643,7 +668,7 @@ def _via_distinct_values(parsed: _Parsed, column: Column, raw: pl.DataFrame) -> 
 
     return _Parsed(
         mapped("value", value_dtype),
-        mapped("bad", pl.String) if parsed.bad is not None else None,
+        mapped("bad", pl.String) if parsed.shown is not None else None,
         mapped("unknown", pl.String) if parsed.unknown is not None else None,
     )
 
@@ -651,14 +676,19 @@ def _via_distinct_values(parsed: _Parsed, column: Column, raw: pl.DataFrame) -> 
 def _parse_table(table: Table, raw: pl.DataFrame, source: str) -> _TableState:
     raw = raw.with_row_index("_row", offset=1).with_columns(pl.col("_row").cast(pl.Int64))
     exprs: list[pl.Expr] = [pl.col("_row")]
+    forms: dict[str, int] = {}  # timestamp columns given as text: the format tried first
     for column in table.columns:
         raw_dtype = raw.schema[column.name]
-        parsed = _parser(column, raw_dtype, source)
-        if _kind(column) in ("category", "boolean") and _is_texty(raw_dtype):
+        kind, texty = _kind(column), _is_texty(raw_dtype)
+        if kind == "timestamp" and texty:
+            forms[column.name] = _likely_timestamp_form(raw, column.name)
+        parsed = _parser(column, raw_dtype, source, forms.get(column.name, 0))
+        if kind in ("category", "boolean", "integer") and texty:
             parsed = _via_distinct_values(parsed, column, raw)
         exprs.append(parsed.value.alias(column.name))
+        # the raw text for now; the second step below keeps it only where the parse failed
         exprs.append(
-            (parsed.bad if parsed.bad is not None else pl.lit(None, pl.String)).alias(
+            (parsed.shown if parsed.shown is not None else pl.lit(None, pl.String)).alias(
                 _BAD + column.name
             )
         )
@@ -667,10 +697,17 @@ def _parse_table(table: Table, raw: pl.DataFrame, source: str) -> _TableState:
                 _UNKNOWN + column.name
             )
         )
-    parsed_frame = raw.lazy().select(exprs).collect()
-    for column in table.columns:
-        if _kind(column) == "timestamp" and _is_texty(raw.schema[column.name]):
-            parsed_frame = _retry_timestamps(parsed_frame, column.name)
+    parsed_frame = (
+        raw.lazy()
+        .select(exprs)
+        .with_columns(
+            pl.when(pl.col(c.name).is_null()).then(pl.col(_BAD + c.name)).alias(_BAD + c.name)
+            for c in table.columns
+        )
+        .collect()
+    )
+    for name, form in forms.items():
+        parsed_frame = _retry_timestamps(parsed_frame, name, form)
     _fail_wrong_type_columns(table, parsed_frame, source)
     return _TableState(table, source, raw, parsed_frame, [])
 

@@ -263,6 +263,13 @@ class Context:
     say: Callable[[str], None]
 
 
+def _grows_with_history(feature: str) -> bool:
+    return feature.endswith(("_lifetime", "_conversion_rate")) or feature in (
+        "tenure_days",
+        "agent_known_outcomes",
+    )
+
+
 def _history_for(data: ReportData, period: Period) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Contacts and orders up to the period's end of the customers active in the period."""
     active = data.contacts.filter(period.contains()).select("customer_id").unique()
@@ -550,6 +557,14 @@ def _health_section(ctx: Context) -> html.Section:
                     + ". Estimates for these contacts are less reliable; consider retraining."
                 )
             )
+            if any(_grows_with_history(d.feature) for d in alerts):
+                section.add(
+                    html.note(
+                        "Lifetime counts, customer tenure and the pooled conversion rates move as the "
+                        "data gets longer: some shift there is expected after training and matters "
+                        "less than a shift in a contact's own fields (waits, channel, request type)."
+                    )
+                )
         else:
             section.add(
                 html.note("No feature shifted a lot against the training data (all PSI ≤ 0.2).")

@@ -48,7 +48,7 @@ table.data tr.best td { background: #e7f5ed; }
 table.data tr.worst td { background: #fdecea; }
 table.data tr.warn td { background: var(--warn-bg); }
 figure { margin: 8px 0 14px; }
-figure svg { max-width: 100%; height: auto; }
+figure svg { display: block; max-width: 100%; height: auto; }
 figcaption { font-size: 13px; color: var(--muted); }
 .grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }
 @media (max-width: 820px) { .grid2 { grid-template-columns: 1fr; } }

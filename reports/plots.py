@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import io
-import re
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import ParamSpec
@@ -18,9 +17,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 GOOD = "#1b7f4b"
 BAD = "#b3261e"
@@ -61,8 +61,20 @@ _RC = {
 }
 
 
-def percent_axis(axis, digits: int = 0) -> None:
-    axis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=digits))
+def _percent_label(value: float, _position: object = None) -> str:
+    text = f"{value * 100:.1f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def percent_axis(axis) -> None:
+    """Shares as percentages without trailing zeros: 15%, 12.5%."""
+    axis.set_major_formatter(FuncFormatter(_percent_label))
+
+
+def date_axis(ax) -> None:
+    """Short day-month labels, few enough not to collide."""
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=8))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b"))
 
 
 def to_svg(fig) -> str:
@@ -73,8 +85,7 @@ def to_svg(fig) -> str:
     text = buffer.getvalue()
     start = text.find("<svg")
     svg = text[start:]
-    # Let CSS scale the chart to the column width while keeping its aspect ratio.
-    svg = re.sub(r'(<svg[^>]*?)\swidth="[^"]+"\sheight="[^"]+"', r"\1", svg, count=1)
+    # The chart keeps its drawn size (width/height in pt) and CSS shrinks it on narrow screens.
     return svg.replace("<svg ", '<svg role="img" ', 1)
 
 
@@ -121,7 +132,7 @@ def ranked_bars(
         for i in range(highlight):
             colors[i] = GOOD
             colors[-(i + 1)] = BAD
-    fig, ax = _new(6.2, 0.35 * len(order) + 1.0)
+    fig, ax = _new(6.2, 0.27 * len(order) + 0.9)
     y = np.arange(len(order))
     ax.barh(y, sorted_values, color=colors, height=0.65)
     ax.set_yticks(y, sorted_labels)
@@ -151,6 +162,7 @@ def ranked_bars(
                 va="center",
                 fontsize=8.5,
                 color="#3d4556",
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
             )
         ax.set_xlim(0, max(float(np.nanmax(sorted_values)) * 1.25, 1e-9))
     ax.set_xlabel(xlabel)
@@ -193,8 +205,8 @@ def weekly_lines(
         percent_axis(ax.yaxis)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("week starting")
-    fig.autofmt_xdate(rotation=0, ha="center")
-    ax.legend(loc="upper left", fontsize=8.5, ncols=min(4, len(series) + 1))
+    date_axis(ax)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8.5, ncols=min(4, len(series) + 1))
     return to_svg(fig)
 
 
@@ -219,8 +231,10 @@ def stacked_shares(
     ax.set_ylim(0, 1)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("week starting")
-    fig.autofmt_xdate(rotation=0, ha="center")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5)
+    date_axis(ax)
+    # Legend top to bottom in the order the bands stack, top to bottom.
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5)
     return to_svg(fig)
 
 
@@ -232,7 +246,7 @@ def grouped_share_bars(
     xlabel: str,
 ) -> str:
     """Side-by-side horizontal bars (e.g. recorded vs model-estimated shares per reason)."""
-    fig, ax = _new(6.2, 0.45 * len(labels) + 1.1)
+    fig, ax = _new(6.2, 0.3 * len(labels) + 1.0)
     y = np.arange(len(labels))
     height = 0.8 / max(len(groups), 1)
     for i, (name, values) in enumerate(groups.items()):

@@ -1,14 +1,14 @@
 """Call a running scoring service over HTTP: what `cto demo` does after starting it.
 
-    from serving.process import start_server
-    from serving.demo import run_demo_requests, format_answer
+from serving.process import start_server
+from serving.demo import run_demo_requests, format_answer
 
-    server = start_server({"CTO_TRACKING_URI": "sqlite:////abs/mlflow.db"}, Path("serve.log"))
-    try:
-        for answer in run_demo_requests(server.base_url, contacts, history=(contacts_df, orders_df)):
-            print(format_answer(answer))
-    finally:
-        server.stop()
+server = start_server({"CTO_TRACKING_URI": "sqlite:////abs/mlflow.db"}, Path("serve.log"))
+try:
+    for answer in run_demo_requests(server.base_url, contacts, history=(contacts_df, orders_df)):
+        print(format_answer(answer))
+finally:
+    server.stop()
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def history_payload(
     past_contacts = contacts.filter(
         (pl.col("customer_id") == customer_id) & (pl.col("started_at") < before)
     )
-    past_orders = orders.filter((pl.col("customer_id") == customer_id) & (pl.col("ordered_at") < before))
+    past_orders = orders.filter(
+        (pl.col("customer_id") == customer_id) & (pl.col("ordered_at") < before)
+    )
     return {
         "contacts": [_jsonable(r) for r in past_contacts.to_dicts()],
         "orders": [_jsonable(r) for r in past_orders.to_dicts()],
@@ -70,9 +72,15 @@ def run_demo_requests(
     answers = []
     with httpx.Client(base_url=base_url, headers=headers, timeout=timeout) as client:
         for row in rows:
-            payload: dict[str, Any] = {"contact": contact_payload(row, moment), "moment": moment, "top_k": top_k}
+            payload: dict[str, Any] = {
+                "contact": contact_payload(row, moment),
+                "moment": moment,
+                "top_k": top_k,
+            }
             if history is not None:
-                payload["history"] = history_payload(row["customer_id"], row["started_at"], *history)
+                payload["history"] = history_payload(
+                    row["customer_id"], row["started_at"], *history
+                )
             response = client.post("/score", json=payload)
             response.raise_for_status()
             answers.append(response.json())
@@ -86,7 +94,9 @@ def format_answer(answer: dict[str, Any]) -> str:
         f"{answer['conversion_probability']:.0%} to order, {answer['priority']['tier']}"
     ]
     if answer.get("next_action"):
-        lines.append(f"  next: {answer['next_action']['action']} - {answer['next_action']['reason']}")
+        lines.append(
+            f"  next: {answer['next_action']['action']} - {answer['next_action']['reason']}"
+        )
     if answer.get("dropoff_reasons"):
         top = answer["dropoff_reasons"][0]
         lines.append(f"  likeliest drop-off reason: {top['reason']} ({top['probability']:.0%})")

@@ -86,8 +86,13 @@ def registered_name(settings: Settings, task: str) -> str:
 
 
 def _client(settings: Settings) -> Any:
+    import mlflow
     from mlflow.tracking import MlflowClient
 
+    # models:/ URIs resolve through the process-wide registry, so point it at ours too.
+    if mlflow.get_tracking_uri() != settings.tracking_uri:
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        mlflow.set_registry_uri(settings.tracking_uri)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 

@@ -53,7 +53,9 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_server(env_overrides: dict[str, str], log_path: Path, ready_timeout: float = 180.0) -> Server:
+def start_server(
+    env_overrides: dict[str, str], log_path: Path, ready_timeout: float = 180.0
+) -> Server:
     """`cto serve` on a free loopback port; returns once /readyz answers 200."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
@@ -67,7 +69,9 @@ def start_server(env_overrides: dict[str, str], log_path: Path, ready_timeout: f
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path, env_overrides.get("CTO_API_TOKEN"))
+    server = Server(
+        f"http://127.0.0.1:{port}", process, log_path, env_overrides.get("CTO_API_TOKEN")
+    )
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

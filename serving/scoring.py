@@ -92,22 +92,97 @@ def prepare_items(
     return prepared  # type: ignore[return-value]
 
 
-def feature_rows(prepared: Sequence[PreparedItem], moment: str, rates: object) -> pl.DataFrame:
-    """One feature row per item through the feature pipeline's online path (same code as batch)."""
+@dataclass(frozen=True)
+class FeatureWindows:
+    """Label settings the feature pipeline needs (passed in, so no settings read per call)."""
+
+    journey_gap_days: int
+    horizon_days: int
+
+
+def _online(
+    item: PreparedItem, moment: str, rates: object, windows: FeatureWindows
+) -> pl.DataFrame:
     from features.pipeline import online_features
 
-    rows = [
-        online_features(
-            item.history.contacts,
-            item.history.orders,
-            _frame([item.contact], _CONTACT_SCHEMA),
-            item.history.customer if item.history.customer.height else None,
-            rates,
-            moment,
+    return online_features(
+        item.history.contacts,
+        item.history.orders,
+        _frame([item.contact], _CONTACT_SCHEMA),
+        item.history.customer if item.history.customer.height else None,
+        rates,
+        moment,
+        journey_gap_days=windows.journey_gap_days,
+        horizon_days=windows.horizon_days,
+    )
+
+
+def _together(
+    prepared: Sequence[PreparedItem], moment: str, rates: object, windows: FeatureWindows
+) -> pl.DataFrame:
+    """Features of contacts of distinct customers in one pipeline run.
+
+    The per-customer features of a contact only read its own customer's rows, so stacking the
+    customers' histories gives each contact exactly what :func:`online_features` would (the
+    rates are global tables, the same for all): one Polars plan instead of one per contact.
+    """
+    from features.pipeline import build_features
+
+    scored = _frame([item.contact for item in prepared], _CONTACT_SCHEMA)
+    scored_ids = scored["contact_id"]
+    contacts = [
+        item.history.contacts.filter(
+            (pl.col("customer_id") == item.contact["customer_id"])
+            & ~pl.col("contact_id").is_in(scored_ids)
         )
         for item in prepared
     ]
-    return pl.concat(rows, how="vertical_relaxed") if len(rows) > 1 else rows[0]
+    orders = [
+        item.history.orders.filter(pl.col("customer_id") == item.contact["customer_id"])
+        for item in prepared
+    ]
+    customers = [
+        item.history.customer.filter(pl.col("customer_id") == item.contact["customer_id"]).head(1)
+        for item in prepared
+    ]
+    customer_frame = pl.concat(customers)
+    features = build_features(
+        pl.concat([*contacts, scored]),
+        pl.concat(orders),
+        customer_frame if customer_frame.height else None,
+        rates,
+        moment,
+        journey_gap_days=windows.journey_gap_days,
+        horizon_days=windows.horizon_days,
+    )
+    order = scored.select("contact_id").with_row_index("_order")
+    return features.join(order, on="contact_id", how="inner").sort("_order").drop("_order")
+
+
+def feature_rows(
+    prepared: Sequence[PreparedItem], moment: str, rates: object, windows: FeatureWindows
+) -> pl.DataFrame:
+    """One feature row per item, in input order, through the feature pipeline (same code as batch).
+
+    Items of distinct customers go through the pipeline together; a customer's second and later
+    contacts in the same call are scored one by one, each with only its own history, so a batch
+    answers exactly what /score answers for each contact.
+    """
+    if len(prepared) == 1:
+        return _online(prepared[0], moment, rates, windows)
+    seen: set[str] = set()
+    first, repeats = [], []
+    for index, item in enumerate(prepared):
+        customer = item.contact["customer_id"]
+        (repeats if customer in seen else first).append(index)
+        seen.add(customer)
+    parts = [_together([prepared[i] for i in first], moment, rates, windows)]
+    parts += [_online(prepared[i], moment, rates, windows) for i in repeats]
+    frame = pl.concat(parts, how="vertical_relaxed")
+    if not repeats:
+        return frame
+    positions = pl.Series("_order", first + repeats)
+    return frame.with_columns(positions).sort("_order").drop("_order")
 
 
 def _history_count(item: PreparedItem) -> int:
@@ -158,12 +233,14 @@ def _drivers(
 def score_items(
     bundle: ModelBundle,
     prepared: Sequence[PreparedItem],
+    *,
     moment: str,
     explain: bool,
     top_k: int,
+    windows: FeatureWindows,
 ) -> list[ScoreResponse]:
     """Answers for prepared items, in input order; each model predicts once for all rows."""
-    features = feature_rows(prepared, moment, bundle.rates_for(moment))
+    features = feature_rows(prepared, moment, bundle.rates_for(moment), windows)
     conversion = bundle.models[CONVERSION_TASK[moment]]
     x = conversion.encoder.encode(features)
     raw = np.asarray(conversion.booster.predict(x, raw_score=True, num_threads=PREDICT_THREADS))
@@ -238,17 +315,34 @@ def score_items(
 
 
 def score_one(
-    bundle: ModelBundle, request: ScoreRequest, store: EventStore | None
+    bundle: ModelBundle, request: ScoreRequest, store: EventStore | None, windows: FeatureWindows
 ) -> ScoreResponse:
     prepared = prepare_items([request], store)
-    return score_items(bundle, prepared, request.moment, request.explain, request.top_k)[0]
+    return score_items(
+        bundle,
+        prepared,
+        moment=request.moment,
+        explain=request.explain,
+        top_k=request.top_k,
+        windows=windows,
+    )[0]
 
 
 def score_batch(
-    bundle: ModelBundle, request: ScoreBatchRequest, store: EventStore | None
+    bundle: ModelBundle,
+    request: ScoreBatchRequest,
+    store: EventStore | None,
+    windows: FeatureWindows,
 ) -> ScoreBatchResponse:
     prepared = prepare_items(request.items, store)
-    answers = score_items(bundle, prepared, request.moment, request.explain, request.top_k)
+    answers = score_items(
+        bundle,
+        prepared,
+        moment=request.moment,
+        explain=request.explain,
+        top_k=request.top_k,
+        windows=windows,
+    )
     # A queue to work: highest rank first; ties keep the input order (stable sort).
     order = sorted(range(len(answers)), key=lambda i: -answers[i].priority.rank_score)
     queue = []

@@ -61,9 +61,11 @@ class CTOService:
     """Contact-to-Order scoring: conversion probability, priority, drop-off reasons, next action."""
 
     def __init__(self) -> None:
+        from serving.scoring import FeatureWindows
         from serving.store import EventStore
 
         self.settings = get_settings()
+        self.windows = FeatureWindows(self.settings.journey_gap_days, self.settings.horizon_days)
         self.store = EventStore(self.settings.event_store_url, self.settings.history_days)
         self._bundle = None
         self._last_error: str | None = None
@@ -126,7 +128,7 @@ class CTOService:
         if bundle is None:
             return _error(503, f"models not loaded: {self._last_error}")  # type: ignore[return-value]
         try:
-            return score_one(bundle, request, self.store)
+            return score_one(bundle, request, self.store, self.windows)
         except CTOError as exc:
             return _error(400, str(exc))  # type: ignore[return-value]
 
@@ -139,7 +141,7 @@ class CTOService:
         if bundle is None:
             return _error(503, f"models not loaded: {self._last_error}")  # type: ignore[return-value]
         try:
-            return score_batch(bundle, request, self.store)
+            return score_batch(bundle, request, self.store, self.windows)
         except CTOError as exc:
             return _error(400, str(exc))  # type: ignore[return-value]
 

@@ -13,19 +13,15 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-# planted_driver (simulator) -> the features that express it. A strong planted driver counts as
-# recovered when the contact's most negative SHAP contribution is one of these features.
-DRIVER_FEATURES: dict[str, tuple[str, ...]] = {
-    "long_wait": ("wait_seconds",),
-    "slow_response": ("wait_seconds",),
-    "transfers": ("transfers",),
-    "repeat_explanation": ("channel_switch", "transfers", "journey_contacts"),
-    "high_effort": ("journey_contacts", "journey_age_hours", "contacts_7d", "contacts_1d"),
-    "no_follow_up": ("follow_up_sent",),
-    "bot_failure": ("handled_by", "resolved"),
-    "unresolved": ("resolved", "prev_unresolved"),
-    "abandoned": ("abandoned", "wait_seconds"),
-}
+# Drivers the simulator plants that no feature can show are excluded from the check.
+UNOBSERVABLE_DRIVERS = ("none",)
+
+
+def driver_signals() -> dict[str, tuple[str, ...]]:
+    """planted_driver -> the features that express it (the simulator declares them)."""
+    from features.simulate import DRIVER_SIGNALS
+
+    return {driver: tuple(names) for driver, names in DRIVER_SIGNALS.items()}
 
 
 def contributions(booster: lgb.Booster, x: np.ndarray, num_threads: int = 1) -> np.ndarray:
@@ -71,17 +67,16 @@ def driver_recovery(
     ``driver_strength <= strength_threshold`` selects the strong ones (the simulator's convention).
     """
     top = pl.DataFrame({"contact_id": contact_ids, "top_negative": top_negative_feature(shap_values, feature_names)})
+    signals = driver_signals()
     mapping = pl.DataFrame(
-        {
-            "planted_driver": list(DRIVER_FEATURES),
-            "driver_features": [list(v) for v in DRIVER_FEATURES.values()],
-        }
+        {"planted_driver": list(signals), "driver_features": [list(v) for v in signals.values()]},
+        schema={"planted_driver": pl.String, "driver_features": pl.List(pl.String)},
     )
     joined = (
         top.lazy()
         .join(truth.lazy().select("contact_id", "planted_driver", "driver_strength"), on="contact_id")
-        .filter(pl.col("planted_driver").is_not_null())
         .with_columns(pl.col("planted_driver").cast(pl.String))
+        .filter(pl.col("planted_driver").is_not_null() & ~pl.col("planted_driver").is_in(UNOBSERVABLE_DRIVERS))
         .filter(pl.col("driver_strength") <= strength_threshold)
         .join(mapping.lazy(), on="planted_driver", how="left")
         .with_columns(

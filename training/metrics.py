@@ -13,6 +13,22 @@ ECE_BINS = 15
 EPS = 1e-12
 
 
+def _equal_mass_bins(p: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index per prediction: quantile edges, tied predictions always share a bin."""
+    edges = np.unique(np.quantile(p, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    return np.searchsorted(edges, p, side="right")
+
+
+def _binned(y: np.ndarray, p: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, mean prediction, observed rate) per non-empty bin."""
+    index = _equal_mass_bins(p, bins)
+    rows = np.bincount(index).astype(np.float64)
+    predicted = np.bincount(index, weights=p)
+    observed = np.bincount(index, weights=y)
+    present = rows > 0
+    return rows[present], predicted[present] / rows[present], observed[present] / rows[present]
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
     """Equal-mass ECE: mean |observed rate - mean prediction| over quantile bins, weighted by size.
 
@@ -23,19 +39,16 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BIN
     p = np.asarray(p, dtype=np.float64)
     if len(y) == 0:
         return float("nan")
-    order = np.argsort(p, kind="stable")
-    groups = np.array_split(order, min(bins, len(y)))
-    gaps = [abs(y[g].mean() - p[g].mean()) * len(g) for g in groups if len(g)]
-    return float(np.sum(gaps) / len(y))
+    rows, predicted, observed = _binned(y, p, bins)
+    return float(np.sum(rows * np.abs(observed - predicted)) / len(y))
 
 
 def reliability_curve(
     y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mean prediction, observed rate) per equal-mass bin."""
-    order = np.argsort(p, kind="stable")
-    groups = [g for g in np.array_split(order, min(bins, len(y))) if len(g)]
-    return np.array([p[g].mean() for g in groups]), np.array([y[g].mean() for g in groups])
+    _, predicted, observed = _binned(np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64), bins)
+    return predicted, observed
 
 
 def gains_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

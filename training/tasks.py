@@ -40,8 +40,6 @@ PRIMARY_METRIC = {
     CONTACTS_TO_ORDER: ("poisson_deviance", False),
     "table": ("roc_auc", True),
 }
-# Planted drivers at or below this driver_strength count as strong (simulator convention).
-STRONG_DRIVER_THRESHOLD = 0.25
 # Reason classes: inverse-frequency weights, square-rooted so rare reasons gain recall without
 # wrecking the log loss of the common ones.
 CLASS_WEIGHT_POWER = 0.5
@@ -138,12 +136,14 @@ def fit_binary(
         )
     )
     if truth is not None and {"planted_driver", "driver_strength"} <= set(truth.columns):
+        from features.simulate import STRONG_DRIVER
+
         extra["driver_recovery"] = driver_recovery(
             shap_values,
             list(encoding.feature_names),
             test["contact_id"].head(len(shap_sample)),
             truth,
-            STRONG_DRIVER_THRESHOLD,
+            STRONG_DRIVER,
         )
     keep = ["contact_id", "started_at", *encoding.feature_names, label]
     return TaskFit(

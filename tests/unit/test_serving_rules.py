@@ -23,7 +23,8 @@ ENDED = {
 
 
 @pytest.mark.parametrize(
-    ("probability", "tier"), [(0.9, "P1"), (0.40, "P1"), (0.399, "P2"), (0.2, "P2"), (0.1, "P3"), (0.01, "P4")]
+    ("probability", "tier"),
+    [(0.9, "P1"), (0.40, "P1"), (0.399, "P2"), (0.2, "P2"), (0.1, "P3"), (0.01, "P4")],
 )
 def test_priority_tiers(probability, tier):
     assert rules.priority_tier(probability) == tier
@@ -35,7 +36,12 @@ def test_priority_tiers(probability, tier):
         ({"abandoned": True}, None, 0.5, "abandoned_callback"),
         ({"wait_seconds": 540.0, "resolved": False}, None, 0.5, "long_wait_callback"),
         ({"wait_seconds": 540.0, "resolved": True}, None, 0.5, "likely_order_close"),
-        ({"channel": "email", "wait_seconds": 600.0, "resolved": False}, None, 0.5, "unresolved_issue"),
+        (
+            {"channel": "email", "wait_seconds": 600.0, "resolved": False},
+            None,
+            0.5,
+            "unresolved_issue",
+        ),
         ({}, {"long_wait": 0.6, "price": 0.4}, 0.1, "long_wait_callback"),
         ({"transfers": 3}, None, 0.3, "repeat_explanation_senior"),
         ({}, {"repeat_explanation": 0.5, "price": 0.5}, 0.3, "repeat_explanation_senior"),
@@ -81,7 +87,9 @@ def test_flags_windows_and_categories_have_phrases():
     assert driver_text("follow_up_sent", 0, -0.5, None)[0] == "no follow-up sent: -0.50"
     assert driver_text("contacts_7d", 3, 0.2, None)[0] == "3 contacts in the last 7 days: +0.20"
     assert driver_text("intent", "pricing", 0.1, None)[0] == "intent pricing: +0.10"
-    assert driver_text("agent_conversion_rate", 0.125, 0.1, None)[0].startswith("agent converts at 12%")
+    assert driver_text("agent_conversion_rate", 0.125, 0.1, None)[0].startswith(
+        "agent converts at 12%"
+    )
     assert format_value("days_since_last_order", 3.0) == "3.0 days"
     assert format_value("x", None) == "unknown"
 

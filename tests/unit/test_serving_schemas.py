@@ -53,13 +53,15 @@ def _unwrap(annotation):
 
 def _compatible(dtype: pl.DataType, annotation) -> bool:
     if isinstance(dtype, pl.Enum):
-        return typing.get_origin(annotation) is typing.Literal and set(typing.get_args(annotation)) == set(
-            dtype.categories.to_list()
-        )
+        return typing.get_origin(annotation) is typing.Literal and set(
+            typing.get_args(annotation)
+        ) == set(dtype.categories.to_list())
     if isinstance(dtype, pl.Datetime):
-        return isinstance(annotation, type) and issubclass(annotation, datetime) or "datetime" in str(
-            annotation
-        ).lower()
+        return (
+            isinstance(annotation, type)
+            and issubclass(annotation, datetime)
+            or "datetime" in str(annotation).lower()
+        )
     if dtype == pl.Boolean:
         return annotation is bool
     if dtype.is_integer():

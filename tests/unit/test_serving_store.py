@@ -50,10 +50,22 @@ def test_round_trip_keeps_values_and_contract_dtypes(store):
     stamp = T0 + timedelta(microseconds=123_457)
     frame = _contacts([_contact("c1", "u1", stamp, dropoff_reason="price")])
     orders = pl.DataFrame(
-        [{"order_id": "o1", "customer_id": "u1", "ordered_at": T0, "amount": 10.5, "contact_id": None}],
+        [
+            {
+                "order_id": "o1",
+                "customer_id": "u1",
+                "ordered_at": T0,
+                "amount": 10.5,
+                "contact_id": None,
+            }
+        ],
         schema=ORDERS.polars_schema,
     )
-    assert store.append({"contacts": frame, "orders": orders}) == {"contacts": 1, "orders": 1, "customers": 0}
+    assert store.append({"contacts": frame, "orders": orders}) == {
+        "contacts": 1,
+        "orders": 1,
+        "customers": 0,
+    }
     history = store.history("u1", T0 + timedelta(days=1))
     assert history.contacts.schema == frame.schema
     assert history.contacts.equals(frame)
@@ -93,14 +105,21 @@ def test_acknowledged_rows_survive_a_new_process_view(tmp_path):
 
 def test_prune_drops_what_left_the_window(store):
     store.append(
-        {"contacts": _contacts([_contact("old", "u1", T0 - timedelta(days=40)), _contact("new", "u1", T0)])}
+        {
+            "contacts": _contacts(
+                [_contact("old", "u1", T0 - timedelta(days=40)), _contact("new", "u1", T0)]
+            )
+        }
     )
     assert store.prune() == {"contacts": 1, "orders": 0}
     assert store.counts()["contacts"] == 1
 
 
 def test_ingest_stores_good_rows_and_returns_rejects_with_row_field_rule(store):
-    good = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in _contact("c1", "u1", T0).items()}
+    good = {
+        k: (v.isoformat() if isinstance(v, datetime) else v)
+        for k, v in _contact("c1", "u1", T0).items()
+    }
     bad_wait = good | {"contact_id": "c2", "wait_seconds": -5}
     bad_time = good | {"contact_id": "c3", "started_at": "yesterday"}
     answer = ingest(store, EventsRequest(contacts=[good, bad_wait, bad_time]))
@@ -112,9 +131,18 @@ def test_ingest_stores_good_rows_and_returns_rejects_with_row_field_rule(store):
 
 
 def test_an_order_for_a_contact_posted_earlier_is_accepted(store):
-    contact = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in _contact("c1", "u1", T0).items()}
+    contact = {
+        k: (v.isoformat() if isinstance(v, datetime) else v)
+        for k, v in _contact("c1", "u1", T0).items()
+    }
     ingest(store, EventsRequest(contacts=[contact]))
-    order = {"order_id": "o1", "customer_id": "u1", "ordered_at": "2026-03-02T10:00:00Z", "amount": 5, "contact_id": "c1"}
+    order = {
+        "order_id": "o1",
+        "customer_id": "u1",
+        "ordered_at": "2026-03-02T10:00:00Z",
+        "amount": 5,
+        "contact_id": "c1",
+    }
     answer = ingest(store, EventsRequest(orders=[order]))
     assert answer.accepted["orders"] == 1
     assert answer.rejected == []

@@ -1,0 +1,88 @@
+"""`cto train`: train, log and register the models (contract tables, or one table per contact)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Train the conversion, drop-off reason and contacts-to-order models into MLflow."
+
+TASK_CHOICES = ("conversion-arrival", "conversion-after-contact", "dropoff-reason", "contacts-to-order")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data_dir",
+        nargs="?",
+        type=Path,
+        help="Directory with contacts/orders[/customers] (.parquet or .csv); default: settings.data_dir.",
+    )
+    parser.add_argument(
+        "--promote",
+        action="store_true",
+        help="Gate each new version into the champion alias (it must beat the champion on its test window).",
+    )
+    parser.add_argument("--tasks", nargs="+", choices=TASK_CHOICES, help="Train only these models.")
+    parser.add_argument("--table", type=Path, help="Train the conversion model on FILE (one row per contact).")
+    parser.add_argument("--label", help="--table: the boolean outcome column.")
+    parser.add_argument("--time-column", help="--table: split by this column's time (else stratified random).")
+    parser.add_argument("--exclude", nargs="*", default=[], help="--table: columns that are not features.")
+    parser.add_argument("--model-name", help="--table: registered model name (default <prefix>-<file>-conversion).")
+    parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
+
+
+def _print_table_result(result) -> None:
+    m = result.metrics
+    print(f"model {result.model_name} v{result.version}  run {result.run_id}  split {result.split_method}")
+    print(f"{'':22}{'ROC-AUC':>9}{'PR-AUC':>9}{'logloss':>9}{'ECE':>8}{'lift@10':>9}")
+    for name, prefix in (
+        ("LightGBM", "test_"),
+        ("logistic regression", "baseline_logistic_test_"),
+        ("one rule", "baseline_one_rule_test_"),
+        ("base rate", "baseline_base_rate_test_"),
+    ):
+        print(
+            f"{name:22}{m.get(prefix + 'roc_auc', float('nan')):9.4f}{m.get(prefix + 'pr_auc', float('nan')):9.4f}"
+            f"{m[prefix + 'log_loss']:9.4f}{m[prefix + 'ece']:8.4f}{m[prefix + 'lift_top10']:9.2f}"
+        )
+    if result.promoted is not None:
+        print(f"promotion: {result.promoted.reason}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from features.errors import CTOError
+    from features.settings import get_settings
+
+    settings = get_settings()
+    if args.table is not None:
+        if not args.label:
+            raise CTOError("--table needs --label COLUMN (the outcome column)")
+        if args.tasks or args.data_dir:
+            raise CTOError("--table trains one conversion model: drop DATA_DIR and --tasks")
+        from training.table import train_table
+
+        result = train_table(
+            args.table,
+            args.label,
+            settings,
+            time_column=args.time_column,
+            exclude=list(args.exclude),
+            model_name=args.model_name,
+            promote=args.promote,
+            progress=not args.quiet,
+        )
+        _print_table_result(result)
+        return 0
+    if args.label or args.time_column or args.exclude or args.model_name:
+        raise CTOError("--label, --time-column, --exclude and --model-name go with --table FILE")
+    from training.pipeline import run_training
+
+    data_dir = args.data_dir or settings.data_dir
+    result = run_training(data_dir, settings, promote=args.promote, progress=not args.quiet, tasks=args.tasks)
+    for task, version in result.versions.items():
+        decision = result.promoted.get(task)
+        status = "" if decision is None else ("  -> champion" if decision.promoted else "  (champion kept)")
+        print(f"{result.model_names[task]} v{version}  run {result.run_ids[task]}{status}")
+        if decision is not None and decision.champion_score is not None:
+            print(f"    {decision.reason}")
+    return 0

@@ -1,0 +1,54 @@
+"""`cto report` from the command line: PDF through headless Chromium, no-model fallback, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from cto.cli import main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _point_settings_at(monkeypatch, settings) -> None:
+    monkeypatch.setenv("CTO_TRACKING_URI", settings.tracking_uri)
+    monkeypatch.setenv("CTO_ARTIFACT_LOCATION", settings.artifact_location)
+
+
+def test_report_prints_to_pdf(sim_dir, mlflow_settings, trained, tmp_path, monkeypatch, capsys):
+    _point_settings_at(monkeypatch, mlflow_settings)
+    out = tmp_path / "report.pdf"
+    assert main(["report", str(sim_dir), "--out", str(out), "--format", "pdf"]) == 0
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF-")
+    assert len(data) > 100_000  # charts and tables, several pages
+    assert data.count(b"/Type /Page") >= 3 or data.count(b"/Type/Page") >= 3
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_report_without_models_still_shows_the_data(sim_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CTO_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    out = tmp_path / "report.html"
+    assert main(["report", str(sim_dir), "--since", "2026-03-02", "--until", "2026-03-29", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert 'data-kpi="contact_to_order_ratio"' in page
+    assert "02 Mar 2026 – 29 Mar 2026" in page
+    assert "No champion conversion model is registered" in page
+    assert "no version of cto-conversion-after-contact carries the alias" not in page  # nothing registered at all
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--since", "2026-03-10", "--until", "2026-03-01"], "is before --since"),
+        (["--since", "2031-01-01", "--until", "2031-01-31"], "has no data"),
+    ],
+)
+def test_report_rejects_a_bad_period(sim_dir, tmp_path, monkeypatch, capsys, arguments, message):
+    monkeypatch.setenv("CTO_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert main(["report", str(sim_dir), "--out", str(tmp_path / "r.html"), *arguments]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_names_a_missing_data_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err

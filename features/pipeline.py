@@ -11,10 +11,12 @@ How "known at the scoring moment" is enforced:
   (the rows that get scored), each contact's *outcome* at the moment it became known
   (``started_at + wait_seconds + handle_seconds``: a written contact's reply time is not known while
   the customer is still waiting for it), and each order at ``ordered_at``.
-- Window features are ``rolling_*_by(t, w, closed="left").over(customer_id)``: the window
-  ``[t - w, t)`` holds only events strictly before the contact started. Lifetime counts and "latest"
-  values come from per-customer prefix sums and forward fills read at the first row of the
-  contact's timestamp, so events at the same instant are excluded too.
+- Window features cover ``[t - w, t)``: only events strictly before the contact started. Lifetime
+  counts and "latest" values come from prefix sums and forward fills read at the first row of the
+  contact's instant, so events at the same instant are excluded too.
+- No ``.over("customer_id")`` (about 10x slower here, measured): the stream is sorted by customer
+  under one Int64 key (customer ordinal, then milliseconds), so a rolling row count finds each
+  window's first row and window sums are differences of exact integer running sums.
 - Ties at equal time sort contact starts before outcomes and orders: an order stamped at the very
   second a contact starts is that contact's outcome (see features.labels), never its history.
 - A contact's own after-contact fields only ever produce an outcome event at or after its own
@@ -389,8 +391,8 @@ def build_features(
 ) -> pl.DataFrame:
     """Features of every contact at ``moment``: ``contact_id, customer_id, started_at`` + features.
 
-    Columns follow the registry order (:func:`features.registry.feature_names`); rows are sorted
-    by customer and start time. Rate features are null without ``rates`` (compute them with
+    Columns follow the registry order (:func:`features.registry.feature_names`); rows are grouped
+    by customer (hash order) and sorted by start time within a customer: join on ``contact_id``. Rate features are null without ``rates`` (compute them with
     :func:`features.rates.compute_rates` on labeled contacts). Journey boundaries use
     ``journey_gap_days`` and ``horizon_days`` (default: settings, as features.labels does).
     """

@@ -9,9 +9,9 @@ the features it is served with can be checked to match.
 Two stages evaluate the expressions (see :mod:`features.pipeline` for the helper columns):
 
 - ``stream``: over the customer's event stream (contact starts, contact outcomes at the moment they
-  became known, orders), sorted by customer and time. Window features are
-  ``rolling_*_by("_t", window, closed="left").over("customer_id")``: the window ``[t - w, t)``
-  excludes the scored contact and everything at or after its start.
+  became known, orders), sorted by customer and time. Window features cover ``[t - w, t)``: they
+  exclude the scored contact and everything at or after its start (running integer sums read at
+  each window's first row; see features.pipeline).
 - ``contact``: over the contact rows once the stream features are in place (the contact's own
   fields, journeys, customer attributes and the point-in-time rate tables).
 
@@ -695,11 +695,17 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "contact *outcomes* at the moment they became known (`started_at + wait_seconds + "
         "handle_seconds`), and orders at `ordered_at`.",
         "",
-        '- Window features are `rolling_*_by(t, window, closed="left").over("customer_id")`: the '
-        "window `[t - w, t)` holds only events strictly before the contact started.",
+        "- Window features cover `[t - w, t)`: only events strictly before the contact started. "
+        "They are computed without `.over(customer_id)` (about 10x slower here): the stream is "
+        "sorted by customer and time under one Int64 key (customer ordinal in the high bits, "
+        "milliseconds below), a `rolling_sum_by(key, w, closed=left)` row count gives each "
+        "window's first row, and sums are differences of running integer sums (waits in ms, "
+        "amounts in cents: exact, whatever else is in the batch); maxima use `rolling_max_by` on "
+        "the same key. Window *starts* are at millisecond resolution; the end, strictly before the "
+        "contact, is exact.",
         '- Lifetime counts and "latest" values (days since last order, previous outcome) come from '
-        "per-customer running sums and forward fills read at the first row of the contact's instant, "
-        "so events at the same instant are excluded as well.",
+        "running sums and forward fills read at the first row of the contact's instant, so events at "
+        "the same instant are excluded as well.",
         "- Orders known at arrival are those with `ordered_at < started_at`; an order at the very "
         "instant a contact starts is that contact's outcome (see docs/labels.md), never its history.",
         "- An outcome is history only once the contact ended: an email answered two days later is a "
@@ -736,12 +742,29 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "streaming engine cannot run `over`/rolling windows out of core, partitions can. On Dask, "
         "the same function runs one task per partition with the rate tables broadcast.",
         "",
+        "## Real data: the Olist marketing funnel",
+        "",
+        "`cto import olist SRC_DIR --out DIR` (features/olist.py, whose docstring lists every "
+        "decision) maps Olist's leads and closed deals into the contract: each lead is a customer "
+        "with one inbound `product_inquiry` contact at its first-contact date (channel from the "
+        "lead's origin: search, display and direct traffic -> web_form, email -> email, social -> "
+        "social, anything else -> other; `landing_page_id` and `origin` kept as extra columns); a "
+        "closed deal is an order at `won_date` with `amount` = declared monthly revenue (0 when "
+        "missing). After-contact fields do not exist in the source (0/False/null), so only arrival "
+        "features carry information there. No deal column (sales reps, segment, catalogue, revenue) "
+        "reaches a lead's contact or features. The lead whose deal was won 2 days before its first "
+        "contact is rejected by validation (rule `time_order`), not repaired. Leads take weeks to "
+        "close: use `--horizon-days 90` for labels and rates. The data's licence (CC BY-NC-SA 4.0) "
+        "allows tests and examples only: it is never copied into the repository.",
+        "",
         "## Data types",
         "",
         "Numeric features are Float64 (rates, means, ages, amounts) or integers (counts, 0/1 flags); "
         "categorical features are `pl.Enum` with the data contract's categories (unknown values become "
         "`other`). Nulls mean *undefined* (no previous order, no known outcome in the window), not "
-        "zero. Columns always come in the order below, after `contact_id, customer_id, started_at`. "
+        "zero. Columns always come in the order below, after `contact_id, customer_id, started_at`; "
+        "rows are grouped by customer (in the order of a hash of `customer_id`) and sorted by start "
+        "time within a customer: join on `contact_id`. "
         "Times are UTC (`hour_of_day`, `day_of_week`). `monotone` is the known direction of a "
         "feature's effect on conversion (training may pass it to LightGBM).",
         "",

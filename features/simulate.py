@@ -231,7 +231,7 @@ _CHANNEL = {name: i for i, name in enumerate(CHANNELS)}
 _INTENT = {name: i for i, name in enumerate(INTENTS)}
 _DRIVER = {name: i for i, name in enumerate(DRIVERS)}
 # Contacts per contacting customer at 26 weeks (measured); sizes the first batch of customers.
-_CONTACTS_PER_CUSTOMER_26W = 2.6
+_CONTACTS_PER_CUSTOMER_26W = 3.05
 
 
 def _vector(mapping: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
@@ -441,41 +441,33 @@ def _chain_order_probability(times: np.ndarray, own: np.ndarray) -> np.ndarray:
         rows = np.flatnonzero(np.isfinite(times[:, p]))  # most journeys are short
         if len(rows) == 0:
             break
-        chain_times, chain_own = times[rows, p:], own[rows, p:]
-        window_end = chain_times[:, 0] + horizon
+        window_end = times[rows, p] + horizon
         survive = np.ones(len(rows))
         total = np.zeros(len(rows))
-        for k in range(chain_times.shape[1]):
-            inside = chain_times[:, k] <= window_end
-            if not inside.any():
+        # Times rise along a chain: once a contact falls outside the window, so do all later ones.
+        live = np.arange(len(rows))
+        for k in range(p, positions):
+            at = times[rows[live], k]
+            inside = at <= window_end[live]
+            live, at = live[inside], at[inside]
+            if len(live) == 0:
                 break
-            room = np.where(inside, window_end - chain_times[:, k], 0.0)
-            total += np.where(inside, survive * chain_own[:, k] * _lag_cdf(room), 0.0)
-            survive *= 1.0 - chain_own[:, k]
+            chance = own[rows[live], k]
+            total[live] += survive[live] * chance * _lag_cdf(window_end[live] - at)
+            survive[live] *= 1.0 - chance
         result[rows, p] = total
     return result
 
 
-_CONTACT_FIELDS = (
-    "customer",
-    "journey_position",
-    "seconds",
-    "channel",
-    "outbound",
-    "intent",
-    "bot",
-    "agent",
-    "wait",
-    "handle",
-    "transfers",
-    "abandoned",
-    "resolved",
-    "callback",
-    "follow_up",
-    "logit",
-    "logit_observable",
-    "agent_skill",
-)
+# Compact dtypes for the per-contact arrays kept until the tables are built (memory at 1M+).
+_STORED_DTYPES = {
+    "channel": np.int8,
+    "intent": np.int8,
+    "agent": np.int16,
+    "transfers": np.int16,
+    "journey_position": np.int8,
+    "drivers": np.float32,
+}
 
 
 class _Batch:
@@ -572,9 +564,13 @@ class _Batch:
             if len(alive) == 0:
                 break
             cell = self._contacts(
-                customer[alive], seconds[alive], p, prev_channel[alive], prev_intent[alive],
-                prev_inquiry_followed[alive],
-            )  # fmt: skip
+                customer[alive],
+                seconds[alive],
+                p,
+                prev_channel=prev_channel[alive],
+                prev_intent=prev_intent[alive],
+                prev_inquiry_followed=prev_inquiry_followed[alive],
+            )
             cell["journey"] = alive
             cells.append(cell)
             times[alive, p] = seconds[alive]
@@ -628,14 +624,15 @@ class _Batch:
         for p, cell in enumerate(cells):
             journey = cell.pop("journey")
             kept = keep[journey, p]
-            part = {name: values[kept] for name, values in cell.items()}
+            part = {
+                name: values[kept].astype(_STORED_DTYPES.get(name, values.dtype), copy=False)
+                for name, values in cell.items()
+                if name not in ("logit", "logit_observable")
+            }
             kept_journey = journey[kept]
             part["p_convert"] = p_convert[kept_journey, p]
             part["p_convert_observable"] = p_observable[kept_journey, p]
             part["p_contact"] = own[kept_journey, p]
-            part["ends_in_contact_order"] = contact_order_kept[kept_journey] & (
-                first[kept_journey] == p
-            )
             self.contact_parts.append(part)
 
         ordering = np.flatnonzero(contact_order_kept)
@@ -654,6 +651,7 @@ class _Batch:
         customer: np.ndarray,
         seconds: np.ndarray,
         position: int,
+        *,
         prev_channel: np.ndarray,
         prev_intent: np.ndarray,
         prev_inquiry_followed: np.ndarray,
@@ -841,10 +839,6 @@ class _Batch:
             "drivers": drivers,
         }
 
-    def contacts(self) -> dict[str, np.ndarray]:
-        parts = self.contact_parts
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
     def orders(self) -> dict[str, np.ndarray]:
         contact_driven = {
             name: np.concatenate([part[name] for part in self.order_parts])
@@ -940,13 +934,18 @@ def _assemble(
     offsets = np.cumsum([0] + [b.customers.size for b in batches])
     contact_parts, order_parts = [], []
     for batch, offset in zip(batches, offsets[:-1], strict=True):
-        part = batch.contacts()
-        part["customer"] = part["customer"] + offset
-        contact_parts.append(part)
+        for part in batch.contact_parts:
+            part["customer"] = part["customer"] + offset
+            contact_parts.append(part)
+        batch.contact_parts = []
         orders = batch.orders()
         orders["customer"] = orders["customer"] + offset
         order_parts.append(orders)
-    contacts = {name: np.concatenate([p[name] for p in contact_parts]) for name in contact_parts[0]}
+    # One field at a time, releasing the parts as they are joined: memory stays near one copy.
+    contacts = {
+        name: np.concatenate([part.pop(name) for part in contact_parts])
+        for name in list(contact_parts[0])
+    }
     orders = {name: np.concatenate([p[name] for p in order_parts]) for name in order_parts[0]}
 
     # Keep whole customers in order until n_contacts; the last one kept loses its latest contacts.
@@ -955,7 +954,8 @@ def _assemble(
     kept = np.lexsort((seconds, customer))[:n_contacts]
     last_customer, last_contact = customer[kept[-1]], seconds[kept[-1]]
     kept = kept[np.lexsort((customer[kept], seconds[kept]))]
-    contacts = {name: values[kept] for name, values in contacts.items()}
+    for name in list(contacts):
+        contacts[name] = contacts[name][kept]
     order_keep = (orders["customer"] < last_customer) | (
         (orders["customer"] == last_customer)
         & (orders["seconds"] <= last_contact + HORIZON_DAYS * DAY)
@@ -1010,7 +1010,7 @@ def _assemble(
     converted = _converted(contacts, orders)
     drivers = contacts["drivers"]
     strongest = np.argmin(drivers, axis=1)
-    strength = drivers[np.arange(n), strongest]
+    strength = drivers[np.arange(n), strongest].astype(np.float64)
     named = strength <= NAMED_DRIVER
     driver = np.where(named, strongest, _DRIVER["none"])
     strength = np.where(named, strength, 0.0)

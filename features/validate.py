@@ -673,7 +673,9 @@ def _via_distinct_values(parsed: _Parsed, column: Column, raw: pl.DataFrame) -> 
     )
 
 
-def _parse_table(table: Table, raw: pl.DataFrame, source: str) -> _TableState:
+def _parse_table(
+    table: Table, raw: pl.DataFrame, source: str, whole_column_errors: bool = True
+) -> _TableState:
     raw = raw.with_row_index("_row", offset=1).with_columns(pl.col("_row").cast(pl.Int64))
     exprs: list[pl.Expr] = [pl.col("_row")]
     forms: dict[str, int] = {}  # timestamp columns given as text: the format tried first
@@ -708,7 +710,8 @@ def _parse_table(table: Table, raw: pl.DataFrame, source: str) -> _TableState:
     )
     for name, form in forms.items():
         parsed_frame = _retry_timestamps(parsed_frame, name, form)
-    _fail_wrong_type_columns(table, parsed_frame, source)
+    if whole_column_errors:
+        _fail_wrong_type_columns(table, parsed_frame, source)
     return _TableState(table, source, raw, parsed_frame, [])
 
 
@@ -949,8 +952,10 @@ def validate_frames(
     `raw` maps table names (contacts, orders, customers) to frames of any loose types (CSV text,
     Parquet dtypes, contract dtypes); `source` names each table in messages (default: the table
     name). With ``partial=False`` the required tables must be given and non-empty. With
-    ``partial=True`` (an event endpoint validating a batch) tables may be absent or empty, and
-    references into an absent table are not checked here.
+    ``partial=True`` (an event endpoint validating a batch) tables may be absent or empty,
+    references into an absent table are not checked here, and a column in which no value parses
+    rejects its rows (rule ``type``) instead of failing the table: a batch of one bad event gets
+    a per-row answer.
     """
     unknown = sorted(set(raw) - set(TABLES))
     if unknown:
@@ -969,7 +974,7 @@ def validate_frames(
         if frame.height == 0 and not partial:
             raise CTOError(f"{where}: table {name} has no data rows; rule empty_table")
         frame = _check_columns(table, frame, where)
-        states[name] = _parse_table(table, frame, where)
+        states[name] = _parse_table(table, frame, where, whole_column_errors=not partial)
 
     for state in states.values():
         _row_level_checks(state)

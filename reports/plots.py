@@ -162,7 +162,12 @@ def ranked_bars(
                 va="center",
                 fontsize=8.5,
                 color="#3d4556",
-                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+                bbox={
+                    "boxstyle": "square,pad=0.1",
+                    "facecolor": "white",
+                    "edgecolor": "none",
+                    "alpha": 0.85,
+                },
             )
         ax.set_xlim(0, max(float(np.nanmax(sorted_values)) * 1.25, 1e-9))
     ax.set_xlabel(xlabel)
@@ -206,7 +211,9 @@ def weekly_lines(
     ax.set_ylabel(ylabel)
     ax.set_xlabel("week starting")
     date_axis(ax)
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8.5, ncols=min(4, len(series) + 1))
+    ax.legend(
+        loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8.5, ncols=min(4, len(series) + 1)
+    )
     return to_svg(fig)
 
 
@@ -234,7 +241,9 @@ def stacked_shares(
     date_axis(ax)
     # Legend top to bottom in the order the bands stack, top to bottom.
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5)
+    ax.legend(
+        handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5
+    )
     return to_svg(fig)
 
 

@@ -206,15 +206,18 @@ RATES_FILE = "rates.parquet"
 _RATES_VALID_FROM = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def online_rates(latest: pl.DataFrame) -> Any:
+def online_rates(
+    latest: pl.DataFrame, horizon_days: int = 7, prior_strength: float | None = None
+) -> Any:
     """RateTables for online scoring from a model's ``rates.parquet`` (latest rate per key).
 
     ``rates.parquet`` (training.tracking.latest_rates_frame): rate_table, key, label_known_at,
     outcomes, conversions, rate; rate_table ``global`` holds the prior. Every rate is made valid
     from the epoch on, so :func:`features.rates.join_rates` finds it for any contact.
     """
-    from features.rates import RateTables
+    from features.rates import DEFAULT_PRIOR_STRENGTH, RateTables
 
+    prior_strength = DEFAULT_PRIOR_STRENGTH if prior_strength is None else prior_strength
     valid_from = pl.lit(_RATES_VALID_FROM).cast(latest.schema["label_known_at"])
     rows = latest.with_columns(valid_from.alias("label_known_at"))
     tables = {
@@ -223,7 +226,13 @@ def online_rates(latest: pl.DataFrame) -> Any:
         if name != "global"
     }
     global_rate = rows.filter(pl.col("rate_table") == "global").drop("rate_table", "key")
-    return RateTables(horizon_days=0, prior_strength=0.0, tables=tables, global_rate=global_rate)
+    # rates.parquet does not record the smoothing strength; training uses the default.
+    return RateTables(
+        horizon_days=horizon_days,
+        prior_strength=prior_strength,
+        tables=tables,
+        global_rate=global_rate,
+    )
 
 
 def load_bundle(settings: Settings, versions: dict[str, str] | None = None) -> ModelBundle:

@@ -32,6 +32,7 @@ from serving.schemas import (
 )
 
 log = logging.getLogger("cto.serving")
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -105,8 +106,16 @@ class CTOService:
         return True
 
     def _poll_registry(self) -> None:
+        last_prune = 0.0
         while not self._stop.wait(self.settings.model_poll_seconds):
             self._reload()
+            # The history window is also a retention limit: drop what no score can read any more.
+            if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS:
+                last_prune = time.monotonic()
+                try:
+                    self.store.prune()
+                except Exception:
+                    log.exception("pruning the event store failed")
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:

@@ -8,7 +8,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-HELP = "Simulate contacts, orders and customers with planted, documented effects (docs/simulator.md)."
+HELP = (
+    "Simulate contacts, orders and customers with planted, documented effects (docs/simulator.md)."
+)
 
 # Runs at least this big print their stages as they go.
 _PROGRESS_FROM = 200_000

@@ -33,7 +33,9 @@ def execute(path: Path) -> nbformat.NotebookNode:
 
 
 def stdout_of(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
+    return "".join(
+        o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"
+    )
 
 
 def last_json(notebook) -> dict:
@@ -103,14 +105,18 @@ def test_retrain_notebook_registers_compares_and_promotes(small_env):
     assert all(first["promoted"].values())
     assert first["champions"] == first["challengers"]
     assert 0.5 < first["after_contact_test_roc_auc"] <= 1.0
-    assert first["champion_roc_auc_on_test_window"] == pytest.approx(first["after_contact_test_roc_auc"], abs=1e-9)
+    assert first["champion_roc_auc_on_test_window"] == pytest.approx(
+        first["after_contact_test_roc_auc"], abs=1e-9
+    )
 
     # Second run on the same data: new challengers meet the champions; the alias follows the decision.
     second_notebook = execute(RETRAIN)
     second = last_json(second_notebook)
     for task in TASKS:
         assert int(second["challengers"][task]) == int(first["challengers"][task]) + 1
-        expected = second["challengers"][task] if second["promoted"][task] else first["champions"][task]
+        expected = (
+            second["challengers"][task] if second["promoted"][task] else first["champions"][task]
+        )
         assert second["champions"][task] == expected
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{small_env / 'mlflow.db'}")
     name = "cto-conversion-after-contact"

@@ -29,7 +29,9 @@ def period(sim_dir, mlflow_settings) -> Period:
     contacts = load_and_validate(sim_dir).tables["contacts"]
     orders = load_and_validate(sim_dir).tables["orders"]
     end = max(contacts["started_at"].max(), orders["ordered_at"].max())
-    return resolve_period(None, None, contacts["started_at"].min(), end, mlflow_settings.horizon_days)
+    return resolve_period(
+        None, None, contacts["started_at"].min(), end, mlflow_settings.horizon_days
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,8 @@ def rendered(report_html, tmp_path_factory):
             "channels": page.locator("#by-channel tbody tr").count(),
         }
         lever_values = page.eval_on_selector_all(
-            "#levers tr[data-lever]", "rows => rows.map(r => [r.dataset.lever, r.dataset.extraOrders])"
+            "#levers tr[data-lever]",
+            "rows => rows.map(r => [r.dataset.lever, r.dataset.extraOrders])",
         )
         text = page.inner_text("body")
         page_height = page.evaluate("document.body.scrollHeight")
@@ -108,7 +111,11 @@ def test_page_loads_offline_without_errors(rendered, report_html):
 def test_headline_numbers_equal_the_kpis_computed_from_the_data(rendered, expected_kpis):
     current, previous = expected_kpis
     headline = rendered["headline"]
-    assert set(headline) == {"contact_to_order_ratio", "contacts_per_order", "median_time_to_order_hours"}
+    assert set(headline) == {
+        "contact_to_order_ratio",
+        "contacts_per_order",
+        "median_time_to_order_hours",
+    }
     for key, (value, previous_value) in headline.items():
         assert float(value) == pytest.approx(current[key], rel=1e-12), key
         assert float(previous_value) == pytest.approx(previous[key], rel=1e-12), key
@@ -119,7 +126,9 @@ def test_headline_numbers_equal_the_kpis_computed_from_the_data(rendered, expect
 def test_every_section_renders_with_its_content(rendered):
     assert rendered["sections"] == list(SECTIONS)
     counts = rendered["counts"]
-    assert counts["svg"] >= 10  # trend, 3 breakdowns, drivers, 3 dependence, reasons, levers, health
+    assert (
+        counts["svg"] >= 10
+    )  # trend, 3 breakdowns, drivers, 3 dependence, reasons, levers, health
     assert counts["drivers"] == 8
     assert counts["levers"] == 3
     assert counts["models"] == 4  # the four champions, none missing

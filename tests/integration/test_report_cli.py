@@ -14,7 +14,15 @@ def _point_settings_at(monkeypatch, settings) -> None:
     monkeypatch.setenv("CTO_ARTIFACT_LOCATION", settings.artifact_location)
 
 
-def test_report_prints_to_pdf(sim_dir, mlflow_settings, trained, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def empty_registry(tmp_path, monkeypatch):
+    """A fresh MLflow store with no registered model; yields a temp directory for outputs."""
+    monkeypatch.setenv("CTO_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    return tmp_path
+
+
+@pytest.mark.usefixtures("trained")
+def test_report_prints_to_pdf(sim_dir, mlflow_settings, tmp_path, monkeypatch, capsys):
     _point_settings_at(monkeypatch, mlflow_settings)
     out = tmp_path / "report.pdf"
     assert main(["report", str(sim_dir), "--out", str(out), "--format", "pdf"]) == 0
@@ -25,15 +33,30 @@ def test_report_prints_to_pdf(sim_dir, mlflow_settings, trained, tmp_path, monke
     assert f"wrote {out}" in capsys.readouterr().out
 
 
-def test_report_without_models_still_shows_the_data(sim_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("CTO_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
-    out = tmp_path / "report.html"
-    assert main(["report", str(sim_dir), "--since", "2026-03-02", "--until", "2026-03-29", "--out", str(out)]) == 0
+def test_report_without_models_still_shows_the_data(sim_dir, empty_registry):
+    out = empty_registry / "report.html"
+    assert (
+        main(
+            [
+                "report",
+                str(sim_dir),
+                "--since",
+                "2026-03-02",
+                "--until",
+                "2026-03-29",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     page = out.read_text()
     assert 'data-kpi="contact_to_order_ratio"' in page
     assert "02 Mar 2026 – 29 Mar 2026" in page
     assert "No champion conversion model is registered" in page
-    assert "no version of cto-conversion-after-contact carries the alias" not in page  # nothing registered at all
+    assert (
+        "no version of cto-conversion-after-contact carries the alias" not in page
+    )  # nothing registered at all
 
 
 @pytest.mark.parametrize(
@@ -43,9 +66,8 @@ def test_report_without_models_still_shows_the_data(sim_dir, tmp_path, monkeypat
         (["--since", "2031-01-01", "--until", "2031-01-31"], "has no data"),
     ],
 )
-def test_report_rejects_a_bad_period(sim_dir, tmp_path, monkeypatch, capsys, arguments, message):
-    monkeypatch.setenv("CTO_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
-    assert main(["report", str(sim_dir), "--out", str(tmp_path / "r.html"), *arguments]) == 2
+def test_report_rejects_a_bad_period(sim_dir, empty_registry, capsys, arguments, message):
+    assert main(["report", str(sim_dir), "--out", str(empty_registry / "r.html"), *arguments]) == 2
     assert message in capsys.readouterr().err
 
 

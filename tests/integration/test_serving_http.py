@@ -165,7 +165,13 @@ def test_scores_equal_the_offline_batch_pipeline(client, store_copy, tables, sam
         singles[row["contact_id"]] = response.json()
     batch = client.post(
         "/score_batch",
-        json={"moment": moment, "items": [_payload(row, tables, moment) for row in rows]},
+        json={
+            "moment": moment,
+            "items": [
+                {k: _payload(row, tables, moment)[k] for k in ("contact", "history")}
+                for row in rows
+            ],
+        },
     )
     assert batch.status_code == 200, batch.text
     queue = batch.json()["items"]

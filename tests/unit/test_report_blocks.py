@@ -55,7 +55,9 @@ def test_default_period_ends_where_outcomes_are_known():
     assert period.end <= data_end - timedelta(days=7)
     assert period.days == 28
     with pytest.raises(CTOError, match="has no data"):
-        resolve_period(date(2027, 1, 1), date(2027, 1, 31), datetime(2026, 1, 1, tzinfo=UTC), data_end, 7)
+        resolve_period(
+            date(2027, 1, 1), date(2027, 1, 31), datetime(2026, 1, 1, tzinfo=UTC), data_end, 7
+        )
 
 
 def test_headline_compares_with_the_previous_period():
@@ -63,7 +65,9 @@ def test_headline_compares_with_the_previous_period():
     rows = [("a1", "phone", d, o) for d, o in ((0, True), (1, False), (2, False), (3, False))]
     rows += [("a1", "phone", d, o) for d, o in ((7, True), (8, True), (9, True), (10, False))]
     labeled = _labeled(rows)
-    period = Period(START.replace(hour=0) + timedelta(days=7), START.replace(hour=0) + timedelta(days=14))
+    period = Period(
+        START.replace(hour=0) + timedelta(days=7), START.replace(hour=0) + timedelta(days=14)
+    )
     values = {v.key: v for v in headline(labeled, period)}
     ratio = values["contact_to_order_ratio"]
     assert ratio.current == pytest.approx(0.75) and ratio.previous == pytest.approx(0.25)
@@ -100,7 +104,9 @@ def test_agent_extremes_leave_out_low_volume_agents():
 def test_weekly_trend_covers_the_period_in_monday_weeks():
     rows = [("a1", "phone", d, d % 3 == 0) for d in range(0, 70)]
     labeled = _labeled(rows)
-    period = Period(START.replace(hour=0) + timedelta(days=42), START.replace(hour=0) + timedelta(days=70))
+    period = Period(
+        START.replace(hour=0) + timedelta(days=42), START.replace(hour=0) + timedelta(days=70)
+    )
     weekly = weekly_trend(labeled, period, weeks=6)
     assert weekly["period_start"].dt.weekday().to_list() == [1] * weekly.height
     assert weekly["contacts"].sum() == 42
@@ -110,7 +116,10 @@ def test_tables_escape_untrusted_text():
     frame = pl.DataFrame({"group": ['<script>alert("x")</script>'], "contacts": [3]})
     rendered = html.table(
         frame,
-        (html.ColumnFormat("group", "Group"), html.ColumnFormat("contacts", "Contacts", html.fmt_count, True)),
+        (
+            html.ColumnFormat("group", "Group"),
+            html.ColumnFormat("contacts", "Contacts", html.fmt_count, True),
+        ),
     )
     assert "<script>" not in rendered and "&lt;script&gt;" in rendered
 
@@ -133,5 +142,7 @@ def test_charts_are_inline_svg_with_text_as_paths():
     assert "<text" not in svg  # glyphs drawn as paths: no font needed on the reader's machine
     assert not re.search(r'href="(https?:)?//', svg)
     rng = np.random.default_rng(0)
-    dependence = plots.dependence(rng.random(500) * 10, rng.normal(0, 0.02, 500), xlabel="wait (minutes)")
+    dependence = plots.dependence(
+        rng.random(500) * 10, rng.normal(0, 0.02, 500), xlabel="wait (minutes)"
+    )
     assert dependence.startswith("<svg")

@@ -10,6 +10,7 @@ import pytest
 
 from cto.cli import main
 from features.errors import CTOError
+from features.schema import DROPOFF_REASONS
 from features.simulate import (
     DAY,
     DRIVER_REASON,
@@ -20,7 +21,6 @@ from features.simulate import (
     _lag_cdf,
     simulate,
 )
-from features.schema import DROPOFF_REASONS
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,9 @@ def test_chain_probability_matches_monte_carlo():
 
 def test_cli_writes_tables_and_prints_a_summary(tmp_path, capsys):
     out = tmp_path / "sim"
-    code = main(["simulate", "--contacts", "3000", "--seed", "5", "--weeks", "10", "--out", str(out)])
+    code = main(
+        ["simulate", "--contacts", "3000", "--seed", "5", "--weeks", "10", "--out", str(out)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "3,000 rows" in printed and "contact-to-order ratio" in printed

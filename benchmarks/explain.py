@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "explain.md"
+ADDITIVITY_TOLERANCE = 1e-6
 
 
 def _timed(function, repeats: int) -> list[float]:
@@ -76,6 +77,8 @@ def bench_model(model, x: np.ndarray, single_rows: int) -> dict[str, float]:
             np.max(np.abs(contrib[:, :-1] - np.asarray(shap_values)))
         )
 
+    if out["additivity_max_error"] > ADDITIVITY_TOLERANCE:
+        raise AssertionError(f"{model.name}: SHAP additivity error {out['additivity_max_error']:.2e} > 1e-6")
     rows = x[:single_rows]
 
     def single(function):

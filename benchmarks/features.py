@@ -112,7 +112,22 @@ def generate(n_contacts: int, seed: int, out: Path) -> Path:
     return out
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_mb() -> float:
+    """This process's peak resident memory, MB.
+
+    VmHWM belongs to the process image and starts afresh at exec; ru_maxrss does not (Linux keeps
+    it across fork and exec), so a worker forked from a big parent would report the parent's peak.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -124,9 +139,9 @@ def worker(implementation: str, data: Path, sample_out: Path) -> dict:
         contacts = pl.read_parquet(data / "contacts.parquet")
         orders = pl.read_parquet(data / "orders.parquet")
         loaded_mb = _peak_mb()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
         frame = build_features(contacts, orders, moment="after_contact")
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
         sample = frame.filter(pl.col("contact_id").cast(pl.Int64) % 997 == 0).select(
             "contact_id", *COMPARED
         )
@@ -137,15 +152,16 @@ def worker(implementation: str, data: Path, sample_out: Path) -> dict:
         contacts = pl.read_parquet(data / "contacts.parquet").to_pandas()
         orders = pl.read_parquet(data / "orders.parquet").to_pandas()
         loaded_mb = _peak_mb()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
         frame = pandas_features(contacts, orders)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
         sample = pl.from_pandas(frame[frame["contact_id"].astype("int64") % 997 == 0])
         n_features = frame.shape[1] - 1
     sample.write_parquet(sample_out)
     return {
         "implementation": implementation,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "peak_mb": _peak_mb(),
         "loaded_mb": loaded_mb,
         "features": n_features,
@@ -168,6 +184,16 @@ def _run_worker(implementation: str, data: Path, sample_out: Path) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"{implementation} worker failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _generated(n_contacts: int, root: Path) -> Path:
+    """Data for ``n_contacts`` under ``root``, generated in a subprocess (so this process stays
+    small) unless an earlier run left it there."""
+    out = root / f"contacts-{n_contacts}"
+    if not (out / "orders.parquet").is_file():
+        command = [sys.executable, "-m", "benchmarks.features", "--generate", str(n_contacts)]
+        subprocess.run([*command, "--data", str(out)], check=True)
+    return out
 
 
 def _compare(polars_sample: Path, pandas_sample: Path) -> tuple[int, int, list[str]]:
@@ -195,6 +221,7 @@ def _measure(label: str, implementation: str, data: Path, repeats: int, work: Pa
         runs.append(run)
     return {
         "seconds": statistics.median(r["seconds"] for r in runs),
+        "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
         "peak_mb": statistics.median(r["peak_mb"] for r in runs),
         "loaded_mb": statistics.median(r["loaded_mb"] for r in runs),
         "features": runs[0]["features"],
@@ -212,6 +239,12 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="Runs per measurement at the pandas size."
     )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        help="Keep the generated data here and reuse it in later runs (default: a temp directory).",
+    )
+    parser.add_argument("--generate", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("polars", "pandas"), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--sample-out", type=Path, help=argparse.SUPPRESS)
@@ -219,12 +252,16 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.data, args.sample_out)))
         return
+    if args.generate:
+        generate(args.generate, seed=1, out=args.data)
+        return
     big, small = (50_000, 50_000) if args.quick else (args.contacts, args.pandas_contacts)
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         work = Path(tmp)
+        root = args.data_root or work
         print(f"generating {small:,} and {big:,} contacts...", flush=True)
-        small_dir = generate(small, seed=1, out=work / "small")
-        big_dir = small_dir if big == small else generate(big, seed=1, out=work / "big")
+        small_dir = _generated(small, root)
+        big_dir = small_dir if big == small else _generated(big, root)
         print(f"same size ({small:,} contacts):", flush=True)
         pandas_small = _measure("small", "pandas", small_dir, args.repeats, work)
         polars_small = _measure("small", "polars", small_dir, args.repeats, work)
@@ -266,13 +303,14 @@ def _write(  # noqa: PLR0917 (one call site)
         "of the same history features, so the ratio is conservative). Random simulator-shaped data "
         "(~4 contacts per customer, heavy-tailed, 26 weeks, 1 order per 8 contacts). Each run is a "
         "separate subprocess; time = building the features from frames in memory; peak = the "
-        "process's max RSS (data loaded included). "
+        "process's peak resident memory (VmHWM, data loaded included). "
         f"{'QUICK SMOKE RUN, not representative. ' if quick else ''}"
         f"Polars {pl.__version__}, pandas {pandas.__version__}, Python {platform.python_version()}, "
         "2 cores shared with other work (medians of the runs shown).",
         "",
-        "| implementation | contacts | runs | median time (s) | per 1M contacts (s) | peak memory (MB) | after loading data (MB) |",
-        "|---|---|---|---|---|---|---|",
+        "| implementation | contacts | runs | median wall time (s) | CPU time (s) | wall per 1M contacts (s) "
+        "| peak memory (MB) | after loading data (MB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, result in (
         ("pandas", pandas_small),
@@ -283,6 +321,7 @@ def _write(  # noqa: PLR0917 (one call site)
             continue
         lines.append(
             f"| {name} | {result['rows']:,} | {result['repeats']} | {result['seconds']:.2f} | "
+            f"{result['cpu_seconds']:.2f} | "
             f"{result['seconds'] / result['rows'] * 1e6:.2f} | {result['peak_mb']:.0f} | {result['loaded_mb']:.0f} |"
         )
     lines += [

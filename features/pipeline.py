@@ -126,10 +126,14 @@ def _customers_frame(customers: FrameLike | None) -> pl.LazyFrame:
 # --- index helpers (vectorised per-customer logic on a frame sorted by customer, time) ---------
 
 
-def _segment_indices(time: str) -> list[pl.Expr]:
-    """Row index, the index of the customer's first row and of the first row at this instant."""
-    idx = pl.int_range(pl.len(), dtype=pl.Int64)
-    customer_start = (pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True)
+def _segment_indices(time: str, customer: str = "customer_id") -> list[pl.Expr]:
+    """Row index, the index of the customer's first row and of the first row at this instant.
+
+    Int32 indices (half the memory of Int64): a batch holds fewer than 2**31 events; larger
+    inputs go through build_features_partitioned.
+    """
+    idx = pl.int_range(pl.len(), dtype=pl.Int32)
+    customer_start = (pl.col(customer) != pl.col(customer).shift(1)).fill_null(True)
     instant_start = customer_start | (pl.col(time) != pl.col(time).shift(1)).fill_null(True)
     return [
         idx.alias("_idx"),
@@ -248,13 +252,22 @@ _CUSTOMER_BITS = 24  # customers per partition < 2**24; the rest of the Int64 ke
 _MS_BITS = 63 - _CUSTOMER_BITS
 
 
+def _running_sum(name: str) -> pl.Expr:
+    """Exclusive running sum over the whole stream: Int64 for ms and cents, Int32 for counts."""
+    dtype = pl.Int64 if name in ("_wait_ms", "_amount_cents") else pl.Int32
+    value = pl.col(name).cast(dtype).fill_null(0)
+    return (value.cum_sum() - value).cast(dtype).alias(f"_cum_{name}")
+
+
 def _stream_key() -> pl.Expr:
     """Global sort key: customer ordinal in the high bits, milliseconds since the start below.
 
     Customers are 2**39 ms (17 years) apart, so ``rolling_*_by("_key", ...)`` over the whole stream
     never mixes two customers: one pass instead of a slow ``.over("customer_id")``.
     """
-    ordinal = (pl.col("customer_id") != pl.col("customer_id").shift(1)).fill_null(True).cum_sum()
+    ordinal = (
+        (pl.col("_customer_hash") != pl.col("_customer_hash").shift(1)).fill_null(True).cum_sum()
+    )
     elapsed_ms = (pl.col("_t") - pl.col("_t").min()).dt.total_milliseconds()
     return (ordinal.cast(pl.Int64) * (1 << _MS_BITS) + elapsed_ms).alias("_key")
 
@@ -303,28 +316,25 @@ def _window_starts(windows: tuple[str, ...]) -> list[pl.Expr]:
 
 def _stream_features(stream: pl.LazyFrame, feature_set: FeatureSet, moment: str) -> pl.LazyFrame:
     """Window, lifetime and latest-event features, read at each contact start of the stream."""
-    stream = stream.with_columns(*_segment_indices("_t"), _stream_key())
-    stream = stream.collect(engine=ENGINE)
+    stream = stream.with_columns(_stream_key()).collect(engine=ENGINE)
     _check_key_range(stream)
+    # After the collision check the hash stands for the customer: drop the strings (memory).
+    stream = stream.drop("customer_id", "_seq_hash").with_columns(
+        *_segment_indices("_t", customer="_customer_hash")
+    )
     is_order = pl.col("_kind") == _KIND_ORDER
     last_order = _latest_index(is_order)
     last_outcome = _latest_index(pl.col("_unresolved").is_not_null())
     next_order = pl.when(is_order).then(pl.col("_idx")).backward_fill()
     customer_end = (
-        pl.when((pl.col("customer_id") != pl.col("customer_id").shift(-1)).fill_null(True))
+        pl.when((pl.col("_customer_hash") != pl.col("_customer_hash").shift(-1)).fill_null(True))
         .then(pl.col("_idx"))
         .backward_fill()
     )
     helpers = [
         pl.col("_t").gather(last_order).alias("_last_order_at"),
         pl.col("_unresolved").gather(last_outcome).alias("_last_outcome_unresolved"),
-        *[
-            (
-                pl.col(name).cast(pl.Int64).fill_null(0).cum_sum()
-                - pl.col(name).cast(pl.Int64).fill_null(0)
-            ).alias(f"_cum_{name}")
-            for name in _SUMMED
-        ],
+        *[_running_sum(name) for name in _SUMMED],
         *_window_starts(HISTORY_WINDOWS),
     ]
     at_contacts = pl.col("_kind") == _KIND_CONTACT

@@ -28,7 +28,7 @@ from reports.kpis import HeadlineValue, Period
 TOP_DRIVERS = 8
 DEPENDENCE_PLOTS = 3
 # TreeSHAP on a sample is enough for global importance and keeps the report fast on big periods.
-MAX_EXPLAINED_CONTACTS = 8_000
+MAX_EXPLAINED_CONTACTS = 3_000
 EXPLAIN_SEED = 11
 
 
@@ -302,8 +302,8 @@ def _why_section(ctx: Context) -> html.Section:
         say(f"explaining {sample.height:,} contacts with TreeSHAP")
         analysis = explain.conversion_drivers(after, sample, top=TOP_DRIVERS)
         items = [
-            f'<strong>{html.esc(d.name)}</strong> <span class="tag">{html.esc(d.feature)}</span><br>'
-            f"{html.esc(d.sentence)}"
+            f"<strong>{html.esc(d.name)}</strong>: {html.esc(d.sentence)} "
+            f'<span class="tag">{html.esc(d.feature)}</span>'
             for d in analysis.drivers
         ]
         section.add(
@@ -341,8 +341,14 @@ def _why_section(ctx: Context) -> html.Section:
                         categories=list(levels) if levels else None,
                         title=driver.name,
                     ),
-                    f"{driver.name}: each dot is a contact; above zero the factor raised its chance "
-                    "to order, below zero it lowered it.",
+                    f"{driver.name}: "
+                    + (
+                        "each box spans the middle half of the contacts of that kind; right of zero "
+                        "the factor raised their chance to order, left of it lowered it."
+                        if levels
+                        else "each dot is a contact; above zero the factor raised its chance to "
+                        "order, below zero it lowered it."
+                    ),
                 )
             )
         section.add(
@@ -365,6 +371,7 @@ def _why_section(ctx: Context) -> html.Section:
         ),
     )
     groups: dict[str, dict[str, float]] = {}
+    reason_figures: list[str] = []
     if recorded.height:
         groups["recorded reasons"] = dict(zip(recorded["reason"], recorded["share"], strict=True))
     reasons_model = models.get("dropoff-reason") if models else None
@@ -385,7 +392,7 @@ def _why_section(ctx: Context) -> html.Section:
             {name: [shares.get(r, 0.0) for r in reasons] for name, shares in groups.items()},
             xlabel="share of contacts that did not lead to an order",
         )
-        section.add(
+        reason_figures.append(
             html.figure(
                 chart,
                 "Recorded reasons come from agents and surveys. Model-estimated shares apply the "
@@ -407,11 +414,12 @@ def _why_section(ctx: Context) -> html.Section:
             {r.replace("_", " "): wide[r].to_list() for r in reasons},
             ylabel="share of recorded reasons",
         )
-        section.add(
+        reason_figures.append(
             html.figure(
                 chart, "Recorded drop-off reasons week by week (shares of contacts with a reason)."
             )
         )
+    section.add(f'<div class="grid2">{"".join(reason_figures)}</div>')
     return section
 
 
@@ -548,7 +556,9 @@ def _health_section(ctx: Context) -> html.Section:
         )
     drifts = health.feature_drift(after, features)
     if drifts:
-        alerts = [d for d in drifts if np.isfinite(d.psi) and d.psi > 0.2]
+        shifted = [d for d in drifts if np.isfinite(d.psi) and d.psi > 0.2]
+        alerts = [d for d in shifted if not _grows_with_history(d.feature)]
+        expected = [d for d in shifted if _grows_with_history(d.feature)]
         if alerts:
             section.add(
                 html.warning(
@@ -557,17 +567,22 @@ def _health_section(ctx: Context) -> html.Section:
                     + ". Estimates for these contacts are less reliable; consider retraining."
                 )
             )
-            if any(_grows_with_history(d.feature) for d in alerts):
-                section.add(
-                    html.note(
-                        "Lifetime counts, customer tenure and the pooled conversion rates move as the "
-                        "data gets longer: some shift there is expected after training and matters "
-                        "less than a shift in a contact's own fields (waits, channel, request type)."
-                    )
-                )
         else:
             section.add(
-                html.note("No feature shifted a lot against the training data (all PSI ≤ 0.2).")
+                html.note(
+                    "No contact or history feature shifted a lot against the training data "
+                    "(PSI ≤ 0.2)."
+                )
+            )
+        if expected:
+            section.add(
+                html.note(
+                    "Expected to move: "
+                    + ", ".join(f"{d.feature} ({d.psi:.2f})" for d in expected)
+                    + ". Lifetime counts, customer tenure and the pooled conversion rates grow or "
+                    "settle as the data gets longer, so they shift after training; a shift there "
+                    "matters less than one in a contact's own fields (waits, channel, request type)."
+                )
             )
         shown = drifts[:15]
         section.add(

@@ -135,9 +135,9 @@ def _direction(x: np.ndarray, effect: np.ndarray) -> float:
 
 
 def _sentence(
-    feature: str, name: str, values: np.ndarray, effect: np.ndarray, levels: tuple[str, ...] | None
+    values: np.ndarray, effect: np.ndarray, levels: tuple[str, ...] | None
 ) -> tuple[str, str]:
-    """(direction, plain-language sentence) for one driver."""
+    """(direction, plain-language phrase) for one driver, read after its name."""
     size = float(np.mean(np.abs(effect))) * 100
     if levels is not None:
         means = {
@@ -146,19 +146,19 @@ def _sentence(
             if np.sum(values == code) >= 20
         }
         if len(means) < 2:
-            return "mixed", f"{name}: moves the chance to order by {size:.1f} points on average."
+            return "mixed", f"moves the chance to order by {size:.1f} points on average."
         best = max(means, key=means.get)
         worst = min(means, key=means.get)
         return (
             "mixed",
-            f"{name}: {best.replace('_', ' ')} contacts order most, {worst.replace('_', ' ')} "
+            f"{best.replace('_', ' ')} contacts order most, {worst.replace('_', ' ')} "
             f"least ({means[best] * 100:+.1f} vs {means[worst] * 100:+.1f} points).",
         )
     correlation = _direction(values, effect)
     finite = values[np.isfinite(values)]
     is_flag = finite.size > 0 and bool(np.all(np.isin(finite, (0.0, 1.0))))
     if abs(correlation) < 0.2:
-        return "mixed", f"{name}: matters ({size:.1f} points on average) but not in one direction."
+        return "mixed", f"matters ({size:.1f} points on average), but not in one direction."
     direction = "raises" if correlation > 0 else "lowers"
     if is_flag:
         with_flag = effect[values == 1]
@@ -167,12 +167,11 @@ def _sentence(
             without_flag.mean() if without_flag.size else 0.0
         )
         verb = "raises" if gap > 0 else "lowers"
-        return verb, f"{name}: {verb} the chance to order by about {abs(gap) * 100:.1f} points."
+        return verb, f"{verb} the chance to order by about {abs(gap) * 100:.1f} points."
     consequence = "higher" if direction == "raises" else "lower"
     return (
         direction,
-        f"{name}: the higher it is, the {consequence} the chance to order "
-        f"({size:.1f} points on average).",
+        f"the higher it is, the {consequence} the chance to order ({size:.1f} points on average).",
     )
 
 
@@ -194,9 +193,7 @@ def conversion_drivers(champion: Champion, features: pl.DataFrame, top: int = 8)
     for index in order[:top]:
         feature = names[index]
         name = plain_name(feature)
-        direction, sentence = _sentence(
-            feature, name, x[:, index], effects[:, index], levels.get(feature)
-        )
+        direction, sentence = _sentence(x[:, index], effects[:, index], levels.get(feature))
         drivers.append(
             Driver(
                 feature=feature,

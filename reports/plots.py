@@ -294,7 +294,9 @@ def dependence(
         codes = [c for c in range(len(categories)) if np.any(x == c)]
         data = [effect_pp[x == c] for c in codes]
         ax.boxplot(data, vert=False, showfliers=False, widths=0.6)
-        ax.set_yticks(np.arange(1, len(codes) + 1), [categories[c] for c in codes])
+        ax.set_yticks(
+            np.arange(1, len(codes) + 1), [categories[c].replace("_", " ") for c in codes]
+        )
         ax.axvline(0, color="#1d2433", linewidth=0.8)
         ax.set_xlabel(ylabel)
         ax.set_ylabel(xlabel)
@@ -302,6 +304,11 @@ def dependence(
     else:
         finite = np.isfinite(x)
         x, effect_pp = x[finite], effect_pp[finite]
+        if len(x):
+            # A few extreme values would squash everyone else into one corner.
+            low, high = np.quantile(x, [0.01, 0.99])
+            shown = (x >= low) & (x <= high)
+            x, effect_pp = x[shown], effect_pp[shown]
         rng = np.random.default_rng(seed)
         sample = rng.choice(len(x), size=min(max_points, len(x)), replace=False) if len(x) else []
         ax.scatter(x[sample], effect_pp[sample], s=5, alpha=0.35, color=ACCENT, linewidths=0)

@@ -167,7 +167,7 @@ def comparison(
     if math.isnan(number):
         return None, None
     below, at = reference.share_below_and_at(number)
-    percentile = 100.0 * (below + at) / 2.0
+    percentile = round(100.0 * (below + at) / 2.0, 1)
     duration = _unit(name) in ("seconds", "hours", "days")
     if at - below >= TIE_SHARE:
         return f"same as {100 * (at - below):.0f}% of contacts", percentile

@@ -35,7 +35,12 @@ def logistic_pipeline(encoding: FeatureEncoding, seed: int) -> Pipeline:
             "numeric",
             Pipeline(
                 [
-                    ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+                    (
+                        "impute",
+                        SimpleImputer(
+                            strategy="median", add_indicator=True, keep_empty_features=True
+                        ),
+                    ),
                     ("scale", StandardScaler()),
                 ]
             ),
@@ -48,7 +53,12 @@ def logistic_pipeline(encoding: FeatureEncoding, seed: int) -> Pipeline:
                 "categorical",
                 Pipeline(
                     [
-                        ("impute", SimpleImputer(strategy="constant", fill_value=-1.0, keep_empty_features=True)),
+                        (
+                            "impute",
+                            SimpleImputer(
+                                strategy="constant", fill_value=-1.0, keep_empty_features=True
+                            ),
+                        ),
                         ("onehot", OneHotEncoder(handle_unknown="ignore")),
                     ]
                 ),
@@ -143,5 +153,7 @@ def fit_one_rule(x: np.ndarray, y: np.ndarray, encoding: FeatureEncoding) -> One
         if best is None or auc > best.train_auc:
             best = OneRule(index, name, index in categorical, edges, rates, auc)
     if best is None:
-        return OneRule(0, encoding.feature_names[0], False, np.array([]), np.array([base_rate] * 2), 0.5)
+        return OneRule(
+            0, encoding.feature_names[0], False, np.array([]), np.array([base_rate] * 2), 0.5
+        )
     return best

@@ -128,7 +128,9 @@ def time_windows(
     return Windows(start=start, valid_start=valid_start, test_start=test_start, end=end)
 
 
-def split_expr(windows: Windows, known_at: str = "label_known_at", time: str = "started_at") -> pl.Expr:
+def split_expr(
+    windows: Windows, known_at: str = "label_known_at", time: str = "started_at"
+) -> pl.Expr:
     """``train``/``valid``/``test`` per row, or null when the label is not known by the split's end."""
     t = pl.col(time)
     k = pl.col(known_at)

@@ -66,7 +66,12 @@ def driver_recovery(
 
     ``driver_strength <= strength_threshold`` selects the strong ones (the simulator's convention).
     """
-    top = pl.DataFrame({"contact_id": contact_ids, "top_negative": top_negative_feature(shap_values, feature_names)})
+    top = pl.DataFrame(
+        {
+            "contact_id": contact_ids,
+            "top_negative": top_negative_feature(shap_values, feature_names),
+        }
+    )
     signals = driver_signals()
     mapping = pl.DataFrame(
         {"planted_driver": list(signals), "driver_features": [list(v) for v in signals.values()]},
@@ -74,13 +79,21 @@ def driver_recovery(
     )
     joined = (
         top.lazy()
-        .join(truth.lazy().select("contact_id", "planted_driver", "driver_strength"), on="contact_id")
+        .join(
+            truth.lazy().select("contact_id", "planted_driver", "driver_strength"), on="contact_id"
+        )
         .with_columns(pl.col("planted_driver").cast(pl.String))
-        .filter(pl.col("planted_driver").is_not_null() & ~pl.col("planted_driver").is_in(UNOBSERVABLE_DRIVERS))
+        .filter(
+            pl.col("planted_driver").is_not_null()
+            & ~pl.col("planted_driver").is_in(UNOBSERVABLE_DRIVERS)
+        )
         .filter(pl.col("driver_strength") <= strength_threshold)
         .join(mapping.lazy(), on="planted_driver", how="left")
         .with_columns(
-            pl.col("driver_features").list.contains(pl.col("top_negative")).fill_null(False).alias("recovered")
+            pl.col("driver_features")
+            .list.contains(pl.col("top_negative"))
+            .fill_null(False)
+            .alias("recovered")
         )
         .collect()
     )

@@ -102,7 +102,9 @@ def fit_booster(
     )
     if booster.best_iteration and booster.best_iteration > 0:
         # Keep only the trees early stopping chose: smaller model, cheaper SHAP in serving.
-        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+        booster = lgb.Booster(
+            model_str=booster.model_to_string(num_iteration=booster.best_iteration)
+        )
     return booster
 
 

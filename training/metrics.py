@@ -47,7 +47,9 @@ def reliability_curve(
     y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mean prediction, observed rate) per equal-mass bin."""
-    _, predicted, observed = _binned(np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64), bins)
+    _, predicted, observed = _binned(
+        np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64), bins
+    )
     return predicted, observed
 
 
@@ -110,7 +112,9 @@ def multiclass_metrics(
     labels = list(range(k))
     return {
         "rows": float(len(y)),
-        "macro_f1": float(skm.f1_score(y, predicted, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(
+            skm.f1_score(y, predicted, labels=labels, average="macro", zero_division=0)
+        ),
         "accuracy": float(skm.accuracy_score(y, predicted)),
         "log_loss": float(skm.log_loss(y, proba, labels=labels)),
         "confusion_matrix": skm.confusion_matrix(y, predicted, labels=labels).tolist(),

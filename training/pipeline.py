@@ -13,7 +13,8 @@ from features.errors import CTOError
 from features.settings import Settings
 from training import tasks as task_fits
 from training.card import build_card, flat_metrics
-from training.promote import PromotionDecision, promote as promote_version
+from training.promote import PromotionDecision
+from training.promote import promote as promote_version
 from training.tracking import latest_rates_frame, log_task, model_name, setup_mlflow
 
 
@@ -67,10 +68,17 @@ def fit_task(task: str, prepared, settings: Settings):
     if task in (task_fits.CONVERSION_ARRIVAL, task_fits.CONVERSION_AFTER_CONTACT):
         usable = frame.filter(pl.col("split").is_not_null())
         return task_fits.fit_binary(
-            task, usable, names, categorical, "converted", settings, monotone_hints(moment), prepared.truth
+            task,
+            usable,
+            names,
+            categorical,
+            "converted",
+            settings=settings,
+            monotone=monotone_hints(moment),
+            truth=prepared.truth,
         )
     if task == task_fits.DROPOFF_REASON:
-        return task_fits.fit_reason(frame, names, categorical, settings, prepared.truth)
+        return task_fits.fit_reason(frame, names, categorical, settings, truth=prepared.truth)
     return task_fits.fit_contacts_to_order(frame, names, categorical, settings, prepared.windows)
 
 
@@ -82,8 +90,6 @@ def run_training(
     tasks=None,
 ) -> TrainingResult:
     """Train, log, register (and, with ``promote``, gate into the champion alias) each task's model."""
-    from features.registry import FEATURE_SET
-
     from training.data import prepare
 
     chosen = _check_tasks(tasks)
@@ -93,63 +99,86 @@ def run_training(
     say("split rows: " + ", ".join(f"{r['split']}={r['len']:,}" for r in split_counts.to_dicts()))
     setup_mlflow(settings)
     rates_frame = latest_rates_frame(prepared.rates)
-    feature_set = FEATURE_SET.to_dict()
+    result = TrainingResult()
+    for task in chosen:
+        say(f"{task}: fitting")
+        fit = fit_task(task, prepared, settings)
+        say(f"{task}: logging to MLflow")
+        name = model_name(settings, task)
+        run_id, version, card = register_fit(fit, prepared, settings, name, rates_frame=rates_frame)
+        result.run_ids[task] = run_id
+        result.versions[task] = version
+        result.metrics[task] = flat_metrics(fit.metrics) | _extra_numbers(fit.extra)
+        result.cards[task] = card
+        result.model_names[task] = name
+        say(f"{task}: {_headline(task, result.metrics[task])}; registered {name} v{version}")
+        if promote:
+            decision = promote_version(name, version, settings)
+            result.promoted[task] = decision
+            say(
+                f"{task}: {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})"
+            )
+    return result
+
+
+def run_tags(prepared) -> dict[str, str]:
+    """Tags every run of one training carries: feature set, data digest and time windows."""
+    from features.registry import FEATURE_SET
+
     windows = prepared.windows.to_dict()
-    tags = {
+    return {
         "feature_set": FEATURE_SET.name,
         "feature_set_version": FEATURE_SET.version,
         "feature_set_digest": FEATURE_SET.digest,
         "data_digest": prepared.digest,
         "data_source": prepared.source,
         "simulated": str(prepared.truth is not None).lower(),
-    } | {f"window_{split}_{edge}": value for split, span in windows.items() for edge, value in span.items()}
+    } | {
+        f"window_{split}_{edge}": value
+        for split, span in windows.items()
+        for edge, value in span.items()
+    }
 
-    result = TrainingResult()
-    for task in chosen:
-        say(f"{task}: fitting")
-        fit = fit_task(task, prepared, settings)
-        moment = task_fits.TASK_MOMENT[task]
-        name = model_name(settings, task)
-        extra_models = {k: f"{k}.txt (LightGBM text model, next to MLmodel)" for k in fit.extra_models}
-        card = build_card(
-            task=task,
-            model_name=name,
-            objective=fit.objective,
-            encoding=fit.encoding,
-            calibration=fit.calibration.to_dict(),
-            class_names=fit.class_names,
-            metrics=fit.metrics,
-            windows=windows,
-            train_frame=fit.train_frame,
-            feature_set={
-                "name": FEATURE_SET.name,
-                "version": FEATURE_SET.version,
-                "digest": FEATURE_SET.digest,
-                "moment": moment,
-            }
-            | {"features": feature_set["moments"][moment]},
-            monotone=monotone_hints(moment) if fit.objective == "binary" else {},
-            data_digest=prepared.digest,
-            label=fit.label,
-            extra=fit.extra,
-            extra_models=extra_models,
-        )
-        say(f"{task}: logging to MLflow")
-        run_id, version = log_task(
-            fit, card | {"feature_set": card["feature_set"]}, settings,
-            rates_frame=rates_frame, tags=tags, register_as=name,
-        )  # fmt: skip
-        result.run_ids[task] = run_id
-        result.versions[task] = version or ""
-        result.metrics[task] = flat_metrics(fit.metrics) | _extra_numbers(fit.extra)
-        result.cards[task] = card
-        result.model_names[task] = name
-        say(f"{task}: {_headline(task, result.metrics[task])}; registered {name} v{version}")
-        if promote and version:
-            decision = promote_version(task, version, settings)
-            result.promoted[task] = decision
-            say(f"{task}: {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
-    return result
+
+def register_fit(
+    fit, prepared, settings: Settings, name: str, rates_frame: pl.DataFrame | None = None
+) -> tuple[str, str, dict]:
+    """Build the card, log the run and register ``fit`` as a new version of ``name``."""
+    from features.registry import FEATURE_SET
+
+    moment = task_fits.TASK_MOMENT[fit.task]
+    if rates_frame is None:
+        rates_frame = latest_rates_frame(prepared.rates)
+    card = build_card(
+        task=fit.task,
+        model_name=name,
+        objective=fit.objective,
+        encoding=fit.encoding,
+        calibration=fit.calibration.to_dict(),
+        class_names=fit.class_names,
+        metrics=fit.metrics,
+        windows=prepared.windows,
+        train_frame=fit.train_frame,
+        feature_set={
+            "name": FEATURE_SET.name,
+            "version": FEATURE_SET.version,
+            "digest": FEATURE_SET.digest,
+            "moment": moment,
+            "features": list(fit.encoding.feature_names),
+        },
+        monotone=monotone_hints(moment) if fit.objective == "binary" else {},
+        data_digest=prepared.digest,
+        label=fit.label,
+        extra=fit.extra,
+        extra_models={
+            k: f"{k}.txt (LightGBM text model, next to MLmodel)" for k in fit.extra_models
+        },
+    )
+    setup_mlflow(settings)
+    run_id, version = log_task(
+        fit, card, settings, rates_frame=rates_frame, tags=run_tags(prepared), register_as=name
+    )
+    return run_id, str(version), card
 
 
 def _extra_numbers(extra: dict) -> dict[str, float]:

@@ -51,7 +51,9 @@ def reliability_plot(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -
     for name in ("model", "model_uncalibrated", "baseline_logistic", "oracle"):
         if name in scores:
             predicted, observed = reliability_curve(y, scores[name])
-            ax.plot(predicted, observed, marker="o", ms=3, lw=1, label=name.removeprefix("baseline_"))
+            ax.plot(
+                predicted, observed, marker="o", ms=3, lw=1, label=name.removeprefix("baseline_")
+            )
             top = max(top, predicted.max(), observed.max())
     ax.plot([0, top], [0, top], color="grey", lw=0.8, ls=":")
     ax.set(xlabel="mean predicted", ylabel="observed rate", title="Reliability (equal-mass bins)")
@@ -71,7 +73,9 @@ def lift_plot(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
     return _save(fig, path)
 
 
-def shap_summary_plot(shap_values: np.ndarray, feature_names: list[str], path: Path, top: int = 15) -> Path:
+def shap_summary_plot(
+    shap_values: np.ndarray, feature_names: list[str], path: Path, top: int = 15
+) -> Path:
     """Mean |SHAP| per feature (log-odds), the top features."""
     plt = _pyplot()
     importance = np.abs(shap_values[:, : len(feature_names)]).mean(axis=0)

@@ -43,7 +43,11 @@ class PromotionDecision:
 
 
 def resolve_model_name(task_or_model_name: str, settings: Settings) -> str:
-    return model_name(settings, task_or_model_name) if task_or_model_name in TASKS else task_or_model_name
+    return (
+        model_name(settings, task_or_model_name)
+        if task_or_model_name in TASKS
+        else task_or_model_name
+    )
 
 
 def _version_run_id(client, name: str, version: str) -> str:
@@ -59,10 +63,16 @@ def _version_run_id(client, name: str, version: str) -> str:
 def _load(run_id: str, artifact: str, directory: Path) -> Path:
     import mlflow
 
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(directory)))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact, dst_path=str(directory)
+        )
+    )
 
 
-def _score(name: str, version: str, card: dict, test: pl.DataFrame, metric: str, settings: Settings) -> float:
+def _score(
+    name: str, version: str, card: dict, test: pl.DataFrame, *, metric: str, settings: Settings
+) -> float:
     import mlflow
 
     from training.scoring import evaluate
@@ -94,7 +104,9 @@ def promote(task_or_model_name: str, version: str | int, settings: Settings) -> 
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
-        challenger_card = json.loads(_load(challenger_run, CARD_FILE, tmp_dir / "challenger").read_text())
+        challenger_card = json.loads(
+            _load(challenger_run, CARD_FILE, tmp_dir / "challenger").read_text()
+        )
         metric, higher_is_better = PRIMARY_METRIC.get(challenger_card["task"], ("roc_auc", True))
         try:
             champion = client.get_model_version_by_alias(name, alias)
@@ -114,10 +126,16 @@ def promote(task_or_model_name: str, version: str | int, settings: Settings) -> 
         else:
             test = pl.read_parquet(_load(challenger_run, TEST_SET_FILE, tmp_dir / "test"))
             champion_run = _version_run_id(client, name, str(champion.version))
-            champion_card = json.loads(_load(champion_run, CARD_FILE, tmp_dir / "champion").read_text())
+            champion_card = json.loads(
+                _load(champion_run, CARD_FILE, tmp_dir / "champion").read_text()
+            )
             champion_card = champion_card | {"label": challenger_card["label"]}
-            challenger_score = _score(name, version, challenger_card, test, metric, settings)
-            champion_score = _score(name, str(champion.version), champion_card, test, metric, settings)
+            challenger_score = _score(
+                name, version, challenger_card, test, metric=metric, settings=settings
+            )
+            champion_score = _score(
+                name, str(champion.version), champion_card, test, metric=metric, settings=settings
+            )
             gain = (challenger_score - champion_score) * (1 if higher_is_better else -1)
             promoted = gain > MIN_IMPROVEMENT
             verdict = "beats" if promoted else "does not beat"
@@ -141,10 +159,14 @@ def promote(task_or_model_name: str, version: str | int, settings: Settings) -> 
 
 
 def _log_decision(client, run_id: str, decision: PromotionDecision) -> None:
-    client.set_tag(run_id, "promotion_decision", "promoted" if decision.promoted else "kept_champion")
+    client.set_tag(
+        run_id, "promotion_decision", "promoted" if decision.promoted else "kept_champion"
+    )
     client.set_tag(run_id, "promotion_reason", decision.reason[:5000])
     if decision.challenger_score is not None:
-        client.log_metric(run_id, f"promotion_challenger_{decision.metric}", decision.challenger_score)
+        client.log_metric(
+            run_id, f"promotion_challenger_{decision.metric}", decision.challenger_score
+        )
     if decision.champion_score is not None:
         client.log_metric(run_id, f"promotion_champion_{decision.metric}", decision.champion_score)
     against = decision.champion_version or "none"

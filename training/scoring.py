@@ -13,18 +13,26 @@ from training.metrics import binary_metrics, count_metrics, multiclass_metrics
 
 def calibration_from_card(card: dict) -> Calibration:
     cal = card.get("calibration") or {"method": "none"}
-    return Calibration(method=cal.get("method", "none"), a=float(cal.get("a", 1.0)), b=float(cal.get("b", 0.0)))
+    return Calibration(
+        method=cal.get("method", "none"), a=float(cal.get("a", 1.0)), b=float(cal.get("b", 0.0))
+    )
 
 
-def predict(booster: lgb.Booster, card: dict, frame: pl.DataFrame, num_threads: int = 1) -> np.ndarray:
+def predict(
+    booster: lgb.Booster, card: dict, frame: pl.DataFrame, num_threads: int = 1
+) -> np.ndarray:
     """Binary: calibrated probability; multiclass: (n, classes) probabilities; count: expected count."""
     x = encode(frame, FeatureEncoding.from_dict(card))
     if card["objective"] == "binary":
-        return calibration_from_card(card).apply(booster.predict(x, raw_score=True, num_threads=num_threads))
+        return calibration_from_card(card).apply(
+            booster.predict(x, raw_score=True, num_threads=num_threads)
+        )
     return np.asarray(booster.predict(x, num_threads=num_threads))
 
 
-def evaluate(booster: lgb.Booster, card: dict, test: pl.DataFrame, num_threads: int = 1) -> dict[str, object]:
+def evaluate(
+    booster: lgb.Booster, card: dict, test: pl.DataFrame, num_threads: int = 1
+) -> dict[str, object]:
     """The card's task metrics of ``booster`` on ``test`` (which carries the card's label column)."""
     label = card["label"]
     objective = card["objective"]

@@ -20,7 +20,8 @@ from features.errors import CTOError
 from features.settings import Settings
 from training.card import build_card, flat_metrics
 from training.data import TRAIN_SHARE, VALID_SHARE
-from training.promote import PromotionDecision, promote as promote_version
+from training.promote import PromotionDecision
+from training.promote import promote as promote_version
 from training.tasks import fit_binary
 from training.tracking import setup_mlflow
 
@@ -58,7 +59,9 @@ def label_expr(frame: pl.DataFrame, label: str) -> pl.Expr:
     if dtype.is_numeric():
         bad = frame.filter(~column.is_in([0, 1]) | column.is_null())
         if bad.height:
-            raise CTOError(f"label column {label!r}: {bad.height} row(s) are not 0/1, e.g. {bad[label][0]!r}")
+            raise CTOError(
+                f"label column {label!r}: {bad.height} row(s) are not 0/1, e.g. {bad[label][0]!r}"
+            )
         return column == 1
     text = column.cast(pl.String).str.strip_chars().str.to_lowercase()
     bad = frame.filter(~text.is_in(TRUE_TEXT + FALSE_TEXT) | text.is_null())
@@ -69,7 +72,9 @@ def label_expr(frame: pl.DataFrame, label: str) -> pl.Expr:
     return text.is_in(TRUE_TEXT)
 
 
-def assign_split(frame: pl.DataFrame, time_column: str | None, seed: int) -> tuple[pl.DataFrame, str]:
+def assign_split(
+    frame: pl.DataFrame, time_column: str | None, seed: int
+) -> tuple[pl.DataFrame, str]:
     if time_column:
         t = pl.col("started_at")
         start, end = frame.select(t.min(), t.max()).row(0)
@@ -114,7 +119,9 @@ def prepare_table(
 ) -> tuple[pl.DataFrame, list[str], list[str], str]:
     for name in [label, *([time_column] if time_column else []), *exclude]:
         if name not in frame.columns:
-            raise CTOError(f"column {name!r} not in the table (columns: {', '.join(frame.columns)})")
+            raise CTOError(
+                f"column {name!r} not in the table (columns: {', '.join(frame.columns)})"
+            )
     features = [c for c in frame.columns if c not in {label, time_column, *exclude}]
     if not features:
         raise CTOError("no feature columns left after the label, time column and exclusions")
@@ -122,13 +129,17 @@ def prepare_table(
     prepared = frame.with_row_index("_row").with_columns(
         label_expr(frame, label).alias("_label"),
         pl.format("row-{}", pl.col("_row")).alias("contact_id"),
-        (_time_expr(frame, time_column) if time_column else pl.lit(None, pl.Datetime("us"))).alias("started_at"),
+        (_time_expr(frame, time_column) if time_column else pl.lit(None, pl.Datetime("us"))).alias(
+            "started_at"
+        ),
         *[pl.col(c).cast(pl.Int8) for c in features if frame.schema[c] == pl.Boolean],
     )
     if time_column:
         nulls = prepared["started_at"].null_count()
         if nulls:
-            raise CTOError(f"time column {time_column!r}: {nulls} row(s) could not be read as a time")
+            raise CTOError(
+                f"time column {time_column!r}: {nulls} row(s) could not be read as a time"
+            )
     split, method = assign_split(prepared, time_column, seed)
     return split, features, categorical, method
 
@@ -141,6 +152,7 @@ def train_table(
     path: Path,
     label: str,
     settings: Settings,
+    *,
     time_column: str | None = None,
     exclude: list[str] | None = None,
     model_name: str | None = None,
@@ -153,16 +165,23 @@ def train_table(
 
     say = Progress(progress)
     raw = read_table(Path(path))
-    frame, features, categorical, method = prepare_table(raw, label, time_column, exclude or [], settings.seed)
+    frame, features, categorical, method = prepare_table(
+        raw, label, time_column, exclude or [], settings.seed
+    )
     counts = frame.group_by("split").agg(pl.len(), pl.col("_label").mean()).sort("split")
     say(f"read {raw.height:,} rows, {len(features)} features; split {method}: " + ", ".join(
         f"{r['split']}={r['len']:,} ({r['_label']:.1%} positive)" for r in counts.to_dicts()
     ))  # fmt: skip
-    fit = fit_binary("table", frame, features, categorical, "_label", settings)
+    fit = fit_binary("table", frame, features, categorical, "_label", settings=settings)
     windows = {"split_method": method}
     if time_column:
-        by_split = frame.group_by("split").agg(pl.col("started_at").min().alias("from"), pl.col("started_at").max().alias("until"))
-        windows |= {r["split"]: {"from": str(r["from"]), "until": str(r["until"])} for r in by_split.to_dicts()}
+        by_split = frame.group_by("split").agg(
+            pl.col("started_at").min().alias("from"), pl.col("started_at").max().alias("until")
+        )
+        windows |= {
+            r["split"]: {"from": str(r["from"]), "until": str(r["until"])}
+            for r in by_split.to_dicts()
+        }
     name = model_name or f"{settings.model_prefix}-{slug(Path(path).stem)}-conversion"
     digest = data_digest({"table": raw})
     card = build_card(
@@ -175,7 +194,12 @@ def train_table(
         metrics=fit.metrics,
         windows=windows,
         train_frame=fit.train_frame,
-        feature_set={"name": f"table:{Path(path).name}", "version": digest, "digest": digest, "features": features},
+        feature_set={
+            "name": f"table:{Path(path).name}",
+            "version": digest,
+            "digest": digest,
+            "features": features,
+        },
         monotone={},
         data_digest=digest,
         label=fit.label,

@@ -88,7 +88,9 @@ def _plots(fit: TaskFit, directory: Path) -> list[Path]:
         paths.append(plots.shap_summary_plot(data["shap"], names, directory / "shap_summary.png"))
     elif fit.objective == "multiclass":
         matrix = fit.metrics["model"]["confusion_matrix"]
-        paths.append(plots.confusion_plot(matrix, fit.class_names or [], directory / "confusion.png"))
+        paths.append(
+            plots.confusion_plot(matrix, fit.class_names or [], directory / "confusion.png")
+        )
     return paths
 
 

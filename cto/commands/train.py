@@ -7,7 +7,12 @@ from pathlib import Path
 
 HELP = "Train the conversion, drop-off reason and contacts-to-order models into MLflow."
 
-TASK_CHOICES = ("conversion-arrival", "conversion-after-contact", "dropoff-reason", "contacts-to-order")
+TASK_CHOICES = (
+    "conversion-arrival",
+    "conversion-after-contact",
+    "dropoff-reason",
+    "contacts-to-order",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,17 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Gate each new version into the champion alias (it must beat the champion on its test window).",
     )
     parser.add_argument("--tasks", nargs="+", choices=TASK_CHOICES, help="Train only these models.")
-    parser.add_argument("--table", type=Path, help="Train the conversion model on FILE (one row per contact).")
+    parser.add_argument(
+        "--table", type=Path, help="Train the conversion model on FILE (one row per contact)."
+    )
     parser.add_argument("--label", help="--table: the boolean outcome column.")
-    parser.add_argument("--time-column", help="--table: split by this column's time (else stratified random).")
-    parser.add_argument("--exclude", nargs="*", default=[], help="--table: columns that are not features.")
-    parser.add_argument("--model-name", help="--table: registered model name (default <prefix>-<file>-conversion).")
+    parser.add_argument(
+        "--time-column", help="--table: split by this column's time (else stratified random)."
+    )
+    parser.add_argument(
+        "--exclude", nargs="*", default=[], help="--table: columns that are not features."
+    )
+    parser.add_argument(
+        "--model-name", help="--table: registered model name (default <prefix>-<file>-conversion)."
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
 
 
 def _print_table_result(result) -> None:
     m = result.metrics
-    print(f"model {result.model_name} v{result.version}  run {result.run_id}  split {result.split_method}")
+    print(
+        f"model {result.model_name} v{result.version}  run {result.run_id}  split {result.split_method}"
+    )
     print(f"{'':22}{'ROC-AUC':>9}{'PR-AUC':>9}{'logloss':>9}{'ECE':>8}{'lift@10':>9}")
     for name, prefix in (
         ("LightGBM", "test_"),
@@ -78,10 +93,16 @@ def run(args: argparse.Namespace) -> int:
     from training.pipeline import run_training
 
     data_dir = args.data_dir or settings.data_dir
-    result = run_training(data_dir, settings, promote=args.promote, progress=not args.quiet, tasks=args.tasks)
+    result = run_training(
+        data_dir, settings, promote=args.promote, progress=not args.quiet, tasks=args.tasks
+    )
     for task, version in result.versions.items():
         decision = result.promoted.get(task)
-        status = "" if decision is None else ("  -> champion" if decision.promoted else "  (champion kept)")
+        status = (
+            ""
+            if decision is None
+            else ("  -> champion" if decision.promoted else "  (champion kept)")
+        )
         print(f"{result.model_names[task]} v{version}  run {result.run_ids[task]}{status}")
         if decision is not None and decision.champion_score is not None:
             print(f"    {decision.reason}")

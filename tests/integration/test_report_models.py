@@ -50,15 +50,16 @@ def test_all_four_champions_load_with_their_cards(setup, trained):
 def test_drivers_are_ranked_by_mean_absolute_shap_and_add_up(setup):
     champion = setup["models"].get("conversion-after-contact")
     sample = setup["features"].head(2_000)
-    analysis = explain.conversion_drivers(champion, sample, top=8)
+    analysis = explain.conversion_drivers(champion, sample, top=len(champion.feature_names))
     importance = [d.mean_abs_shap for d in analysis.drivers]
-    assert importance == sorted(importance, reverse=True) and len(importance) == 8
+    assert importance == sorted(importance, reverse=True)
+    assert len(importance) == len(champion.feature_names)
     # TreeSHAP adds up to the raw score, so the per-contact probability effects are consistent.
     x = champion.matrix(sample)
     contributions = champion.contributions(x)
     np.testing.assert_allclose(contributions.sum(axis=1), champion.raw_score(x), atol=1e-6)
     assert analysis.effects.shape == (sample.height, len(champion.feature_names))
-    # The simulator plants long waits as a conversion killer: wait time is a driver that lowers it.
+    # The simulator plants long waits as a conversion killer: longer waits must read "lowers".
     waits = [d for d in analysis.drivers if d.feature == "wait_seconds"]
     assert waits and waits[0].direction == "lowers", [d.sentence for d in analysis.drivers]
 

@@ -13,7 +13,12 @@ from training.baselines import fit_one_rule
 from training.calibration import choose_calibration, sigmoid
 from training.data import split_expr, time_windows
 from training.encoding import encode, fit_encoding
-from training.metrics import binary_metrics, expected_calibration_error, lift_metrics, multiclass_metrics
+from training.metrics import (
+    binary_metrics,
+    expected_calibration_error,
+    lift_metrics,
+    multiclass_metrics,
+)
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -21,14 +26,21 @@ T0 = datetime(2026, 1, 5, tzinfo=UTC)
 def test_encoding_fixes_levels_and_maps_unseen_and_null_to_missing():
     train = pl.DataFrame(
         {
-            "channel": pl.Series(["phone", "chat", "phone"], dtype=pl.Enum(["phone", "chat", "email"])),
+            "channel": pl.Series(
+                ["phone", "chat", "phone"], dtype=pl.Enum(["phone", "chat", "email"])
+            ),
             "region": ["north", "south", None],
             "wait_seconds": [10.0, None, 30.0],
             "follow_up_sent": [True, False, None],
         }
     )
-    encoding = fit_encoding(train, ["channel", "region", "wait_seconds", "follow_up_sent"], ["channel"])
-    assert encoding.category_levels == {"channel": ("phone", "chat", "email"), "region": ("north", "south")}
+    encoding = fit_encoding(
+        train, ["channel", "region", "wait_seconds", "follow_up_sent"], ["channel"]
+    )
+    assert encoding.category_levels == {
+        "channel": ("phone", "chat", "email"),
+        "region": ("north", "south"),
+    }
     scoring = pl.DataFrame(
         {
             "channel": ["email", "fax"],  # "fax" was never seen: missing, not an error
@@ -108,7 +120,11 @@ def test_time_split_drops_rows_whose_label_is_not_known_by_the_split_end():
     )
     assert gap.height > 0 and gap["split"].is_null().all()
     # The last 7 days have no known label at all.
-    assert split.filter(pl.col("started_at") > windows.end - timedelta(days=7))["split"].is_null().all()
+    assert (
+        split.filter(pl.col("started_at") > windows.end - timedelta(days=7))["split"]
+        .is_null()
+        .all()
+    )
     assert set(split["split"].drop_nulls().unique()) == {"train", "valid", "test"}
 
 
@@ -124,7 +140,9 @@ def test_one_rule_picks_the_informative_feature_and_handles_missing_values():
     noise = rng.normal(size=5000)
     y = (rng.random(5000) < sigmoid(2 * informative - 2)).astype(int)
     x = np.column_stack([noise, informative])
-    encoding = fit_encoding(pl.DataFrame({"noise": noise, "signal": informative}), ["noise", "signal"], [])
+    encoding = fit_encoding(
+        pl.DataFrame({"noise": noise, "signal": informative}), ["noise", "signal"], []
+    )
     rule = fit_one_rule(x, y, encoding)
     assert rule.feature_name == "signal"
     scored = rule.predict(np.array([[0.0, np.nan], [0.0, 3.0], [0.0, -3.0]]))

@@ -78,7 +78,9 @@ def bench_model(model, x: np.ndarray, single_rows: int) -> dict[str, float]:
         )
 
     if out["additivity_max_error"] > ADDITIVITY_TOLERANCE:
-        raise AssertionError(f"{model.name}: SHAP additivity error {out['additivity_max_error']:.2e} > 1e-6")
+        raise AssertionError(
+            f"{model.name}: SHAP additivity error {out['additivity_max_error']:.2e} > 1e-6"
+        )
     rows = x[:single_rows]
 
     def single(function):

@@ -293,7 +293,7 @@ def dependence(
     if categories is not None:
         codes = [c for c in range(len(categories)) if np.any(x == c)]
         data = [effect_pp[x == c] for c in codes]
-        ax.boxplot(data, vert=False, showfliers=False, widths=0.6)
+        ax.boxplot(data, orientation="horizontal", showfliers=False, widths=0.6)
         ax.set_yticks(
             np.arange(1, len(codes) + 1), [categories[c].replace("_", " ") for c in codes]
         )

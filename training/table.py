@@ -77,7 +77,7 @@ def assign_split(
 ) -> tuple[pl.DataFrame, str]:
     if time_column:
         t = pl.col("started_at")
-        start, end = frame.select(t.min(), t.max()).row(0)
+        start, end = frame.select(t.min().alias("start"), t.max().alias("end")).row(0)
         if start is None or start == end:
             raise CTOError(f"time column {time_column!r} has no spread to split on")
         valid_start = start + (end - start) * TRAIN_SHARE

@@ -78,11 +78,22 @@ def test_run_records_params_metrics_baselines_windows_and_plots(trained, mlflow_
     tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
     for key in ("feature_set_version", "feature_set_digest", "data_digest", "window_test_from"):
         assert tags.get(key), key
-    for key in ("test_roc_auc", "test_ece", "test_alift", "baseline_logistic_test_roc_auc", "oracle_test_roc_auc"):
+    for key in (
+        "test_roc_auc",
+        "test_ece",
+        "test_alift",
+        "baseline_logistic_test_roc_auc",
+        "oracle_test_roc_auc",
+    ):
         assert np.isfinite(metrics[key]), key
     assert "monotone_constraints" in params and params["deterministic"] == "True"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert {"plots/roc.png", "plots/reliability.png", "plots/lift.png", "plots/shap_summary.png"} <= artifacts
+    assert {
+        "plots/roc.png",
+        "plots/reliability.png",
+        "plots/lift.png",
+        "plots/shap_summary.png",
+    } <= artifacts
     root = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model_card.json", "rates.parquet", "test_set.parquet", "feature_list.json"} <= root
 

@@ -24,7 +24,7 @@ def execute(path: Path) -> nbformat.NotebookNode:
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook,
-        timeout=900,
+        timeout=1800,
         kernel_name="python3",
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )

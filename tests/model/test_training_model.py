@@ -31,7 +31,9 @@ def champions(trained, mlflow_settings):
         model_dir = Path(mlflow.artifacts.download_artifacts(uri))
         card = json.loads((model_dir / "model_card.json").read_text())
         test = pl.read_parquet(
-            mlflow.artifacts.download_artifacts(run_id=trained.run_ids[task], artifact_path="test_set.parquet")
+            mlflow.artifacts.download_artifacts(
+                run_id=trained.run_ids[task], artifact_path="test_set.parquet"
+            )
         )
         loaded[task] = (booster, card, test)
     return loaded
@@ -47,10 +49,16 @@ def test_shap_contributions_add_up_to_the_raw_score(champions, task):
     assert np.max(np.abs(per_class.sum(axis=2) - raw)) < 1e-6
 
 
-def _scores_over_grid(booster, card, rows: pl.DataFrame, feature: str, grid: list[float]) -> np.ndarray:
+def _scores_over_grid(
+    booster, card, rows: pl.DataFrame, feature: str, grid: list[float]
+) -> np.ndarray:
     """(rows, grid) probabilities with ``feature`` set to each grid value, all else equal."""
     columns = [
-        predict(booster, card, rows.with_columns(pl.lit(value).cast(rows.schema[feature]).alias(feature)))
+        predict(
+            booster,
+            card,
+            rows.with_columns(pl.lit(value).cast(rows.schema[feature]).alias(feature)),
+        )
         for value in grid
     ]
     return np.column_stack(columns)
@@ -64,7 +72,21 @@ def test_monotone_hints_are_enforced_in_the_after_contact_model(champions):
     assert constraints.get("transfers") == -1
     rows = test.sample(400, seed=3)
     grids = {
-        "wait_seconds": [0, 15, 30, 60, 90, 180, 300, 600, 1200, 3600, 4 * 3600, 24 * 3600, 3 * 86400],
+        "wait_seconds": [
+            0,
+            15,
+            30,
+            60,
+            90,
+            180,
+            300,
+            600,
+            1200,
+            3600,
+            4 * 3600,
+            24 * 3600,
+            3 * 86400,
+        ],
         "transfers": [0, 1, 2, 3, 4, 6, 10],
     }
     for feature, direction in constraints.items():

@@ -146,3 +146,14 @@ def test_charts_are_inline_svg_with_text_as_paths():
         rng.random(500) * 10, rng.normal(0, 0.02, 500), xlabel="wait (minutes)"
     )
     assert dependence.startswith("<svg")
+
+
+def test_every_registered_feature_gets_a_plain_name():
+    from features.registry import FEATURE_SET
+    from reports.explain import axis_label, plain_name
+
+    for feature in FEATURE_SET.features:
+        name = plain_name(feature.name)
+        assert "_" not in name, feature.name
+    assert plain_name("wait_mean_30d") == "Average wait in the last 30 days"
+    assert axis_label("wait_seconds") == "Waiting time (minutes)"

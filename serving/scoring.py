@@ -164,24 +164,31 @@ def feature_rows(
 ) -> pl.DataFrame:
     """One feature row per item, in input order, through the feature pipeline (same code as batch).
 
-    Items of distinct customers go through the pipeline together; a customer's second and later
-    contacts in the same call are scored one by one, each with only its own history, so a batch
-    answers exactly what /score answers for each contact.
+    Items go through the pipeline in rounds of distinct customers: a customer's first contact in
+    the call is in round 1, its second in round 2, and so on. Within a round every contact sees
+    only its own history, so a batch answers exactly what /score answers for each contact.
     """
     if len(prepared) == 1:
         return _online(prepared[0], moment, rates, windows)
-    seen: set[str] = set()
-    first, repeats = [], []
+    occurrences: dict[str, int] = {}
+    rounds: list[list[int]] = []
     for index, item in enumerate(prepared):
         customer = item.contact["customer_id"]
-        (repeats if customer in seen else first).append(index)
-        seen.add(customer)
-    parts = [_together([prepared[i] for i in first], moment, rates, windows)]
-    parts += [_online(prepared[i], moment, rates, windows) for i in repeats]
+        round_number = occurrences.get(customer, 0)
+        occurrences[customer] = round_number + 1
+        if round_number == len(rounds):
+            rounds.append([])
+        rounds[round_number].append(index)
+    parts = [
+        _online(prepared[members[0]], moment, rates, windows)
+        if len(members) == 1
+        else _together([prepared[i] for i in members], moment, rates, windows)
+        for members in rounds
+    ]
     frame = pl.concat(parts, how="vertical_relaxed")
-    if not repeats:
+    if len(rounds) == 1:
         return frame
-    positions = pl.Series("_order", first + repeats)
+    positions = pl.Series("_order", [i for members in rounds for i in members])
     return frame.with_columns(positions).sort("_order").drop("_order")
 
 

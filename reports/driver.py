@@ -198,7 +198,9 @@ def _headline_section(data: ReportData, period: Period) -> tuple[html.Section, d
     return section, overall
 
 
-def _where_section(data: ReportData, period: Period, overall: dict) -> html.Section:
+def _where_section(
+    data: ReportData, period: Period, overall: dict, findings: list[str]
+) -> html.Section:
     section = html.Section(
         "where",
         "Where contacts fail",
@@ -213,6 +215,7 @@ def _where_section(data: ReportData, period: Period, overall: dict) -> html.Sect
             {"contacts that led to an order": weekly["contact_to_order_ratio"].to_list()},
             ylabel="contacts that led to an order",
             shade_from=period.start,
+            shade_until=period.end,
             bars=weekly["contacts"].to_list(),
         )
         section.add(
@@ -232,6 +235,7 @@ def _where_section(data: ReportData, period: Period, overall: dict) -> html.Sect
         table = report_kpis.breakdown(data.labeled, period, column)
         if table.height:
             section.add(_breakdown_block(table, title, ratio, f"by-{column}"))
+            findings.extend(_extremes_finding(table, title))
     agents, ranked, left_out = report_kpis.agent_extremes(data.labeled, period)
     if agents.height:
         section.add(
@@ -261,6 +265,21 @@ class Context:
     rates: object  # features.rates.RateTables | None
     settings: Settings
     say: Callable[[str], None]
+    findings: list[str]
+
+
+def _extremes_finding(table: pl.DataFrame, title: str) -> list[str]:
+    """'By channel: weakest other (13.0%), strongest social (16.8%).' from a ranked breakdown."""
+    best = table.filter(pl.col("rank") == "best")
+    worst = table.filter(pl.col("rank") == "worst")
+    if best.height == 0 or worst.height == 0:
+        return []
+
+    def describe(row: pl.DataFrame) -> str:
+        group = str(row["group"][0]).replace("_", " ")
+        return f"{group} ({html.fmt_percent(row['contact_to_order_ratio'][0])})"
+
+    return [f"{title}: weakest {describe(worst)}, strongest {describe(best)} led to an order."]
 
 
 def _grows_with_history(feature: str) -> bool:
@@ -301,6 +320,10 @@ def _why_section(ctx: Context) -> html.Section:
             sample = features.sample(MAX_EXPLAINED_CONTACTS, seed=EXPLAIN_SEED)
         say(f"explaining {sample.height:,} contacts with TreeSHAP")
         analysis = explain.conversion_drivers(after, sample, top=TOP_DRIVERS)
+        top_driver = analysis.drivers[0]
+        ctx.findings.append(
+            f"Strongest driver of conversion: {top_driver.name.lower()}, {top_driver.sentence}"
+        )
         items = [
             f"<strong>{html.esc(d.name)}</strong>: {html.esc(d.sentence)} "
             f'<span class="tag">{html.esc(d.feature)}</span>'
@@ -454,6 +477,12 @@ def _what_if_section(ctx: Context) -> html.Section:
         horizon_days=settings.horizon_days,
         journey_gap_days=settings.journey_gap_days,
     )
+    best_lever = max(estimates, key=lambda e: e.extra_orders)
+    if best_lever.extra_orders > 0:
+        ctx.findings.append(
+            f"Biggest lever (model estimate): {best_lever.lever.title.lower()}, about "
+            f"{best_lever.extra_orders:,.0f} extra orders in the period."
+        )
     chart = plots.lever_bars(
         [e.lever.title for e in estimates],
         [e.extra_orders for e in estimates],
@@ -560,6 +589,10 @@ def _health_section(ctx: Context) -> html.Section:
         alerts = [d for d in shifted if not _grows_with_history(d.feature)]
         expected = [d for d in shifted if _grows_with_history(d.feature)]
         if alerts:
+            ctx.findings.append(
+                f"Model health: {len(alerts)} feature(s) drifted a lot since training; see Model health."
+            )
+        if alerts:
             section.add(
                 html.warning(
                     f"{len(alerts)} feature(s) shifted a lot against the training data (PSI above 0.2): "
@@ -658,7 +691,8 @@ def render_report(
     )
     say(f"period {period.label}: computing KPIs")
     headline, overall = _headline_section(data, period)
-    where = _where_section(data, period, overall)
+    findings: list[str] = []
+    where = _where_section(data, period, overall, findings)
 
     say(f"loading champion models from {settings.tracking_uri}")
     models = load_champions(settings)
@@ -678,10 +712,14 @@ def render_report(
             journey_gap_days=settings.journey_gap_days,
             horizon_days=settings.horizon_days,
         ).filter(period.contains())
-    ctx = Context(data, period, models, features, rates, settings, say)
+    ctx = Context(data, period, models, features, rates, settings, say, findings)
     why = _why_section(ctx)
     what_if = _what_if_section(ctx)
     model_health = _health_section(ctx)
+    if findings:
+        headline.add(
+            "<h3>In short</h3>", html.bullet_list([html.esc(f) for f in findings], "findings")
+        )
     generated = datetime.now(UTC)
     footer = (
         f"Generated {generated:%Y-%m-%d %H:%M} UTC from {data.source} (contacts "

@@ -184,6 +184,7 @@ def weekly_lines(
     ylabel: str,
     percent: bool = True,
     shade_from: date | datetime | None = None,
+    shade_until: date | datetime | None = None,
     shade_label: str = "this period",
     bars: Sequence[float] | None = None,
     bars_label: str = "contacts",
@@ -205,7 +206,8 @@ def weekly_lines(
             weeks, clean, marker="o", markersize=3.5, color=PALETTE[i % len(PALETTE)], label=name
         )
     if shade_from is not None and len(weeks):
-        ax.axvspan(shade_from, weeks[-1], color="#dbe6fb", alpha=0.6, zorder=0, label=shade_label)
+        until = shade_until if shade_until is not None else weeks[-1]
+        ax.axvspan(shade_from, until, color="#dbe6fb", alpha=0.6, zorder=0, label=shade_label)
     if percent:
         percent_axis(ax.yaxis)
     ax.set_ylabel(ylabel)

@@ -119,8 +119,8 @@ class History(BaseModel):
 
     contacts: list[HistoryContactIn] = Field(  # type: ignore[valid-type]
         default_factory=list,
-        description="Past contacts of the customer, any order; only those before the scored "
-        "contact and inside the history window are used.",
+        description="Past contacts of the customer, any order; only those that started before the "
+        "scored contact count (the window is the caller's: all given rows are used).",
     )
     orders: list[OrderIn] = Field(  # type: ignore[valid-type]
         default_factory=list, description="Past orders of the customer."

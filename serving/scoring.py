@@ -59,12 +59,42 @@ def _frame(rows: Sequence[dict], schema: dict[str, pl.DataType]) -> pl.DataFrame
 
 
 def history_from_request(history: History) -> CustomerHistory:
-    customer = [history.customer.model_dump()] if history.customer is not None else []
-    return CustomerHistory(
-        contacts=_frame([c.model_dump() for c in history.contacts], _CONTACT_SCHEMA),
-        orders=_frame([o.model_dump() for o in history.orders], _ORDER_SCHEMA),
-        customer=_frame(customer, _CUSTOMER_SCHEMA),
+    return histories_from_request([history])[0]
+
+
+def _split(rows: list[dict], owners: list[int], count: int, schema: dict) -> list[pl.DataFrame]:
+    """One frame for all items' rows (one construction), split back per item."""
+    empty = pl.DataFrame(schema=schema)
+    if not rows:
+        return [empty] * count
+    frame = pl.DataFrame(rows, schema=schema).with_columns(
+        pl.Series("_item", owners, dtype=pl.Int64)
     )
+    parts = frame.partition_by("_item", as_dict=True, include_key=False)
+    return [parts.get((index,), empty) for index in range(count)]
+
+
+def histories_from_request(histories: Sequence[History]) -> list[CustomerHistory]:
+    """Request histories as frames with the contract's dtypes, built in one go for a batch."""
+    tables: dict[str, tuple[list[dict], list[int]]] = {
+        "contacts": ([], []),
+        "orders": ([], []),
+        "customer": ([], []),
+    }
+    for index, history in enumerate(histories):
+        for name, models in (
+            ("contacts", history.contacts),
+            ("orders", history.orders),
+            ("customer", [history.customer] if history.customer is not None else []),
+        ):
+            rows, owners = tables[name]
+            rows.extend(model.model_dump() for model in models)
+            owners.extend([index] * len(models))
+    count = len(histories)
+    contacts = _split(*tables["contacts"], count, _CONTACT_SCHEMA)
+    orders = _split(*tables["orders"], count, _ORDER_SCHEMA)
+    customers = _split(*tables["customer"], count, _CUSTOMER_SCHEMA)
+    return [CustomerHistory(c, o, k) for c, o, k in zip(contacts, orders, customers, strict=True)]
 
 
 def prepare_items(
@@ -72,14 +102,11 @@ def prepare_items(
 ) -> list[PreparedItem]:
     """Each contact with its history: from the request where given, else from the event store."""
     prepared: list[PreparedItem | None] = [None] * len(items)
-    from_store: list[int] = []
-    for index, item in enumerate(items):
-        if item.history is None:
-            from_store.append(index)
-            continue
-        prepared[index] = PreparedItem(
-            item.contact.model_dump(), history_from_request(item.history), "request"
-        )
+    from_request = [index for index, item in enumerate(items) if item.history is not None]
+    from_store = [index for index, item in enumerate(items) if item.history is None]
+    histories = histories_from_request([items[i].history for i in from_request])  # type: ignore[misc]
+    for index, history in zip(from_request, histories, strict=True):
+        prepared[index] = PreparedItem(items[index].contact.model_dump(), history, "request")
     if from_store:
         if store is None:
             raise LookupError("history: not in the request and the service has no event store")

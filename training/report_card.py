@@ -71,6 +71,16 @@ def checks(result: TrainingResult) -> list[tuple[str, str, bool]]:
             gap <= 0.03,
         )
     )
+    if "oracle_p_convert_observable_roc_auc" in after:
+        observable = after["oracle_p_convert_observable_roc_auc"]
+        gap_observable = 1 - after["test_roc_auc"] / observable
+        out.append(
+            (
+                "... within 3% of the oracle without hidden traits",
+                f"{after['test_roc_auc']:.4f} vs {observable:.4f} ({gap_observable:.1%} below)",
+                gap_observable <= 0.03,
+            )
+        )
     out.append(("after-contact ECE < 0.02", f"{after['test_ece']:.4f}", after["test_ece"] < 0.02))
     best_baseline = max(
         after[f"{b}_test_lift_top10"]

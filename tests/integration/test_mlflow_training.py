@@ -44,7 +44,7 @@ def test_every_model_is_registered_as_champion_with_card_and_rates(trained, mlfl
     assert trained.model_names == expected
     for task, name in expected.items():
         champion = client.get_model_version_by_alias(name, mlflow_settings.champion_alias)
-        assert champion.version == trained.versions[task]
+        assert str(champion.version) == trained.versions[task]
         assert trained.promoted[task].promoted
         uri = f"models:/{name}@{mlflow_settings.champion_alias}"
         booster = mlflow.lightgbm.load_model(uri)
@@ -148,13 +148,13 @@ def test_promotion_gate_takes_only_a_better_challenger(gate):
     assert better.promoted, better.reason
     assert better.champion_version == one_tree
     assert better.challenger_score > better.champion_score
-    assert client.get_model_version_by_alias(name, settings.champion_alias).version == full
+    assert str(client.get_model_version_by_alias(name, settings.champion_alias).version) == full
 
     shuffled = _register(prepared, settings, max_rounds=600, shuffle_labels=True)
     worse = promote(AFTER, shuffled, settings)
     assert not worse.promoted
     assert worse.challenger_score < worse.champion_score
-    assert client.get_model_version_by_alias(name, settings.champion_alias).version == full
+    assert str(client.get_model_version_by_alias(name, settings.champion_alias).version) == full
     # Both scores and the decision are on the challenger's run.
     run = client.get_run(client.get_model_version(name, shuffled).run_id)
     assert run.data.tags["promotion_decision"] == "kept_champion"

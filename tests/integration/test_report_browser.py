@@ -134,7 +134,7 @@ def test_every_section_renders_with_its_content(rendered):
     assert 2 <= counts["agents"] <= 10
     assert counts["channels"] >= 3
     text = rendered["text"].lower()
-    for phrase in ("model-estimated", "not proof of cause", "psi", "previous 28 days"):
+    for phrase in ("in short", "model-estimated", "not proof of cause", "psi", "previous 28 days"):
         assert phrase in text
 
 

@@ -44,8 +44,9 @@ def server(store_copy, tmp_path_factory):
         "CTO_EVENT_STORE_URL": f"sqlite:///{root / 'events.db'}",
         "CTO_API_TOKEN": TOKEN,
         "CTO_MODEL_POLL_SECONDS": "1",
-        # Longer than the simulated span, so store-backed lifetime features see all history.
-        "CTO_HISTORY_DAYS": "400",
+        # Longer than the simulated span (orders go back years before the first contact), so
+        # store-backed lifetime features see all history, as the request does.
+        "CTO_HISTORY_DAYS": "3650",
     }
     running = start_server(env, root / "server.log")
     yield running
@@ -68,15 +69,14 @@ def tables(sim_dir):
 
 @pytest.fixture(scope="module")
 def sample(tables):
-    """Late contacts of distinct customers that have some history."""
-    contacts = tables["contacts"]
-    late = contacts.filter(pl.col("started_at") >= contacts["started_at"].quantile(0.9))
-    with_history = late.join(
-        contacts.group_by("customer_id").agg(pl.len().alias("n")).filter(pl.col("n") >= 3),
-        on="customer_id",
+    """Late contacts of distinct customers, each with at least two earlier contacts."""
+    contacts = tables["contacts"].sort("started_at")
+    nth = contacts.with_columns(pl.int_range(pl.len()).over("customer_id").alias("_earlier"))
+    late = nth.filter(
+        (pl.col("started_at") >= contacts["started_at"].quantile(0.9)) & (pl.col("_earlier") >= 2)
     )
     return (
-        with_history.unique("customer_id", keep="first", maintain_order=True).head(SAMPLE).drop("n")
+        late.unique("customer_id", keep="first", maintain_order=True).head(SAMPLE).drop("_earlier")
     )
 
 

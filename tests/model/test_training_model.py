@@ -143,8 +143,10 @@ def test_after_contact_model_beats_every_baseline_and_nears_the_oracle(trained):
         assert m["test_roc_auc"] > m.get(f"{baseline}_test_roc_auc", 0.5), baseline
         assert m["test_lift_top10"] > m[f"{baseline}_test_lift_top10"], baseline
         assert m["test_log_loss"] < m[f"{baseline}_test_log_loss"], baseline
-    # The oracle knows hidden customer traits; the model must still come close on 40k contacts.
-    assert m["test_roc_auc"] > 0.9 * m["oracle_test_roc_auc"]
+    # The full oracle knows hidden customer traits no feature carries; against the oracle without
+    # them (truth p_convert_observable) the model must come close even on 40k contacts.
+    assert m["oracle_test_roc_auc"] > m["oracle_p_convert_observable_roc_auc"]
+    assert m["test_roc_auc"] > 0.95 * m["oracle_p_convert_observable_roc_auc"]
     assert m["test_ece"] < 0.03
     # After the contact the model knows more than at arrival.
     assert m["test_roc_auc"] > trained.metrics[ARRIVAL]["test_roc_auc"]

@@ -31,6 +31,7 @@ customer-hash partitions one at a time (larger-than-memory, or one Dask task per
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -40,7 +41,7 @@ import polars as pl
 from features.errors import CTOError
 from features.rates import RateTables, join_rates
 from features.registry import CHANNELS, FEATURE_SET, HISTORY_WINDOWS, MOMENTS, FeatureSet
-from features.schema import CONTACTS, CUSTOMERS, ORDERS, Table
+from features.schema import CONTACTS, CUSTOMERS, ORDERS, TABLES, Table
 
 KEY_COLUMNS = ("contact_id", "customer_id", "started_at")
 # Windows, gathers and fills are in-memory operations: Polars 2's default streaming engine would
@@ -74,21 +75,32 @@ def _conform(frame: FrameLike, table: Table, columns: Sequence[str]) -> pl.LazyF
     """Select ``columns`` in the contract dtypes; absent nullable/outcome columns become null.
 
     Enum values outside the contract become ``other`` (as features.validate does), so a frame
-    that skipped validation still yields the contract's categories.
+    that skipped validation still yields the contract's categories. Columns already in the
+    contract dtype are selected as they are (the expressions are built once per input schema).
     """
     lazy = frame.lazy()
     schema = lazy.collect_schema()
+    present = tuple((name, schema[name]) for name in columns if name in schema)
+    return lazy.select(_conform_exprs(table.name, tuple(columns), present))
+
+
+@functools.lru_cache(maxsize=256)
+def _conform_exprs(
+    table_name: str, columns: tuple[str, ...], present: tuple[tuple[str, pl.DataType], ...]
+) -> list[pl.Expr]:
+    table = TABLES[table_name]
+    dtypes = dict(present)
     exprs = []
     for name in columns:
         column = table.column(name)
-        if name not in schema:
+        if name not in dtypes:
             required = not column.nullable and name not in _OUTCOME_INPUTS
             if required:
                 raise CTOError(f"{table.name}: missing required column {name!r} for features")
             exprs.append(pl.lit(None, column.dtype).alias(name))
             continue
-        exprs.append(_cast(pl.col(name), schema[name], column.dtype).alias(name))
-    return lazy.select(exprs)
+        exprs.append(_cast(pl.col(name), dtypes[name], column.dtype).alias(name))
+    return exprs
 
 
 def _cast(expr: pl.Expr, current: pl.DataType, target: pl.DataType) -> pl.Expr:
@@ -170,14 +182,17 @@ def _prefix_before(value: pl.Expr) -> pl.Expr:
 # --- the pipeline ------------------------------------------------------------------------------
 
 
-def _contact_rows(contacts: pl.LazyFrame) -> pl.LazyFrame:
-    """Contacts sorted by customer and time with contact-history helpers (switches, channel recency)."""
-    ordered = contacts.with_columns(
-        _CUSTOMER_HASH.alias("_customer_hash"), pl.col("contact_id").hash(seed=0).alias("_seq_hash")
-    )
-    ordered = ordered.sort("_customer_hash", "started_at", "_seq_hash").with_columns(
-        _segment_indices("started_at")
-    )
+# Expressions are immutable: each list below is built once per process (per feature set, moment
+# and option) and reused by every call, batch or online. Building them was most of the CPU of a
+# one-contact call.
+
+
+@functools.cache
+def _contact_row_exprs() -> tuple[list[pl.Expr], list[pl.Expr], pl.Expr]:
+    keys = [
+        _CUSTOMER_HASH.alias("_customer_hash"),
+        pl.col("contact_id").hash(seed=0).alias("_seq_hash"),
+    ]
     previous = _before_instant()
     helpers = [
         pl.col("started_at").gather(previous).alias("_last_contact_at"),
@@ -187,15 +202,30 @@ def _contact_rows(contacts: pl.LazyFrame) -> pl.LazyFrame:
     for channel in CHANNELS:
         latest = _latest_index(pl.col("channel") == channel)
         helpers.append(pl.col("started_at").gather(latest).alias(f"_last_{channel}_at"))
-    ordered = ordered.with_columns(helpers).with_columns(
-        (pl.col("channel") != pl.col("_previous_channel")).cast(pl.Int8).alias("_switch")
+    switch = (pl.col("channel") != pl.col("_previous_channel")).cast(pl.Int8).alias("_switch")
+    return keys, helpers, switch
+
+
+def _contact_rows(contacts: pl.LazyFrame) -> pl.LazyFrame:
+    """Contacts sorted by customer and time with contact-history helpers (switches, channel recency)."""
+    keys, helpers, switch = _contact_row_exprs()
+    return (
+        contacts.with_columns(keys)
+        .sort("_customer_hash", "started_at", "_seq_hash")
+        .with_columns(_segment_indices_cached("started_at", "customer_id"))
+        .with_columns(helpers)
+        .with_columns(switch)
     )
-    return ordered
 
 
-def _event_stream(contact_rows: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
-    """One time-ordered stream per customer: contact starts, known outcomes and orders."""
-    starts = contact_rows.select(
+@functools.cache
+def _segment_indices_cached(time: str, customer: str) -> list[pl.Expr]:
+    return _segment_indices(time, customer)
+
+
+@functools.cache
+def _event_stream_exprs() -> tuple[list[pl.Expr], list[pl.Expr], list[pl.Expr]]:
+    starts = [
         "customer_id",
         "_customer_hash",
         "_seq_hash",
@@ -203,9 +233,9 @@ def _event_stream(contact_rows: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFr
         pl.lit(_KIND_CONTACT, pl.Int8).alias("_kind"),
         pl.lit(1, pl.Int32).alias("_is_contact"),
         "_switch",
-    )
+    ]
     duration = pl.col("wait_seconds").fill_null(0) + pl.col("handle_seconds").fill_null(0)
-    outcomes = contact_rows.select(
+    outcomes = [
         "customer_id",
         "_customer_hash",
         "_seq_hash",
@@ -220,8 +250,8 @@ def _event_stream(contact_rows: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFr
         pl.col("transfers").cast(pl.Int32).alias("_transfers"),
         (~pl.col("resolved")).cast(pl.Int8).alias("_unresolved"),
         (pl.col("handled_by") == "bot").cast(pl.Int32).alias("_bot"),
-    )
-    order_events = orders.select(
+    ]
+    order_events = [
         "customer_id",
         _CUSTOMER_HASH.alias("_customer_hash"),
         pl.col("order_id").hash(seed=0).alias("_seq_hash"),
@@ -229,10 +259,17 @@ def _event_stream(contact_rows: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFr
         pl.lit(_KIND_ORDER, pl.Int8).alias("_kind"),
         pl.lit(1, pl.Int32).alias("_is_order"),
         (pl.col("amount") * 100).round().cast(pl.Int64).alias("_amount_cents"),
-    )
-    return pl.concat([starts, outcomes, order_events], how="diagonal").sort(
-        "_customer_hash", "_t", "_kind", "_seq_hash"
-    )
+    ]
+    return starts, outcomes, order_events
+
+
+def _event_stream(contact_rows: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFrame:
+    """One time-ordered stream per customer: contact starts, known outcomes and orders."""
+    starts, outcomes, order_events = _event_stream_exprs()
+    return pl.concat(
+        [contact_rows.select(starts), contact_rows.select(outcomes), orders.select(order_events)],
+        how="diagonal",
+    ).sort("_customer_hash", "_t", "_kind", "_seq_hash")
 
 
 # Columns summed over windows: running sums `_cum_<name>` are built once for all windows.
@@ -272,27 +309,31 @@ def _stream_key() -> pl.Expr:
     return (ordinal.cast(pl.Int64) * (1 << _MS_BITS) + elapsed_ms).alias("_key")
 
 
-def _check_key_range(stream: pl.DataFrame) -> None:
-    collided = stream.select(
-        (
-            (pl.col("customer_id") != pl.col("customer_id").shift(1))
-            & (pl.col("_customer_hash") == pl.col("_customer_hash").shift(1))
-        ).any()
-    ).item()
+@functools.cache
+def _key_check_exprs() -> list[pl.Expr]:
+    collided = (pl.col("customer_id") != pl.col("customer_id").shift(1)) & (
+        pl.col("_customer_hash") == pl.col("_customer_hash").shift(1)
+    )
+    return [
+        collided.any().alias("collided"),
+        (pl.col("_key").last() // (1 << _MS_BITS)).alias("customers"),
+        (pl.col("_t").max() - pl.col("_t").min()).dt.total_milliseconds().alias("span_ms"),
+    ]
+
+
+def _check_key_range(checks: pl.DataFrame) -> None:
+    """Raise if the stream key cannot separate customers (checks: one row of _key_check_exprs)."""
+    collided, customers, span_ms = checks.row(0)
     if collided:
         raise CTOError(
             "two customer_ids share a 64-bit hash in this batch: process it in partitions "
             "(cto features --partitions N)"
         )
-    customers = stream["_key"][-1] >> _MS_BITS if stream.height else 0
-    if customers >= 1 << _CUSTOMER_BITS:
+    if customers is not None and customers >= 1 << _CUSTOMER_BITS:
         raise CTOError(
             f"{customers:,} customers in one batch (max {(1 << _CUSTOMER_BITS) - 1:,}): "
             "use build_features_partitioned / cto features --partitions"
         )
-    span_ms = stream.select(
-        (pl.col("_t").max() - pl.col("_t").min()).dt.total_milliseconds()
-    ).item()
     if span_ms is not None and span_ms >= 1 << _MS_BITS:
         raise CTOError("contacts and orders span more than 17 years: filter the input by time")
 
@@ -314,54 +355,67 @@ def _window_starts(windows: tuple[str, ...]) -> list[pl.Expr]:
     return starts
 
 
-def _stream_features(stream: pl.LazyFrame, feature_set: FeatureSet, moment: str) -> pl.LazyFrame:
-    """Window, lifetime and latest-event features, read at each contact start of the stream."""
-    stream = stream.with_columns(_stream_key()).collect(engine=ENGINE)
-    _check_key_range(stream)
-    # After the collision check the hash stands for the customer: drop the strings (memory).
-    stream = stream.drop("customer_id", "_seq_hash").with_columns(
-        *_segment_indices("_t", customer="_customer_hash")
-    )
+@functools.cache
+def _stream_helper_exprs() -> list[pl.Expr]:
     is_order = pl.col("_kind") == _KIND_ORDER
     last_order = _latest_index(is_order)
     last_outcome = _latest_index(pl.col("_unresolved").is_not_null())
+    return [
+        pl.col("_t").gather(last_order).alias("_last_order_at"),
+        pl.col("_unresolved").gather(last_outcome).alias("_last_outcome_unresolved"),
+        *[_running_sum(name) for name in _SUMMED],
+        *_window_starts(HISTORY_WINDOWS),
+    ]
+
+
+def _stream_select_exprs(feature_set: FeatureSet, moment: str) -> list[pl.Expr]:
+    key = ("stream", moment)
+    cached = _feature_set_cache(feature_set).get(key)
+    if cached is not None:
+        return cached
+    is_order = pl.col("_kind") == _KIND_ORDER
     next_order = pl.when(is_order).then(pl.col("_idx")).backward_fill()
     customer_end = (
         pl.when((pl.col("_customer_hash") != pl.col("_customer_hash").shift(-1)).fill_null(True))
         .then(pl.col("_idx"))
         .backward_fill()
     )
-    helpers = [
-        pl.col("_t").gather(last_order).alias("_last_order_at"),
-        pl.col("_unresolved").gather(last_outcome).alias("_last_outcome_unresolved"),
-        *[_running_sum(name) for name in _SUMMED],
-        *_window_starts(HISTORY_WINDOWS),
-    ]
     at_contacts = pl.col("_kind") == _KIND_CONTACT
     # The first order at or after each contact started (used for the *next* contact's journey,
     # and only when that order is before the next contact: see _journeys).
     next_order_at = pl.col("_t").gather(pl.when(next_order <= customer_end).then(next_order))
     stream_defs = [f for f in feature_set.for_moment(moment) if f.stage == "stream"]
-    return (
-        stream.lazy()
-        .with_columns(helpers)
-        .select(
-            *[f.expression() for f in stream_defs],
-            pl.col("_t")
-            .gather(pl.col("_customer_start"))
-            .filter(at_contacts)
-            .alias("_first_event_at"),
-            next_order_at.filter(at_contacts).alias("_next_order_at"),
-        )
-    )
+    exprs = [
+        *[f.expression() for f in stream_defs],
+        pl.col("_t").gather(pl.col("_customer_start")).filter(at_contacts).alias("_first_event_at"),
+        next_order_at.filter(at_contacts).alias("_next_order_at"),
+    ]
+    _feature_set_cache(feature_set)[key] = exprs
+    return exprs
 
 
-def _journeys(rows: pl.LazyFrame, journey_gap_days: int, horizon_days: int) -> pl.LazyFrame:
-    """Journey of each contact as known at its arrival (same rules as features.labels).
+def _stream_features(
+    stream: pl.LazyFrame, feature_set: FeatureSet, moment: str
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Window, lifetime and latest-event features, read at each contact start of the stream.
 
-    A contact starts a new journey if it is the customer's first, if the previous contact is at
-    least G days before it, or if an order within H days of the previous contact came before it.
+    Returns the features and a one-row frame of key checks (see :func:`_check_key_range`),
+    both lazy over the same keyed stream: they are collected together.
     """
+    keyed = stream.with_columns(_stream_key())
+    checks = keyed.select(_key_check_exprs())
+    # Only the check needs the strings: the features run on the hash (memory).
+    features = (
+        keyed.drop("customer_id", "_seq_hash")
+        .with_columns(_segment_indices_cached("_t", "_customer_hash"))
+        .with_columns(_stream_helper_exprs())
+        .select(_stream_select_exprs(feature_set, moment))
+    )
+    return features, checks
+
+
+@functools.lru_cache(maxsize=16)
+def _journey_exprs(journey_gap_days: int, horizon_days: int) -> tuple[list[pl.Expr], list[pl.Expr]]:
     previous = pl.col("_previous_idx")
     previous_at = pl.col("_last_contact_at")
     order_after_previous = pl.col("_next_order_at").gather(previous)
@@ -379,13 +433,99 @@ def _journeys(rows: pl.LazyFrame, journey_gap_days: int, horizon_days: int) -> p
         .then(pl.col("_idx"))
         .forward_fill()
     )
-    return rows.with_columns(
-        new_journey.alias("_new_journey"), journey_start.alias("_journey_start")
-    ).with_columns(
+    first = [new_journey.alias("_new_journey"), journey_start.alias("_journey_start")]
+    second = [
         (pl.col("_instant_start") - pl.col("_journey_start")).alias("_journey_contacts_before"),
         pl.col("started_at").gather(pl.col("_journey_start")).alias("_journey_started_at"),
         pl.when(~pl.col("_new_journey")).then(pl.col("_switch")).alias("_journey_channel_switch"),
-    )
+    ]
+    return first, second
+
+
+def _journeys(rows: pl.LazyFrame, journey_gap_days: int, horizon_days: int) -> pl.LazyFrame:
+    """Journey of each contact as known at its arrival (same rules as features.labels).
+
+    A contact starts a new journey if it is the customer's first, if the previous contact is at
+    least G days before it, or if an order within H days of the previous contact came before it.
+    """
+    first, second = _journey_exprs(journey_gap_days, horizon_days)
+    return rows.with_columns(first).with_columns(second)
+
+
+_CUSTOMER_EXPRS = (
+    pl.col("segment").alias("_segment"),
+    pl.min_horizontal("first_seen_at", "_first_event_at", "started_at").alias("_first_seen_at"),
+)
+
+
+def _output_exprs(feature_set: FeatureSet, moment: str) -> list[pl.Expr]:
+    """Key columns, then every feature in registry order (stream features are already columns)."""
+    key = ("output", moment)
+    cached = _feature_set_cache(feature_set).get(key)
+    if cached is None:
+        cached = [
+            *[pl.col(name) for name in KEY_COLUMNS],
+            *[
+                pl.col(f.name) if f.stage == "stream" else f.expression()
+                for f in feature_set.for_moment(moment)
+            ],
+        ]
+        _feature_set_cache(feature_set)[key] = cached
+    return cached
+
+
+# Per feature set (by identity; the set is kept in the entry so its id cannot be reused).
+_FEATURE_SET_CACHE: dict[int, tuple[FeatureSet, dict[tuple[str, str], list[pl.Expr]]]] = {}
+
+
+def _feature_set_cache(feature_set: FeatureSet) -> dict[tuple[str, str], list[pl.Expr]]:
+    entry = _FEATURE_SET_CACHE.get(id(feature_set))
+    if entry is None or entry[0] is not feature_set:
+        if len(_FEATURE_SET_CACHE) >= 8:
+            _FEATURE_SET_CACHE.clear()
+        entry = _FEATURE_SET_CACHE[id(feature_set)] = (feature_set, {})
+    return entry[1]
+
+
+def _rate_names(moment: str) -> tuple[str, ...]:
+    # The agent is only known after routing, so at arrival its rate is not even looked up.
+    return ("intent", "channel", "agent") if moment == "after_contact" else ("intent", "channel")
+
+
+def _features_plan(
+    contacts: FrameLike,
+    orders: FrameLike,
+    customers: FrameLike | None,
+    rates: RateTables | None,
+    moment: str,
+    *,
+    journey_gap_days: int,
+    horizon_days: int,
+    feature_set: FeatureSet,
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The whole pipeline as one lazy plan (features, key checks): batch and online run this."""
+    if moment not in MOMENTS:
+        raise CTOError(f"moment must be one of {', '.join(MOMENTS)}, got {moment!r}")
+    contact_frame = _conform(contacts, CONTACTS, _ARRIVAL_INPUTS + _OUTCOME_INPUTS)
+    order_frame = _conform(orders, ORDERS, ("order_id", "customer_id", "ordered_at", "amount"))
+    # Used twice (event stream and output rows): collected once (cheaper than Polars' shared
+    # subplan cache on large inputs, measured).
+    rows = _contact_rows(contact_frame).collect(engine=ENGINE).lazy()
+    stream, checks = _stream_features(_event_stream(rows, order_frame), feature_set, moment)
+    rows = pl.concat([rows, stream], how="horizontal")
+    rows = _journeys(rows, journey_gap_days, horizon_days)
+    rows = rows.join(
+        _customers_frame(customers), on="customer_id", how="left", maintain_order="left"
+    ).with_columns(_CUSTOMER_EXPRS)
+    # Rates pool all customers: joined as of each contact's start from the global rate tables.
+    rows = join_rates(rows, rates, _rate_names(moment))
+    return rows.select(_output_exprs(feature_set, moment)), checks
+
+
+def _collect(plan: pl.LazyFrame, checks: pl.LazyFrame) -> pl.DataFrame:
+    frame, check_row = pl.collect_all([plan, checks], engine=ENGINE)
+    _check_key_range(check_row)
+    return frame
 
 
 def build_features(
@@ -402,41 +542,23 @@ def build_features(
     """Features of every contact at ``moment``: ``contact_id, customer_id, started_at`` + features.
 
     Columns follow the registry order (:func:`features.registry.feature_names`); rows are grouped
-    by customer (hash order) and sorted by start time within a customer: join on ``contact_id``. Rate features are null without ``rates`` (compute them with
+    by customer (hash order) and sorted by start time within a customer: join on ``contact_id``.
+    Rate features are null without ``rates`` (compute them with
     :func:`features.rates.compute_rates` on labeled contacts). Journey boundaries use
     ``journey_gap_days`` and ``horizon_days`` (default: settings, as features.labels does).
     """
-    if moment not in MOMENTS:
-        raise CTOError(f"moment must be one of {', '.join(MOMENTS)}, got {moment!r}")
     journey_gap_days, horizon_days = _resolve_days(journey_gap_days, horizon_days)
-    contact_frame = _conform(contacts, CONTACTS, _ARRIVAL_INPUTS + _OUTCOME_INPUTS)
-    order_frame = _conform(orders, ORDERS, ("order_id", "customer_id", "ordered_at", "amount"))
-    # Collected once: both the event stream and the final frame are built from these rows.
-    rows = _contact_rows(contact_frame).collect(engine=ENGINE).lazy()
-    stream = _stream_features(_event_stream(rows, order_frame), feature_set, moment)
-    rows = pl.concat([rows, stream], how="horizontal")
-    rows = _journeys(rows, journey_gap_days, horizon_days)
-    rows = rows.join(
-        _customers_frame(customers), on="customer_id", how="left", maintain_order="left"
+    plan, checks = _features_plan(
+        contacts,
+        orders,
+        customers,
+        rates,
+        moment,
+        journey_gap_days=journey_gap_days,
+        horizon_days=horizon_days,
+        feature_set=feature_set,
     )
-    rows = rows.with_columns(
-        pl.col("segment").alias("_segment"),
-        pl.min_horizontal("first_seen_at", "_first_event_at", "started_at").alias("_first_seen_at"),
-    )
-    # Rates pool all customers: joined as of each contact's start from the global rate tables.
-    # The agent is only known after routing, so at arrival its rate is not even looked up.
-    rate_names = (
-        ("intent", "channel", "agent") if moment == "after_contact" else ("intent", "channel")
-    )
-    with_rates = join_rates(
-        rows.with_row_index("_row").collect(engine=ENGINE), rates, rate_names
-    ).sort("_row")
-    # Stream features are already columns; contact-stage ones are evaluated here, in registry order.
-    columns = [
-        pl.col(f.name) if f.stage == "stream" else f.expression()
-        for f in feature_set.for_moment(moment)
-    ]
-    return with_rates.select(*KEY_COLUMNS, *columns)
+    return _collect(plan, checks)
 
 
 def _resolve_days(journey_gap_days: int | None, horizon_days: int | None) -> tuple[int, int]:
@@ -454,25 +576,92 @@ def _resolve_days(journey_gap_days: int | None, horizon_days: int | None) -> tup
 # --- online -------------------------------------------------------------------------------------
 
 
-def _as_frame(
+def _as_lazy(
     data: FrameLike | Mapping[str, object] | Sequence[Mapping[str, object]] | None,
-) -> pl.DataFrame | None:
+) -> pl.LazyFrame | None:
     if data is None:
         return None
     if isinstance(data, pl.LazyFrame):
-        return data.collect(engine=ENGINE)
-    if isinstance(data, pl.DataFrame):
         return data
+    if isinstance(data, pl.DataFrame):
+        return data.lazy()
     if isinstance(data, Mapping):
-        return pl.DataFrame([dict(data)])
-    return pl.DataFrame([dict(row) for row in data])
+        return pl.LazyFrame([dict(data)])
+    return pl.LazyFrame([dict(row) for row in data])
 
 
-def _conformed_contacts(frame: pl.DataFrame | None) -> pl.DataFrame:
-    columns = _ARRIVAL_INPUTS + _OUTCOME_INPUTS
-    if frame is None or frame.is_empty():
-        return pl.DataFrame(schema={c: CONTACTS.column(c).dtype for c in columns})
-    return _conform(frame, CONTACTS, columns).collect(engine=ENGINE)
+_EMPTY_ORDERS = pl.LazyFrame(schema=ORDERS.polars_schema)
+_EMPTY_CONTACTS = pl.LazyFrame(schema=CONTACTS.polars_schema)
+
+
+def _contacts_input(data: object) -> pl.LazyFrame:
+    lazy = _as_lazy(data)  # type: ignore[arg-type]
+    return _EMPTY_CONTACTS if lazy is None else lazy
+
+
+def _orders_input(data: object) -> pl.LazyFrame:
+    lazy = _as_lazy(data)  # type: ignore[arg-type]
+    return _EMPTY_ORDERS if lazy is None else lazy
+
+
+def _scored_contacts(contacts: pl.LazyFrame) -> pl.DataFrame:
+    """The contacts to score, conformed (their ids and customers select the history)."""
+    return _conform(contacts, CONTACTS, _ARRIVAL_INPUTS + _OUTCOME_INPUTS).collect(engine=ENGINE)
+
+
+def online_features_many(  # noqa: PLR0917 (mirrors online_features)
+    history_contacts: FrameLike | Sequence[Mapping[str, object]] | None,
+    history_orders: FrameLike | Sequence[Mapping[str, object]] | None,
+    contacts: FrameLike | Sequence[Mapping[str, object]],
+    customers: FrameLike | Sequence[Mapping[str, object]] | None = None,
+    rates: RateTables | None = None,
+    moment: str = "arrival",
+    *,
+    journey_gap_days: int | None = None,
+    horizon_days: int | None = None,
+    feature_set: FeatureSet = FEATURE_SET,
+) -> pl.DataFrame:
+    """Feature rows of several contacts of *distinct* customers in one pipeline run, input order.
+
+    Each contact gets exactly what :func:`online_features` gives it alone: the per-customer
+    features only read the contact's own customer's rows (history rows of other customers are
+    ignored), and the rates are global tables. One plan for many contacts costs little more than
+    one for a single contact, so a scoring batch should come through here.
+    """
+    journey_gap_days, horizon_days = _resolve_days(journey_gap_days, horizon_days)
+    scored = _scored_contacts(_contacts_input(contacts))
+    if scored.height == 0:
+        raise CTOError("online_features_many: no contacts to score")
+    if scored["customer_id"].n_unique() != scored.height:
+        raise CTOError(
+            "online_features_many: at most one contact per customer (score a customer's later "
+            "contact after its earlier one is in the history)"
+        )
+    scored_ids = scored["contact_id"]
+    customer_ids = scored["customer_id"]
+    history = _contacts_input(history_contacts).filter(
+        pl.col("customer_id").is_in(customer_ids.implode()),
+        ~pl.col("contact_id").is_in(scored_ids.implode()),
+    )
+    history = _conform(history, CONTACTS, _ARRIVAL_INPUTS + _OUTCOME_INPUTS)
+    orders = _orders_input(history_orders).filter(
+        pl.col("customer_id").is_in(customer_ids.implode())
+    )
+    customer_frame = _as_lazy(customers)  # type: ignore[arg-type]
+    plan, checks = _features_plan(
+        pl.concat([history, scored.lazy()]),
+        orders,
+        customer_frame,
+        rates,
+        moment,
+        journey_gap_days=journey_gap_days,
+        horizon_days=horizon_days,
+        feature_set=feature_set,
+    )
+    # Back to input order: the pipeline groups rows by customer hash.
+    wanted = scored.lazy().select("contact_id").with_row_index("_input_row")
+    plan = plan.join(wanted, on="contact_id", how="inner").sort("_input_row").drop("_input_row")
+    return _collect(plan, checks)
 
 
 def online_features(  # noqa: PLR0917 (signature fixed by docs/architecture.md)
@@ -490,30 +679,30 @@ def online_features(  # noqa: PLR0917 (signature fixed by docs/architecture.md)
 
     At ``moment="arrival"`` the contact's after-contact fields may be absent or null. The history
     may hold other customers' rows; only the contact's customer matters. Lifetime features see
-    only the history given (the service keeps a bounded window: CTO_HISTORY_DAYS).
+    only the history given (the service keeps a bounded window: CTO_HISTORY_DAYS). It is
+    :func:`online_features_many` for one contact: the same cached plan as batch, one collect.
     """
-    new = _as_frame(contact)
-    if new is None or new.height != 1:
+    new = _as_lazy(contact)
+    if new is None:
         raise CTOError("online_features: `contact` must be exactly one contact")
-    new = _conformed_contacts(new)
-    contact_id = new["contact_id"][0]
-    history = _conformed_contacts(_as_frame(history_contacts)).filter(
-        (pl.col("customer_id") == new["customer_id"][0]) & (pl.col("contact_id") != contact_id)
-    )
-    order_frame = _as_frame(history_orders)
-    if order_frame is None or order_frame.is_empty():
-        order_frame = pl.DataFrame(schema=ORDERS.polars_schema)
-    customer_frame = _as_frame(customer)
-    result = build_features(
-        pl.concat([history, new]),
-        order_frame,
-        customer_frame,
+    if isinstance(contact, pl.LazyFrame | pl.DataFrame):
+        height = (
+            contact.height
+            if isinstance(contact, pl.DataFrame)
+            else contact.select(pl.len()).collect(engine=ENGINE).item()
+        )
+        if height != 1:
+            raise CTOError("online_features: `contact` must be exactly one contact")
+    return online_features_many(
+        history_contacts,
+        history_orders,
+        new,
+        customer,  # type: ignore[arg-type]
         rates,
         moment,
         journey_gap_days=journey_gap_days,
         horizon_days=horizon_days,
     )
-    return result.filter(pl.col("contact_id") == contact_id)
 
 
 # --- larger than memory -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ any outcome is known at all, rates are null.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -179,63 +180,154 @@ def compute_rates(
 
 
 def join_rates(
-    contacts: pl.DataFrame,
+    contacts: pl.DataFrame | pl.LazyFrame,
     rates: RateTables | None,
     names: tuple[str, ...] = ("agent", "intent", "channel"),
-) -> pl.DataFrame:
+) -> pl.DataFrame | pl.LazyFrame:
     """Add ``_rate_<name>`` (and ``_rate_agent_outcomes``) as known at each contact's ``started_at``.
 
     A key with no known outcome yet gets the global rate (the prior) and 0 outcomes; with no
-    ``rates`` at all the columns are null.
+    ``rates`` at all the columns are null. Rows keep their input order; a LazyFrame gives a
+    LazyFrame (so the pipeline runs the join in its one plan), a DataFrame a DataFrame.
     """
+    joined = _join_rates_lazy(contacts.lazy(), rates, names)
+    return joined if isinstance(contacts, pl.LazyFrame) else joined.collect(engine=ENGINE)
+
+
+def _join_rates_lazy(
+    contacts: pl.LazyFrame, rates: RateTables | None, names: tuple[str, ...]
+) -> pl.LazyFrame:
     if rates is None:
         return contacts.with_columns(
             *[pl.lit(None, pl.Float64).alias(f"_rate_{name}") for name in names],
             pl.lit(None, pl.Int64).alias("_rate_agent_outcomes"),
         )
     schema = contacts.collect_schema()
-    keys = {name: RATE_KEYS[name] for name in names}
-    if "agent" in keys and ("agent_id" not in schema or "handled_by" not in schema):
-        keys["agent"] = pl.lit(None, pl.String)
-    ordered = contacts.with_columns(
-        *[expr.alias(f"_rate_key_{name}") for name, expr in keys.items()]
-    ).sort("started_at")
-    ordered = ordered.join_asof(
-        rates.global_rate.select(
-            pl.col(KNOWN_AT).alias("_global_known_at"), pl.col("rate").alias("_rate_global")
-        ),
-        left_on="started_at",
-        right_on="_global_known_at",
-        strategy="backward",
-        allow_exact_matches=False,
-    )
-    m = rates.prior_strength
-    for name in names:
-        table = rates.tables[name].select(
-            pl.col("key").alias(f"_rate_key_{name}"),
-            pl.col(KNOWN_AT).alias(f"_known_at_{name}"),
-            pl.col("conversions").alias(f"_rate_{name}_conversions"),
-            pl.col("outcomes").alias(f"_rate_{name}_outcomes"),
+    has_agent = "agent_id" in schema and "handled_by" in schema
+    lookup = _rate_lookup(rates)
+    keyed = contacts.with_columns(_rate_key_exprs(names, has_agent))
+    if lookup.snapshot:
+        # One rate per key (the service's snapshot): a hash join finds it, no sort needed; a row
+        # counts only if it was known strictly before the contact, as join_asof would decide.
+        for name in names:
+            keyed = keyed.join(
+                lookup.tables[name], on=f"_rate_key_{name}", how="left", maintain_order="left"
+            ).with_columns(_snapshot_known(name))
+        joined = keyed.with_columns(lookup.global_expr)
+    else:
+        joined = keyed.with_row_index("_rate_row").sort("started_at")
+        joined = joined.join_asof(
+            lookup.global_table,
+            left_on="started_at",
+            right_on="_global_known_at",
+            strategy="backward",
+            allow_exact_matches=False,
         )
+        for name in names:
+            joined = joined.join_asof(
+                lookup.tables[name],
+                left_on="started_at",
+                right_on=f"_known_at_{name}",
+                by=f"_rate_key_{name}",
+                strategy="backward",
+                allow_exact_matches=False,
+                check_sortedness=False,
+            )
+        joined = joined.sort("_rate_row").drop("_rate_row")
+    return joined.with_columns(_smoothed_rate_exprs(names, rates.prior_strength))
+
+
+@functools.cache
+def _rate_key_exprs(names: tuple[str, ...], has_agent: bool) -> list[pl.Expr]:
+    keys = {name: RATE_KEYS[name] for name in names}
+    if "agent" in keys and not has_agent:
+        keys["agent"] = pl.lit(None, pl.String)
+    return [expr.alias(f"_rate_key_{name}") for name, expr in keys.items()]
+
+
+def _snapshot_known(name: str) -> list[pl.Expr]:
+    known = pl.col("started_at") > pl.col(f"_known_at_{name}")
+    return [
+        pl.when(known).then(pl.col(f"_rate_{name}_{column}")).alias(f"_rate_{name}_{column}")
+        for column in ("conversions", "outcomes")
+    ]
+
+
+@functools.cache
+def _smoothed_rate_exprs(names: tuple[str, ...], m: float) -> list[pl.Expr]:
+    exprs = []
+    for name in names:
         outcomes = pl.col(f"_rate_{name}_outcomes").fill_null(0)
         conversions = pl.col(f"_rate_{name}_conversions").fill_null(0)
         has_key = pl.col(f"_rate_key_{name}").is_not_null()
-        ordered = ordered.join_asof(
-            table.sort(f"_known_at_{name}"),
-            left_on="started_at",
-            right_on=f"_known_at_{name}",
-            by=f"_rate_key_{name}",
-            strategy="backward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        ).with_columns(
+        exprs += [
             # Shrink towards the global rate known at this very moment.
             pl.when(has_key)
             .then((conversions + m * pl.col("_rate_global")) / (outcomes + m))
             .alias(f"_rate_{name}"),
             pl.when(has_key).then(outcomes).alias(f"_rate_{name}_outcomes"),
+        ]
+    return exprs
+
+
+@dataclass(frozen=True)
+class _RateLookup:
+    """Rate tables renamed and sorted for joining, prepared once per RateTables object."""
+
+    snapshot: bool
+    tables: dict[str, pl.LazyFrame]
+    global_table: pl.LazyFrame
+    global_expr: pl.Expr
+
+
+# Keyed by id(rates); the RateTables object is kept in the entry so its id cannot be reused.
+_LOOKUPS: dict[int, tuple[RateTables, _RateLookup]] = {}
+_LOOKUPS_MAX = 8
+
+
+def _rate_lookup(rates: RateTables) -> _RateLookup:
+    cached = _LOOKUPS.get(id(rates))
+    if cached is not None and cached[0] is rates:
+        return cached[1]
+    tables = {
+        name: table.lazy()
+        .select(
+            pl.col("key").alias(f"_rate_key_{name}"),
+            pl.col(KNOWN_AT).alias(f"_known_at_{name}"),
+            pl.col("conversions").alias(f"_rate_{name}_conversions"),
+            pl.col("outcomes").alias(f"_rate_{name}_outcomes"),
         )
-    return ordered
+        .sort(f"_known_at_{name}")
+        .collect(engine=ENGINE)
+        for name, table in rates.tables.items()
+    }
+    global_table = rates.global_rate.select(
+        pl.col(KNOWN_AT).alias("_global_known_at"), pl.col("rate").alias("_rate_global")
+    ).sort("_global_known_at")
+    # A snapshot (one row per key, one global row: what the service loads) needs no as-of join.
+    snapshot = global_table.height == 1 and all(
+        table.height == table[f"_rate_key_{name}"].n_unique() for name, table in tables.items()
+    )
+    global_expr = pl.lit(None, pl.Float64).alias("_rate_global")
+    if snapshot:
+        known_at, rate = global_table.row(0)
+        global_expr = (
+            pl.when(
+                pl.col("started_at") > pl.lit(known_at, global_table.schema["_global_known_at"])
+            )
+            .then(pl.lit(rate, pl.Float64))
+            .alias("_rate_global")
+        )
+    lookup = _RateLookup(
+        snapshot=snapshot,
+        tables={name: table.lazy() for name, table in tables.items()},
+        global_table=global_table.lazy(),
+        global_expr=global_expr,
+    )
+    if len(_LOOKUPS) >= _LOOKUPS_MAX:
+        _LOOKUPS.clear()
+    _LOOKUPS[id(rates)] = (rates, lookup)
+    return lookup
 
 
 RATE_INPUTS = (

@@ -127,7 +127,8 @@ def count_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
 
     y = np.asarray(y, dtype=np.float64)
     mu = np.clip(np.asarray(predicted, dtype=np.float64), 1e-6, None)
-    rho = spearmanr(y, mu).statistic if len(y) > 2 and np.std(y) > 0 else float("nan")
+    varies = len(y) > 2 and np.std(y) > 0 and np.std(mu) > 0
+    rho = spearmanr(y, mu).statistic if varies else float("nan")
     return {
         "rows": float(len(y)),
         "mae": float(np.mean(np.abs(y - mu))),

@@ -174,6 +174,17 @@ def register_fit(
             k: f"{k}.txt (LightGBM text model, next to MLmodel)" for k in fit.extra_models
         },
     )
+    # What serving needs to rebuild the rate tables and labels exactly as in training.
+    card["labels"] = {
+        "horizon_days": settings.horizon_days,
+        "journey_gap_days": settings.journey_gap_days,
+    }
+    card["rates"] = {
+        "file": "rates.parquet",
+        "horizon_days": prepared.rates.horizon_days,
+        "prior_strength": prepared.rates.prior_strength,
+        "as_of": prepared.windows.end.isoformat(),
+    }
     setup_mlflow(settings)
     run_id, version = log_task(
         fit, card, settings, rates_frame=rates_frame, tags=run_tags(prepared), register_as=name

@@ -570,6 +570,7 @@ def _after_contact_features() -> list[FeatureDef]:
             "point",
             "after_contact",
             dtype=pl.Int8,
+            monotone=1,
             stage="contact",
         ),
         FeatureDef(

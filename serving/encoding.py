@@ -64,7 +64,7 @@ class CardEncoder:
             else:
                 expression = pl.col(name).cast(pl.Float64)
             expressions.append(expression.fill_nan(None).alias(name))
-        encoded = frame.lazy().select(expressions).collect()
+        encoded = frame.lazy().select(expressions).collect(engine="in-memory")
         return encoded.to_numpy(allow_copy=True).astype(np.float64, copy=False)
 
 

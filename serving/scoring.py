@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 import polars as pl
 
+from features.errors import CTOError
 from features.schema import CONTACTS, CUSTOMERS, ORDERS
 from serving import rules
 from serving.explain import driver_text, top_indices
@@ -127,63 +127,62 @@ class FeatureWindows:
     horizon_days: int
 
 
-def _online(
-    item: PreparedItem, moment: str, rates: object, windows: FeatureWindows
-) -> pl.DataFrame:
-    from features.pipeline import online_features
-
-    return online_features(
-        item.history.contacts,
-        item.history.orders,
-        _frame([item.contact], _CONTACT_SCHEMA),
-        item.history.customer if item.history.customer.height else None,
-        rates,
-        moment,
-        journey_gap_days=windows.journey_gap_days,
-        horizon_days=windows.horizon_days,
-    )
-
-
-def _together(
+def _round_features(
     prepared: Sequence[PreparedItem], moment: str, rates: object, windows: FeatureWindows
 ) -> pl.DataFrame:
-    """Features of contacts of distinct customers in one pipeline run.
+    """Features of contacts of distinct customers in one pipeline run, input order.
 
-    The per-customer features of a contact only read its own customer's rows, so stacking the
-    customers' histories gives each contact exactly what :func:`online_features` would (the
-    rates are global tables, the same for all): one Polars plan instead of one per contact.
+    Each item's history is narrowed to its own customer lazily (a request may carry other
+    customers' rows), so the stacked histories give each contact exactly what it would get alone
+    (:func:`features.pipeline.online_features_many`), in one Polars plan for the whole round.
     """
-    from features.pipeline import build_features
+    from features.pipeline import online_features_many
 
-    scored = _frame([item.contact for item in prepared], _CONTACT_SCHEMA)
-    scored_ids = scored["contact_id"]
-    contacts = [
-        item.history.contacts.filter(
-            (pl.col("customer_id") == item.contact["customer_id"])
-            & ~pl.col("contact_id").is_in(scored_ids)
+    def own(frame: pl.DataFrame, item: PreparedItem) -> pl.LazyFrame:
+        return frame.lazy().filter(pl.col("customer_id") == item.contact["customer_id"])
+
+    contacts = pl.concat(
+        [own(item.history.contacts, item) for item in prepared], how="vertical_relaxed"
+    )
+    orders = pl.concat(
+        [own(item.history.orders, item) for item in prepared], how="vertical_relaxed"
+    )
+    with_customer = [item for item in prepared if item.history.customer.height]
+    customers = (
+        pl.concat(
+            [own(item.history.customer, item).head(1) for item in with_customer],
+            how="vertical_relaxed",
         )
-        for item in prepared
-    ]
-    orders = [
-        item.history.orders.filter(pl.col("customer_id") == item.contact["customer_id"])
-        for item in prepared
-    ]
-    customers = [
-        item.history.customer.filter(pl.col("customer_id") == item.contact["customer_id"]).head(1)
-        for item in prepared
-    ]
-    customer_frame = pl.concat(customers)
-    features = build_features(
-        pl.concat([*contacts, scored]),
-        pl.concat(orders),
-        customer_frame if customer_frame.height else None,
+        if with_customer
+        else None
+    )
+    return online_features_many(
+        contacts,
+        orders,
+        _frame([item.contact for item in prepared], _CONTACT_SCHEMA),
+        customers,
         rates,
         moment,
         journey_gap_days=windows.journey_gap_days,
         horizon_days=windows.horizon_days,
     )
-    order = scored.select("contact_id").with_row_index("_order")
-    return features.join(order, on="contact_id", how="inner").sort("_order").drop("_order")
+
+
+def customer_rounds(customer_ids: Sequence[str]) -> list[list[int]]:
+    """Positions grouped so no round holds a customer twice: a customer's n-th item is in round n.
+
+    Within a round every contact sees only its own history, so a batch answers exactly what
+    /score answers for each contact alone.
+    """
+    occurrences: dict[str, int] = {}
+    rounds: list[list[int]] = []
+    for index, customer in enumerate(customer_ids):
+        round_number = occurrences.get(customer, 0)
+        occurrences[customer] = round_number + 1
+        if round_number == len(rounds):
+            rounds.append([])
+        rounds[round_number].append(index)
+    return rounds
 
 
 def feature_rows(
@@ -191,46 +190,40 @@ def feature_rows(
 ) -> pl.DataFrame:
     """One feature row per item, in input order, through the feature pipeline (same code as batch).
 
-    Items go through the pipeline in rounds of distinct customers: a customer's first contact in
-    the call is in round 1, its second in round 2, and so on. Within a round every contact sees
-    only its own history, so a batch answers exactly what /score answers for each contact.
+    One pipeline run per round of distinct customers (:func:`customer_rounds`).
     """
-    if len(prepared) == 1:
-        return _online(prepared[0], moment, rates, windows)
-    occurrences: dict[str, int] = {}
-    rounds: list[list[int]] = []
-    for index, item in enumerate(prepared):
-        customer = item.contact["customer_id"]
-        round_number = occurrences.get(customer, 0)
-        occurrences[customer] = round_number + 1
-        if round_number == len(rounds):
-            rounds.append([])
-        rounds[round_number].append(index)
+    rounds = customer_rounds([item.contact["customer_id"] for item in prepared])
     parts = [
-        _online(prepared[members[0]], moment, rates, windows)
-        if len(members) == 1
-        else _together([prepared[i] for i in members], moment, rates, windows)
+        _round_features([prepared[i] for i in members], moment, rates, windows)
         for members in rounds
     ]
+    if len(parts) == 1:
+        return parts[0]
     frame = pl.concat(parts, how="vertical_relaxed")
-    if len(rounds) == 1:
-        return frame
-    positions = pl.Series("_order", [i for members in rounds for i in members])
-    return frame.with_columns(positions).sort("_order").drop("_order")
+    # Row k of the stacked rounds is item positions[k]; gather back to input order.
+    positions = [i for members in rounds for i in members]
+    input_order = [0] * len(positions)
+    for stacked_row, item_index in enumerate(positions):
+        input_order[item_index] = stacked_row
+    return frame[input_order]
 
 
-def _history_count(item: PreparedItem) -> int:
-    started_at: datetime = item.contact["started_at"]
-    contacts = item.history.contacts
-    if contacts.height == 0:
-        return 0
-    return int(
-        contacts.filter(
-            (pl.col("customer_id") == item.contact["customer_id"])
-            & (pl.col("started_at") < started_at)
-            & (pl.col("contact_id") != item.contact["contact_id"])
-        ).height
-    )
+def _history_counts(prepared: Sequence[PreparedItem]) -> list[int]:
+    """Earlier contacts of each item's customer in its history, all items in one plan."""
+    counts = [
+        item.history.contacts.lazy().select(
+            (
+                (pl.col("customer_id") == item.contact["customer_id"])
+                & (pl.col("started_at") < item.contact["started_at"])
+                & (pl.col("contact_id") != item.contact["contact_id"])
+            )
+            .sum()
+            .cast(pl.Int64)
+            .alias("history_contacts")
+        )
+        for item in prepared
+    ]
+    return pl.concat(counts).collect(engine="in-memory")["history_contacts"].to_list()
 
 
 def _model_ref(model: LoadedModel) -> ModelRef:
@@ -307,6 +300,7 @@ def score_items(
         expected_contacts = 1.0 + further
         models_used.append(contacts_model)
     refs = [_model_ref(m) for m in models_used]
+    history_counts = _history_counts(prepared)
 
     responses = []
     for row, item in enumerate(prepared):
@@ -336,7 +330,7 @@ def score_items(
                 float(expected_contacts[row]) if expected_contacts is not None else None
             ),
             history_source=item.source,
-            history_contacts=_history_count(item),
+            history_contacts=history_counts[row],
             models=refs,
         )
         if contributions is not None:
@@ -385,3 +379,40 @@ def score_batch(
         answer.queue_position = position
         queue.append(answer)
     return ScoreBatchResponse(items=queue, count=len(queue))
+
+
+def score_requests(
+    bundle: ModelBundle,
+    requests: Sequence[ScoreRequest],
+    store: EventStore | None,
+    windows: FeatureWindows,
+) -> list[ScoreResponse | CTOError]:
+    """Answers for concurrent /score requests gathered by the server's adaptive batcher.
+
+    Requests asking the same thing (moment, explain, top_k) share one feature run per round of
+    distinct customers and one predict per model. A bad request must not fail its neighbours:
+    when a group fails, its requests are answered one by one, each with its own error.
+    """
+    groups: dict[tuple[str, bool, int], list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault((request.moment, request.explain, request.top_k), []).append(index)
+    answers: list[ScoreResponse | CTOError | None] = [None] * len(requests)
+    for (moment, explain, top_k), members in groups.items():
+        try:
+            prepared = prepare_items([requests[i] for i in members], store)
+            scored = score_items(
+                bundle, prepared, moment=moment, explain=explain, top_k=top_k, windows=windows
+            )
+        except CTOError as exc:
+            if len(members) == 1:
+                answers[members[0]] = exc
+                continue
+            for index in members:
+                try:
+                    answers[index] = score_one(bundle, requests[index], store, windows)
+                except CTOError as single_exc:
+                    answers[index] = single_exc
+            continue
+        for index, answer in zip(members, scored, strict=True):
+            answers[index] = answer
+    return answers  # type: ignore[return-value]

@@ -5,9 +5,14 @@ Expensive things are built once and reused by unit, model, integration and repor
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# LightGBM's OpenMP threads spin-wait by default: on a busy 2-core machine that turned seconds into
+# minutes. Set before any test imports LightGBM (the serving subprocesses inherit it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -34,6 +34,14 @@ def _done(t0: float) -> None:
     print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
+def _absolute_sqlite(uri: str) -> str:
+    """The server runs in the repo root; a relative sqlite path must point at the same file."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
 def run(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -111,10 +119,26 @@ def run(args: argparse.Namespace) -> int:
     _done(t0)
 
     if not args.skip_serve:
-        t0 = _stage("6/7 serve and score contacts over HTTP")
-        from serving.demo import run_demo_requests
+        t0 = _stage("6/7 serve: start the BentoML service, score contacts over HTTP, stop it")
+        from serving.demo import format_answer, run_demo_requests
+        from serving.process import start_server
 
-        run_demo_requests(settings, data_dir, n_contacts=5)
+        env = {
+            "CTO_TRACKING_URI": _absolute_sqlite(settings.tracking_uri),
+            "CTO_EVENT_STORE_URL": f"sqlite:///{(out / 'events.db').resolve()}",
+        }
+        server = start_server(env, out / "serve.log")
+        try:
+            print(f"   service ready at {server.base_url} (OpenAPI: {server.base_url}/docs.json)")
+            latest = tables["contacts"].sort("started_at").tail(200)
+            sample = latest.filter(pl.col("channel").is_in(["phone", "chat", "email"])).head(4)
+            answers = run_demo_requests(
+                server.base_url, sample, history=(tables["contacts"], tables["orders"])
+            )
+            for answer in answers:
+                print(format_answer(answer))
+        finally:
+            server.stop()
         _done(t0)
 
     t0 = _stage("7/7 driver report")

@@ -187,6 +187,46 @@ def test_scores_equal_the_offline_batch_pipeline(client, store_copy, tables, sam
     assert [item["queue_position"] for item in queue] == list(range(1, len(rows) + 1))
 
 
+def test_concurrent_scores_batched_together_equal_sequential_ones(server, client, tables, sample):
+    """Concurrent /score requests share feature runs and predicts (the adaptive batcher): each
+    still gets its own answer, whatever it shares a batch with (other moments, explain on and off,
+    the same customer twice)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = sample.head(12).to_dicts()
+    payloads = [
+        _payload(row, tables, moment, explain=explain, top_k=3)
+        for row in rows
+        for moment, explain in (("after_contact", True), ("arrival", False))
+    ]
+    payloads += payloads[:4]  # the same contacts again, in the same burst
+    sequential = [client.post("/score", json=payload).json() for payload in payloads]
+
+    def post(payload: dict) -> httpx.Response:
+        with httpx.Client(base_url=server.base_url, headers=server.headers(), timeout=60) as http:
+            return http.post("/score", json=payload)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        concurrent = list(pool.map(post, payloads))
+    for payload, alone, response in zip(payloads, sequential, concurrent, strict=True):
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["contact_id"] == payload["contact"]["contact_id"]
+        assert answer["moment"] == payload["moment"]
+        assert answer["raw_score"] == pytest.approx(alone["raw_score"], abs=1e-9)
+        assert answer["history_contacts"] == alone["history_contacts"]
+        if payload["explain"]:
+            assert [d["feature"] for d in answer["drivers"]] == [
+                d["feature"] for d in alone["drivers"]
+            ]
+            assert len(answer["drivers"]) == 3
+            assert answer["contributions_sum"] == pytest.approx(
+                alone["contributions_sum"], abs=1e-6
+            )
+        else:
+            assert answer["drivers"] is None
+
+
 def test_explanations_add_up_and_read_plainly(client, tables, sample):
     for row in sample.head(8).to_dicts():
         answer = client.post("/score", json=_payload(row, tables, "after_contact", top_k=4)).json()

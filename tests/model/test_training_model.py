@@ -70,6 +70,7 @@ def test_monotone_hints_are_enforced_in_the_after_contact_model(champions):
     # The registry declares these directions; the card must carry them to LightGBM.
     assert constraints.get("wait_seconds") == -1
     assert constraints.get("transfers") == -1
+    assert constraints.get("follow_up_sent") == 1
     rows = test.sample(400, seed=3)
     grids = {
         "wait_seconds": [

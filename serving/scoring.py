@@ -138,6 +138,20 @@ def _round_features(
     """
     from features.pipeline import online_features_many
 
+    if len(prepared) == 1:
+        # One customer: the pipeline itself keeps only its rows; no stacking to plan.
+        (item,) = prepared
+        return online_features_many(
+            item.history.contacts,
+            item.history.orders,
+            _frame([item.contact], _CONTACT_SCHEMA),
+            item.history.customer if item.history.customer.height else None,
+            rates,
+            moment,
+            journey_gap_days=windows.journey_gap_days,
+            horizon_days=windows.horizon_days,
+        )
+
     def own(frame: pl.DataFrame, item: PreparedItem) -> pl.LazyFrame:
         return frame.lazy().filter(pl.col("customer_id") == item.contact["customer_id"])
 

@@ -75,6 +75,7 @@ class CTOService:
         self.store = EventStore(self.settings.event_store_url, self.settings.history_days)
         self._bundle = None
         self._batcher: Any = None
+        self._scores_in_flight = 0  # /score requests in this worker (event-loop thread only)
         self._last_error: str | None = None
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
@@ -173,10 +174,22 @@ class CTOService:
         drop-off reasons, next action and expected contacts to order."""
         if self._bundle is None:
             return _error(503, f"models not loaded: {self._last_error}")  # type: ignore[return-value]
+        # A lone request goes straight to scoring: the batcher would hold it for a batch window
+        # that no other request will fill. Requests arriving while one is in flight are batched.
+        self._scores_in_flight += 1
         try:
+            if self._scores_in_flight == 1:
+                from anyio import to_thread
+
+                (answer,) = await to_thread.run_sync(self._score_many, [request])
+                if isinstance(answer, Exception):
+                    raise answer
+                return answer
             return await self._score_batcher()(request)
         except CTOError as exc:
             return _error(400, str(exc))  # type: ignore[return-value]
+        finally:
+            self._scores_in_flight -= 1
 
     @bentoml.api(route="/score_batch")
     def score_batch(self, request: ScoreBatchRequest, /) -> ScoreBatchResponse:

@@ -26,7 +26,9 @@ How "known at the scoring moment" is enforced:
   (:mod:`features.rates`), joined as of the contact's start.
 
 Everything except the rates is per customer, so :func:`build_features_partitioned` can process
-customer-hash partitions one at a time (larger-than-memory, or one Dask task per partition).
+customer-hash partitions one at a time (larger-than-memory, or one Dask task per partition);
+:func:`build_features` itself runs a large in-memory batch in customer-hash-range chunks, which
+gives the same rows in the same order with a bounded working set.
 """
 
 from __future__ import annotations
@@ -305,7 +307,10 @@ def _stream_key() -> pl.Expr:
     ordinal = (
         (pl.col("_customer_hash") != pl.col("_customer_hash").shift(1)).fill_null(True).cum_sum()
     )
-    elapsed_ms = (pl.col("_t") - pl.col("_t").min()).dt.total_milliseconds()
+    # Each instant floored to its epoch millisecond, then offset: a row's key within its customer
+    # does not depend on which other customers share the batch (chunks give identical windows).
+    epoch_ms = pl.col("_t").dt.epoch("ms")
+    elapsed_ms = epoch_ms - epoch_ms.min()
     return (ordinal.cast(pl.Int64) * (1 << _MS_BITS) + elapsed_ms).alias("_key")
 
 
@@ -548,17 +553,76 @@ def build_features(
     ``journey_gap_days`` and ``horizon_days`` (default: settings, as features.labels does).
     """
     journey_gap_days, horizon_days = _resolve_days(journey_gap_days, horizon_days)
-    plan, checks = _features_plan(
-        contacts,
-        orders,
-        customers,
-        rates,
-        moment,
-        journey_gap_days=journey_gap_days,
-        horizon_days=horizon_days,
-        feature_set=feature_set,
+    options = {
+        "journey_gap_days": journey_gap_days,
+        "horizon_days": horizon_days,
+        "feature_set": feature_set,
+    }
+    chunk_bits = _chunk_bits(contacts)
+    if chunk_bits == 0:
+        return _collect(*_features_plan(contacts, orders, customers, rates, moment, **options))
+    # Large batch: one customer-hash range at a time. Every feature but the (global) rates reads
+    # only its customer's rows, and rows come out ordered by customer hash, so the chunks
+    # concatenated in hash order are exactly the one-pass result, at a fraction of the peak memory.
+    parts = {
+        name: _hash_chunks(frame, chunk_bits)
+        for name, frame in (("contacts", contacts), ("orders", orders), ("customers", customers))
+        if frame is not None
+    }
+    results = []
+    for chunk in range(1 << chunk_bits):
+        chunk_contacts = parts["contacts"].pop(chunk, None)
+        if chunk_contacts is None:
+            continue
+        chunk_orders = parts["orders"].pop(chunk, None)
+        chunk_customers = parts["customers"].pop(chunk, None) if "customers" in parts else None
+        results.append(
+            _collect(
+                *_features_plan(
+                    chunk_contacts,
+                    orders.clear() if chunk_orders is None else chunk_orders,
+                    chunk_customers,
+                    rates,
+                    moment,
+                    **options,
+                )
+            )
+        )
+        del chunk_contacts, chunk_orders, chunk_customers
+    return pl.concat(results, how="vertical", rechunk=False)
+
+
+# Batches above this many contacts run in customer-hash chunks of at most about _CHUNK_ROWS
+# contacts: the working set (sorted event stream, helper columns) is several times the input, so
+# chunks bound peak memory; per-row cost is lower at ~1M rows than at 10M (benchmarks/features.py).
+_CHUNK_ABOVE = 2_000_000
+_CHUNK_ROWS = 1_000_000
+
+
+def _chunk_bits(contacts: FrameLike) -> int:
+    """log2 of the number of customer-hash chunks for this batch (0: one pass).
+
+    Only frames already in memory are chunked (a lazy input's size is unknown without running
+    it; larger-than-memory data goes through build_features_partitioned).
+    """
+    if not isinstance(contacts, pl.DataFrame) or contacts.height <= _CHUNK_ABOVE:
+        return 0
+    return max(1, (contacts.height - 1) // _CHUNK_ROWS).bit_length()
+
+
+def _hash_chunks(frame: FrameLike, chunk_bits: int) -> dict[int, pl.DataFrame]:
+    """Rows of ``frame`` by the top ``chunk_bits`` bits of their customer hash (order kept)."""
+    # Hashed as the pipeline hashes it: of the id as a string (the contract dtype).
+    chunk = (pl.col("customer_id").cast(pl.String).hash(seed=0) // (1 << (64 - chunk_bits))).alias(
+        "_chunk"
     )
-    return _collect(plan, checks)
+    split = frame.lazy().with_columns(chunk).collect(engine=ENGINE)
+    return {
+        key[0]: part  # type: ignore[misc]
+        for key, part in split.partition_by(
+            "_chunk", as_dict=True, include_key=False, maintain_order=True
+        ).items()
+    }
 
 
 def _resolve_days(journey_gap_days: int | None, horizon_days: int | None) -> tuple[int, int]:

@@ -14,7 +14,9 @@ def main() -> None:
         "# Benchmarks\n\nMeasured on the project's 2-core machine; each benchmark runs its baseline in the same "
         "process or run, and reports medians and ratios (the machine is noisy). Re-run with "
         "`.venv/bin/python -m benchmarks.<name>`; each writes `benchmarks/results/<name>.md`, and "
-        "`python -m benchmarks.collect` rebuilds this page.\n"
+        "`python -m benchmarks.collect` rebuilds this page.\n\n"
+        "The features, training, explain and serving runs below used feature set v1.0.0 (70 after-contact "
+        "features); v1.1.0 (69) drops `agent_known_outcomes`, one integer column, and was not re-benchmarked.\n"
     )
     body = "\n".join(p.read_text().strip() + "\n" for p in parts)
     (root.parent / "docs" / "benchmarks.md").write_text(header + "\n" + body)

@@ -592,16 +592,9 @@ def _after_contact_features() -> list[FeatureDef]:
             "after_contact",
             stage="contact",
         ),
-        FeatureDef(
-            "agent_known_outcomes",
-            pl.col("_rate_agent_outcomes"),
-            "How many of the agent's contacts had a known outcome before this one: the evidence "
-            "behind agent_conversion_rate.",
-            "lifetime",
-            "after_contact",
-            dtype=INT,
-            stage="contact",
-        ),
+        # No feature counts the agent's known outcomes: the count only grows with calendar time, so
+        # a model reads it as a clock, and serving's rate snapshot puts every contact past the
+        # training range (seen in v1.0.0: "31,324 known outcomes, higher than 99%: -0.42").
     ]
 
 
@@ -615,7 +608,7 @@ def _all_features() -> tuple[FeatureDef, ...]:
     return tuple(features)
 
 
-FEATURE_SET = FeatureSet(name="cto_contact_features", version="1.0.0", features=_all_features())
+FEATURE_SET = FeatureSet(name="cto_contact_features", version="1.1.0", features=_all_features())
 
 
 def feature_names(

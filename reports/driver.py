@@ -283,10 +283,7 @@ def _extremes_finding(table: pl.DataFrame, title: str) -> list[str]:
 
 
 def _grows_with_history(feature: str) -> bool:
-    return feature.endswith(("_lifetime", "_conversion_rate")) or feature in (
-        "tenure_days",
-        "agent_known_outcomes",
-    )
+    return feature.endswith(("_lifetime", "_conversion_rate")) or feature == "tenure_days"
 
 
 def _history_for(data: ReportData, period: Period) -> tuple[pl.DataFrame, pl.DataFrame]:

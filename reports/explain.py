@@ -27,7 +27,6 @@ PLAIN_NAMES = {
     "follow_up_sent": "Follow-up sent",
     "handled_by": "Agent or bot",
     "agent_conversion_rate": "The agent's track record",
-    "agent_known_outcomes": "How much we know about the agent",
     "channel": "Channel",
     "direction": "Inbound or outbound",
     "intent": "What the customer wanted",

@@ -115,7 +115,15 @@ def _register(prepared, settings, *, max_rounds: int, shuffle_labels: bool = Fal
 
     frame = prepared.frame.filter(pl.col("split").is_not_null())
     if shuffle_labels:
-        frame = frame.with_columns(pl.col("converted").shuffle(seed=11))
+        # Noise in the training rows only: the challenger is then judged on the real test window
+        # (shuffling the test labels too would make every model score ~0.5 there, a coin flip).
+        is_train = pl.col("split") == "train"
+        frame = pl.concat(
+            [
+                frame.filter(is_train).with_columns(pl.col("converted").shuffle(seed=11)),
+                frame.filter(~is_train),
+            ]
+        )
     fit = fit_binary(
         AFTER,
         frame,

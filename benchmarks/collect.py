@@ -15,7 +15,7 @@ def main() -> None:
         "process or run, and reports medians and ratios (the machine is noisy). Re-run with "
         "`.venv/bin/python -m benchmarks.<name>`; each writes `benchmarks/results/<name>.md`, and "
         "`python -m benchmarks.collect` rebuilds this page.\n\n"
-        "The features, training, explain and serving runs below used feature set v1.0.0 (70 after-contact "
+        "The training, explain and serving runs below used feature set v1.0.0 (70 after-contact "
         "features); v1.1.0 (69) drops `agent_known_outcomes`, one integer column, and was not re-benchmarked.\n"
     )
     body = "\n".join(p.read_text().strip() + "\n" for p in parts)

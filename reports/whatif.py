@@ -121,15 +121,7 @@ def estimate_levers(
         if lever.selects is not None:
             in_scope = period.contains() & lever.selects().fill_null(False)
             changed = contacts.filter(in_scope).height
-            modified_contacts = contacts.with_columns(
-                [
-                    pl.when(in_scope)
-                    .then(change)
-                    .otherwise(pl.col(change.meta.output_name()))
-                    .alias(change.meta.output_name())
-                    for change in lever.changes()
-                ]
-            )
+            modified_contacts = _changed_where(contacts, in_scope, lever.changes())
             rebuilt = build_features(
                 modified_contacts,
                 orders,
@@ -145,15 +137,7 @@ def estimate_levers(
         else:
             in_scope = lever.feature_selects().fill_null(False)
             changed = baseline.filter(in_scope).height
-            scenario = baseline.with_columns(
-                [
-                    pl.when(in_scope)
-                    .then(change)
-                    .otherwise(pl.col(change.meta.output_name()))
-                    .alias(change.meta.output_name())
-                    for change in lever.feature_changes()
-                ]
-            )
+            scenario = _changed_where(baseline, in_scope, lever.feature_changes())
         scenario_probability = champion.probability(champion.matrix(scenario))
         estimates.append(
             LeverEstimate(
@@ -164,3 +148,16 @@ def estimate_levers(
             )
         )
     return estimates
+
+
+def _changed_where(frame: pl.DataFrame, in_scope: pl.Expr, changes: list[pl.Expr]) -> pl.DataFrame:
+    """Each change replaces its output column on the rows in scope; other rows keep their values."""
+    return frame.with_columns(
+        [
+            pl.when(in_scope)
+            .then(change)
+            .otherwise(pl.col(change.meta.output_name()))
+            .alias(change.meta.output_name())
+            for change in changes
+        ]
+    )

@@ -14,6 +14,7 @@ Writes benchmarks/results/serving.md.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -31,11 +33,20 @@ RESULTS = Path(__file__).resolve().parent / "results" / "serving.md"
 CONCURRENCY = (1, 8, 32)
 
 
-def run_load(url: str, payloads: list[dict], concurrency: int, total: int) -> dict[str, float]:
-    """``total`` POSTs from ``concurrency`` threads, each with one keep-alive connection."""
+def run_load(
+    url: str, payloads: list[dict] | None, concurrency: int, total: int
+) -> dict[str, float]:
+    """``total`` requests from ``concurrency`` threads, each with one keep-alive connection.
+
+    POST of the payloads in turn, or GET when ``payloads`` is None. The client is the standard
+    library's ``http.client``: it costs the load generator about half the CPU per request of
+    httpx, and this machine's 2 cores are shared by the client and the servers.
+    """
+    parts = urlsplit(url)
     # Serialised once up front, so the load generator spends its CPU on sending, not encoding.
-    # json.dumps writes NaN as the JSON extension MLflow reads (httpx's json= refuses NaN).
-    bodies = [json.dumps(payload).encode() for payload in payloads]
+    # json.dumps writes NaN as the JSON extension MLflow reads.
+    bodies = [json.dumps(payload).encode() for payload in payloads] if payloads else [None]
+    method = "POST" if payloads else "GET"
     headers = {"Content-Type": "application/json"}
     latencies: list[float] = []
     errors = 0
@@ -44,7 +55,8 @@ def run_load(url: str, payloads: list[dict], concurrency: int, total: int) -> di
 
     def worker() -> None:
         nonlocal errors
-        with httpx.Client(timeout=60) as client:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        try:
             while True:
                 with lock:
                     index = next(counter, None)
@@ -52,13 +64,17 @@ def run_load(url: str, payloads: list[dict], concurrency: int, total: int) -> di
                     return
                 body = bodies[index % len(bodies)]
                 started = time.perf_counter()
-                response = client.post(url, content=body, headers=headers)
+                connection.request(method, parts.path, body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
                 elapsed = time.perf_counter() - started
                 with lock:
-                    if response.status_code == 200:
+                    if response.status == 200:
                         latencies.append(elapsed)
                     else:
                         errors += 1
+        finally:
+            connection.close()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     started = time.perf_counter()
@@ -89,7 +105,9 @@ def _wait(url: str, timeout: float = 180) -> None:
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def start_mlflow_serve(settings, model_name: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_mlflow_serve(
+    settings, model_name: str, log_path: Path, workers: int
+) -> tuple[subprocess.Popen, str]:
     from serving.process import free_port
 
     port = free_port()
@@ -101,7 +119,7 @@ def start_mlflow_serve(settings, model_name: str, log_path: Path) -> tuple[subpr
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}@{settings.champion_alias}",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)],
         env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -211,12 +229,15 @@ def feature_path_cost(rates, contacts, orders, samples: int, batch_rows: int) ->
     }
 
 
-def write_results(ours: dict, batch: dict, theirs: dict, features: dict, quick: bool) -> str:
+def write_results(  # noqa: PLR0917 (one call site)
+    ours: dict, floor: dict, batch: dict, theirs: dict, features: dict, quick: bool, workers: int
+) -> str:
     lines = [
         "## serving",
         "",
         "Loopback, one run, both servers on this 2-core machine with the load generator (Python threads, "
-        "keep-alive connections); medians of the latencies per setting. `/score` is our service (1 worker): "
+        "one keep-alive `http.client` connection each); p50/p99 over all requests of a setting. Both servers "
+        f"run {workers} worker process(es). `/score` is our service: "
         "raw contact + history in, features computed online, conversion probability, drop-off reasons, "
         "contacts-to-order, priority and next action out; `mlflow` is `mlflow models serve --env-manager local` "
         "on the same after-contact conversion model, fed the already encoded feature row."
@@ -239,6 +260,20 @@ def write_results(ours: dict, batch: dict, theirs: dict, features: dict, quick: 
                 f"| {label} | {clients} | {result['requests']:.0f} | {result['p50_ms']:.1f} | "
                 f"{result['p99_ms']:.1f} | {result['rps']:.0f} | {ratio:.2f}x |"
             )
+    lines += [
+        "",
+        "The floor of the server on this machine, same load generator, same run: `/livez` (BentoML's "
+        "built-in liveness route, no API machinery) and `/model_info` (one of our API endpoints that "
+        "scores nothing: request parsing, a thread hop and a small JSON answer).",
+        "",
+        "| endpoint | clients | requests | p50 ms | p99 ms | req/s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for (clients, label), result in sorted(floor.items()):
+        lines.append(
+            f"| {label} | {clients} | {result['requests']:.0f} | {result['p50_ms']:.1f} | "
+            f"{result['p99_ms']:.1f} | {result['rps']:.0f} |"
+        )
     lines += [
         "",
         f"`/score_batch` ({batch['rows']:.0f} contacts per call, explain off): median "
@@ -272,6 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--contacts", type=int, default=40_000, help="Simulated contacts if training."
     )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="Worker processes of both servers (one per core)."
+    )
     args = parser.parse_args(argv)
 
     from benchmarks.explain import trained_store
@@ -295,10 +333,12 @@ def main(argv: list[str] | None = None) -> None:
             {
                 "CTO_TRACKING_URI": settings.tracking_uri,
                 "CTO_EVENT_STORE_URL": f"sqlite:///{root / 'events.db'}",
+                "CTO_WORKERS": str(args.workers),
             },
             root / "server.log",
         )
         ours: dict = {}
+        floor: dict = {}
         batch: dict = {}
         try:
             for clients in CONCURRENCY:
@@ -311,6 +351,16 @@ def main(argv: list[str] | None = None) -> None:
                         server.base_url + "/score", bodies, clients, requests_per_setting
                     )
                     print("ours", clients, explain, ours[(clients, explain)], flush=True)
+                # The floor of this server and machine: endpoints that score nothing, same load.
+                for label, path, bodies in (
+                    ("/livez", "/livez", None),
+                    ("/model_info", "/model_info", [{}]),
+                ):
+                    run_load(server.base_url + path, bodies, clients, 2 * clients)
+                    floor[(clients, label)] = run_load(
+                        server.base_url + path, bodies, clients, 3 * requests_per_setting
+                    )
+                    print("floor", clients, label, floor[(clients, label)], flush=True)
             rows = 64 if args.quick else 256
             body = {
                 "moment": "after_contact",
@@ -341,7 +391,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         print("feature path", features, flush=True)
         process, base = start_mlflow_serve(
-            settings, f"{settings.model_prefix}-conversion-after-contact", root / "mlflow.log"
+            settings,
+            f"{settings.model_prefix}-conversion-after-contact",
+            root / "mlflow.log",
+            args.workers,
         )
         try:
             for clients in CONCURRENCY:
@@ -352,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
                 print("mlflow", clients, theirs[clients], flush=True)
         finally:
             _stop(process)
-    print(write_results(ours, batch, theirs, features, args.quick))
+    print(write_results(ours, floor, batch, theirs, features, args.quick, args.workers))
 
 
 if __name__ == "__main__":

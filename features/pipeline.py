@@ -34,7 +34,7 @@ gives the same rows in the same order with a bounded working set.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -558,40 +558,134 @@ def build_features(
         "horizon_days": horizon_days,
         "feature_set": feature_set,
     }
-    chunk_bits = _chunk_bits(contacts)
+    chunk_bits = _chunk_bits(contacts, _CHUNK_ABOVE, _CHUNK_ROWS)
     if chunk_bits == 0:
         return _collect(*_features_plan(contacts, orders, customers, rates, moment, **options))
-    # Large batch: one customer-hash range at a time. Every feature but the (global) rates reads
-    # only its customer's rows, and rows come out ordered by customer hash, so the chunks
-    # concatenated in hash order are exactly the one-pass result, at a fraction of the peak memory.
+    chunks = _feature_chunks(contacts, orders, customers, rates, moment, chunk_bits, options)
+    return pl.concat(list(chunks), how="vertical", rechunk=False)
+
+
+def _feature_chunks(  # noqa: PLR0917 (internal; mirrors build_features)
+    contacts: pl.DataFrame,
+    orders: FrameLike,
+    customers: FrameLike | None,
+    rates: RateTables | None,
+    moment: str,
+    chunk_bits: int,
+    options: dict[str, object],
+    progress: Callable[[int, int, int], None] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Feature rows one customer-hash range at a time, in hash order.
+
+    Every feature but the (global) rates reads only its customer's rows, and rows come out ordered
+    by customer hash, so the chunks concatenated in order are exactly the one-pass result, at a
+    fraction of the peak memory. ``progress(done, total, contacts)`` is called after each chunk.
+    """
+    orders_frame = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
     parts = {
         name: _hash_chunks(frame, chunk_bits)
-        for name, frame in (("contacts", contacts), ("orders", orders), ("customers", customers))
+        for name, frame in (
+            ("contacts", contacts),
+            ("orders", orders_frame),
+            ("customers", customers),
+        )
         if frame is not None
     }
-    results = []
-    for chunk in range(1 << chunk_bits):
+    total = 1 << chunk_bits
+    for chunk in range(total):
         chunk_contacts = parts["contacts"].pop(chunk, None)
-        if chunk_contacts is None:
-            continue
         chunk_orders = parts["orders"].pop(chunk, None)
         chunk_customers = parts["customers"].pop(chunk, None) if "customers" in parts else None
-        results.append(
-            _collect(
+        if chunk_contacts is not None:
+            frame = _collect(
                 *_features_plan(
                     chunk_contacts,
-                    orders.clear() if chunk_orders is None else chunk_orders,
+                    orders_frame.clear() if chunk_orders is None else chunk_orders,
                     chunk_customers,
                     rates,
                     moment,
-                    **options,
+                    **options,  # type: ignore[arg-type]
                 )
             )
-        )
-        del chunk_contacts, chunk_orders, chunk_customers
-    return pl.concat(results, how="vertical", rechunk=False)
+            del chunk_contacts, chunk_orders, chunk_customers
+            if progress is not None:
+                progress(chunk + 1, total, frame.height)
+            yield frame
 
 
+# The output schema of a feature set and moment (no data needed): what write_features declares.
+def _output_schema(rates: RateTables | None, moment: str, options: dict[str, object]) -> pl.Schema:
+    plan, _ = _features_plan(_EMPTY_CONTACTS, _EMPTY_ORDERS, None, rates, moment, **options)  # type: ignore[arg-type]
+    return plan.collect_schema()
+
+
+def write_features(  # noqa: PLR0917 (mirrors build_features)
+    contacts: FrameLike,
+    orders: FrameLike,
+    path: Path | str,
+    customers: FrameLike | None = None,
+    rates: RateTables | None = None,
+    moment: str = "after_contact",
+    *,
+    journey_gap_days: int | None = None,
+    horizon_days: int | None = None,
+    feature_set: FeatureSet = FEATURE_SET,
+    chunk_rows: int | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> int:
+    """Build the features of every contact and write them to one Parquet file; returns the rows.
+
+    The same rows, in the same order and dtypes, as :func:`build_features`, but the output is
+    never held whole: customer-hash chunks of about ``chunk_rows`` contacts (default
+    ``SINK_CHUNK_ROWS``) are built one at a time and streamed into the file by Polars' Parquet
+    sink, so peak memory is the input plus one chunk's working set (docs/benchmarks.md).
+    """
+    from polars.io.plugins import register_io_source
+
+    journey_gap_days, horizon_days = _resolve_days(journey_gap_days, horizon_days)
+    options: dict[str, object] = {
+        "journey_gap_days": journey_gap_days,
+        "horizon_days": horizon_days,
+        "feature_set": feature_set,
+    }
+    if isinstance(contacts, pl.LazyFrame):
+        contacts = contacts.collect(engine=ENGINE)
+    schema = _output_schema(rates, moment, options)
+    chunk_bits = _chunk_bits(contacts, chunk_rows or SINK_CHUNK_ROWS, chunk_rows or SINK_CHUNK_ROWS)
+    written = 0
+
+    def source(
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        nonlocal written
+        if chunk_bits == 0:
+            chunks: Iterator[pl.DataFrame] = iter(
+                [_collect(*_features_plan(contacts, orders, customers, rates, moment, **options))]  # type: ignore[arg-type]
+            )
+            if progress is not None:
+                progress(1, 1, contacts.height)
+        else:
+            chunks = _feature_chunks(
+                contacts, orders, customers, rates, moment, chunk_bits, options, progress
+            )
+        for chunk in chunks:
+            written += chunk.height
+            # The sink asks for all columns and no filter; honour a projection or filter anyway.
+            out = chunk if predicate is None else chunk.filter(predicate)
+            yield out if with_columns is None else out.select(with_columns)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    register_io_source(source, schema=schema, validate_schema=True).sink_parquet(path)
+    return written
+
+
+# Chunk size of write_features: its output goes to disk, so small chunks bound the working set;
+# per-row cost is flat from ~60k to 1M contacts per chunk (measured: benchmarks/features.py).
+SINK_CHUNK_ROWS = 125_000
 # Batches above this many contacts run in customer-hash chunks of at most about _CHUNK_ROWS
 # contacts: the working set (sorted event stream, helper columns) is several times the input, so
 # chunks bound peak memory; per-row cost is lower at ~1M rows than at 10M (benchmarks/features.py).
@@ -599,15 +693,16 @@ _CHUNK_ABOVE = 2_000_000
 _CHUNK_ROWS = 1_000_000
 
 
-def _chunk_bits(contacts: FrameLike) -> int:
-    """log2 of the number of customer-hash chunks for this batch (0: one pass).
+def _chunk_bits(contacts: FrameLike, above: int, rows: int) -> int:
+    """log2 of the number of customer-hash chunks of about ``rows`` contacts (0: one pass).
 
-    Only frames already in memory are chunked (a lazy input's size is unknown without running
-    it; larger-than-memory data goes through build_features_partitioned).
+    Only frames already in memory with more than ``above`` contacts are chunked (a lazy input's
+    size is unknown without running it; larger-than-memory data goes through
+    build_features_partitioned).
     """
-    if not isinstance(contacts, pl.DataFrame) or contacts.height <= _CHUNK_ABOVE:
+    if not isinstance(contacts, pl.DataFrame) or contacts.height <= above:
         return 0
-    return max(1, (contacts.height - 1) // _CHUNK_ROWS).bit_length()
+    return max(1, (contacts.height - 1) // rows).bit_length()
 
 
 def _hash_chunks(frame: FrameLike, chunk_bits: int) -> dict[int, pl.DataFrame]:

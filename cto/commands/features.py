@@ -75,12 +75,30 @@ def _outputs(out: Path, moments: list[str], partitioned: bool) -> dict[str, Path
     return {moment: out / f"features_{moment}.parquet" for moment in moments}
 
 
+def _chunk_progress(moment: str, total_contacts: int):
+    """Prints one line per ~10% of the contacts written (every chunk for a few chunks)."""
+    state = {"done": 0, "printed": 0}
+
+    def report(chunk: int, chunks: int, contacts: int) -> None:
+        state["done"] += contacts
+        share = state["done"] / max(total_contacts, 1)
+        if chunks > 1 and (share - state["printed"] >= 0.1 or chunk == chunks):
+            state["printed"] = share
+            print(
+                f"features ({moment}): chunk {chunk}/{chunks}, {state['done']:,} of "
+                f"{total_contacts:,} contacts ({share:.0%})",
+                flush=True,
+            )
+
+    return report
+
+
 def run(args: argparse.Namespace) -> int:
     import polars as pl
 
     from features.errors import CTOError
     from features.labels import label_contacts
-    from features.pipeline import build_features, build_features_partitioned
+    from features.pipeline import build_features, build_features_partitioned, write_features
     from features.rates import compute_rates, compute_rates_partitioned
     from features.registry import FEATURE_SET
     from features.settings import get_settings
@@ -133,23 +151,37 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_rates:
             labeled = label_contacts(contacts, orders, horizon_days=horizon, journey_gap_days=gap)
             rates = compute_rates(labeled, horizon_days=horizon)
+        n_features = {m: len(FEATURE_SET.for_moment(m)) for m in moments}
         for moment, target in outputs.items():
-            frame = build_features(
-                contacts,
-                orders,
-                customers,
-                rates,
-                moment,
-                journey_gap_days=gap,
-                horizon_days=horizon,
-            )
-            target.parent.mkdir(parents=True, exist_ok=True)
             if target.suffix == ".csv":
+                frame = build_features(
+                    contacts,
+                    orders,
+                    customers,
+                    rates,
+                    moment,
+                    journey_gap_days=gap,
+                    horizon_days=horizon,
+                )
+                target.parent.mkdir(parents=True, exist_ok=True)
                 frame.write_csv(target)
+                rows = frame.height
             else:
-                frame.write_parquet(target)
+                # Streamed to the file chunk by chunk: the output is never held whole.
+                rows = write_features(
+                    contacts,
+                    orders,
+                    target,
+                    customers,
+                    rates,
+                    moment,
+                    journey_gap_days=gap,
+                    horizon_days=horizon,
+                    progress=_chunk_progress(moment, contacts.height),
+                )
             print(
-                f"features ({moment}): {frame.height:,} rows x {frame.width - 3} features -> {target}"
+                f"features ({moment}): {rows:,} rows x {n_features[moment]} features -> {target}",
+                flush=True,
             )
 
     if args.out.suffix not in (".parquet", ".csv"):

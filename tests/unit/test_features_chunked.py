@@ -1,7 +1,11 @@
-"""Large batches are built in customer-hash chunks to bound memory: the rows must not change."""
+"""Large batches are built in customer-hash chunks to bound memory: the rows must not change.
+
+The same holds for write_features, which streams the chunks into a Parquet file.
+"""
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -27,9 +31,50 @@ def test_chunked_build_equals_single_pass(small_world, moment, monkeypatch):
     # Force chunking on a small batch: 6,000 contacts in chunks of about 700.
     monkeypatch.setattr(pipeline, "_CHUNK_ABOVE", 1_000)
     monkeypatch.setattr(pipeline, "_CHUNK_ROWS", 700)
-    assert pipeline._chunk_bits(sim.contacts) >= 3  # the test would be vacuous without chunks
+    # The test would be vacuous without chunks.
+    assert pipeline._chunk_bits(sim.contacts, pipeline._CHUNK_ABOVE, pipeline._CHUNK_ROWS) >= 3
     chunked = pipeline.build_features(
         sim.contacts, sim.orders, sim.customers, rates=rates, moment=moment
     )
     assert chunked.height == sim.contacts.height
     assert_frame_equal(single, chunked)
+
+
+@pytest.mark.parametrize("chunk_rows", [500, 100_000])
+def test_write_features_equals_build_features(small_world, chunk_rows, tmp_path):
+    sim, rates = small_world
+    built = pipeline.build_features(
+        sim.contacts, sim.orders, sim.customers, rates=rates, moment="after_contact"
+    )
+    calls: list[tuple[int, int, int]] = []
+    path = tmp_path / "features.parquet"
+    rows = pipeline.write_features(
+        sim.contacts,
+        sim.orders,
+        path,
+        sim.customers,
+        rates,
+        "after_contact",
+        chunk_rows=chunk_rows,
+        progress=lambda done, total, contacts: calls.append((done, total, contacts)),
+    )
+    written = pl.read_parquet(path)
+    assert rows == sim.contacts.height == written.height
+    # Same rows, order and dtypes (Enums survive the Parquet sink).
+    assert_frame_equal(built, written)
+    assert sum(contacts for _, _, contacts in calls) == rows
+    expected_chunks = 1 if chunk_rows >= sim.contacts.height else 16
+    assert calls[-1][1] == expected_chunks
+    assert [done for done, _, _ in calls] == sorted(done for done, _, _ in calls)
+
+
+def test_write_features_lazy_input_and_no_orders(small_world, tmp_path):
+    sim, _ = small_world
+    path = tmp_path / "arrival.parquet"
+    orders = sim.orders.clear()
+    rows = pipeline.write_features(
+        sim.contacts.lazy(), orders.lazy(), path, moment="arrival", chunk_rows=1_000
+    )
+    expected = pipeline.build_features(sim.contacts, orders, moment="arrival")
+    assert rows == expected.height
+    assert_frame_equal(expected, pl.read_parquet(path))

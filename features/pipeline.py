@@ -583,7 +583,7 @@ def _feature_chunks(  # noqa: PLR0917 (internal; mirrors build_features)
     """
     orders_frame = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
     parts = {
-        name: _hash_chunks(frame, chunk_bits)
+        name: _HashChunks(frame, chunk_bits)
         for name, frame in (
             ("contacts", contacts),
             ("orders", orders_frame),
@@ -593,9 +593,9 @@ def _feature_chunks(  # noqa: PLR0917 (internal; mirrors build_features)
     }
     total = 1 << chunk_bits
     for chunk in range(total):
-        chunk_contacts = parts["contacts"].pop(chunk, None)
-        chunk_orders = parts["orders"].pop(chunk, None)
-        chunk_customers = parts["customers"].pop(chunk, None) if "customers" in parts else None
+        chunk_contacts = parts["contacts"].get(chunk)
+        chunk_orders = parts["orders"].get(chunk)
+        chunk_customers = parts["customers"].get(chunk) if "customers" in parts else None
         if chunk_contacts is not None:
             frame = _collect(
                 *_features_plan(
@@ -636,8 +636,8 @@ def write_features(  # noqa: PLR0917 (mirrors build_features)
     """Build the features of every contact and write them to one Parquet file; returns the rows.
 
     The same rows, in the same order and dtypes, as :func:`build_features`, but the output is
-    never held whole: customer-hash chunks of about ``chunk_rows`` contacts (default
-    ``SINK_CHUNK_ROWS``) are built one at a time and streamed into the file by Polars' Parquet
+    never held whole: customer-hash chunks of about ``chunk_rows`` contacts (default: an eighth of
+    the input, between ``SINK_MIN_CHUNK_ROWS`` and ``SINK_CHUNK_ROWS``) are built one at a time and streamed into the file by Polars' Parquet
     sink, so peak memory is the input plus one chunk's working set (docs/benchmarks.md).
     """
     from polars.io.plugins import register_io_source
@@ -651,7 +651,10 @@ def write_features(  # noqa: PLR0917 (mirrors build_features)
     if isinstance(contacts, pl.LazyFrame):
         contacts = contacts.collect(engine=ENGINE)
     schema = _output_schema(rates, moment, options)
-    chunk_bits = _chunk_bits(contacts, chunk_rows or SINK_CHUNK_ROWS, chunk_rows or SINK_CHUNK_ROWS)
+    if chunk_rows is None:
+        # At least ~8 chunks (the working set is a chunk's), at most SINK_CHUNK_ROWS each.
+        chunk_rows = min(SINK_CHUNK_ROWS, max(contacts.height // 8, SINK_MIN_CHUNK_ROWS))
+    chunk_bits = _chunk_bits(contacts, chunk_rows, chunk_rows)
     written = 0
 
     def source(
@@ -679,13 +682,18 @@ def write_features(  # noqa: PLR0917 (mirrors build_features)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    register_io_source(source, schema=schema, validate_schema=True).sink_parquet(path)
+    # lz4: ~2 s less than zstd over 10M contacts (measured), for a somewhat larger file.
+    register_io_source(source, schema=schema, validate_schema=True).sink_parquet(
+        path, compression="lz4"
+    )
     return written
 
 
-# Chunk size of write_features: its output goes to disk, so small chunks bound the working set;
-# per-row cost is flat from ~60k to 1M contacts per chunk (measured: benchmarks/features.py).
-SINK_CHUNK_ROWS = 125_000
+# Chunk size of write_features: its output goes to disk, so small chunks bound the working set.
+# Measured on 10M contacts: 125k-row chunks 30.2 s / 1.44 GB peak, 250k 25.8 s / 1.50 GB,
+# 500k 27.8 s / 1.62 GB (fixed cost per chunk against working set).
+SINK_CHUNK_ROWS = 250_000
+SINK_MIN_CHUNK_ROWS = 25_000
 # Batches above this many contacts run in customer-hash chunks of at most about _CHUNK_ROWS
 # contacts: the working set (sorted event stream, helper columns) is several times the input, so
 # chunks bound peak memory; per-row cost is lower at ~1M rows than at 10M (benchmarks/features.py).
@@ -705,19 +713,25 @@ def _chunk_bits(contacts: FrameLike, above: int, rows: int) -> int:
     return max(1, (contacts.height - 1) // rows).bit_length()
 
 
-def _hash_chunks(frame: FrameLike, chunk_bits: int) -> dict[int, pl.DataFrame]:
-    """Rows of ``frame`` by the top ``chunk_bits`` bits of their customer hash (order kept)."""
-    # Hashed as the pipeline hashes it: of the id as a string (the contract dtype).
-    chunk = (pl.col("customer_id").cast(pl.String).hash(seed=0) // (1 << (64 - chunk_bits))).alias(
-        "_chunk"
-    )
-    split = frame.lazy().with_columns(chunk).collect(engine=ENGINE)
-    return {
-        key[0]: part  # type: ignore[misc]
-        for key, part in split.partition_by(
-            "_chunk", as_dict=True, include_key=False, maintain_order=True
-        ).items()
-    }
+class _HashChunks:
+    """Rows of a frame by the top ``chunk_bits`` bits of their customer hash, one chunk at a time.
+
+    Each chunk is filtered out of the frame when asked for (order kept), so the chunks are never
+    all copied at once: with the output streamed to disk, peak memory stays near the input's.
+    """
+
+    def __init__(self, frame: FrameLike, chunk_bits: int) -> None:
+        self.frame = frame.collect(engine=ENGINE) if isinstance(frame, pl.LazyFrame) else frame
+        # Hashed as the pipeline hashes it: of the id as a string (the contract dtype).
+        self.chunk = self.frame.select(
+            (pl.col("customer_id").cast(pl.String).hash(seed=0) // (1 << (64 - chunk_bits)))
+            .cast(pl.Int64)
+            .alias("_chunk")
+        ).to_series()
+
+    def get(self, chunk: int) -> pl.DataFrame | None:
+        part = self.frame.filter(self.chunk == chunk)
+        return part if part.height else None
 
 
 def _resolve_days(journey_gap_days: int | None, horizon_days: int | None) -> tuple[int, int]:

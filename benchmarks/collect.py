@@ -15,8 +15,9 @@ def main() -> None:
         "process or run, and reports medians and ratios (the machine is noisy). Re-run with "
         "`.venv/bin/python -m benchmarks.<name>`; each writes `benchmarks/results/<name>.md`, and "
         "`python -m benchmarks.collect` rebuilds this page.\n\n"
-        "The training, explain and serving runs below used feature set v1.0.0 (70 after-contact "
-        "features); v1.1.0 (69) drops `agent_known_outcomes`, one integer column, and was not re-benchmarked.\n"
+        "The training and explain runs below used feature set v1.0.0 (70 after-contact features); "
+        "v1.1.0 (69) drops `agent_known_outcomes`, one integer column, and they were not re-run. "
+        "The features and serving runs use v1.1.0.\n"
     )
     body = "\n".join(p.read_text().strip() + "\n" for p in parts)
     (root.parent / "docs" / "benchmarks.md").write_text(header + "\n" + body)

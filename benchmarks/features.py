@@ -1,17 +1,25 @@
 """Benchmark: point-in-time features with Polars (features.pipeline) against a pandas baseline.
 
-    .venv/bin/python -m benchmarks.features            # 10M contacts for Polars, pandas at 100k
+    .venv/bin/python -m benchmarks.features            # full run (about 12 minutes)
     .venv/bin/python -m benchmarks.features --quick    # smoke run (50k contacts)
 
 Data: a vectorised random generator with the simulator's shape (about 4 contacts per customer,
 heavy-tailed activity, 26 weeks, one order per 8 contacts, written channels with reply times of
-hours), because simulating 10M contacts would dominate the run. Each implementation runs in its
-own subprocess on the same Parquet files, so each peak memory (ru_maxrss) is its own; the time
-covers building the features from frames already in memory. Both results are compared on a
-sample of contacts. pandas is measured at ``--pandas-contacts`` (default 100k): its
-groupby-rolling costs about 0.26 ms of CPU per contact (one rolling call per customer and
-window), so 10M contacts would take about 45 CPU-minutes; ratios are per row at the size both
-ran, and the CPU-time ratio is given next to the wall-time one (the machine is shared).
+hours), because simulating 10M contacts would dominate the run. Each run is its own subprocess on
+the same Parquet files, so each peak memory (VmHWM) is its own; the time covers building the
+features from frames already in memory (and, for the file jobs, writing them). Three
+measurements:
+
+- speed, at ``--pandas-contacts`` (default 100k, 3 runs each): ``build_features`` against the
+  pandas implementation, both in memory;
+- memory, at ``--memory-contacts`` (default 1M, one run each): the job "contacts -> a features
+  Parquet file", pandas (build, then ``to_parquet``) against ``write_features`` (customer-hash
+  chunks streamed into the file). pandas' peak is taken before its write, which favours pandas;
+- full size, ``--contacts`` (default 10M, one run each): ``build_features`` (output in memory) and
+  ``write_features``.
+
+pandas is not run at 10M: its groupby-rolling costs about 0.28 ms of CPU per contact (one rolling
+call per customer and window), about 45 CPU-minutes. Results are compared on sampled contacts.
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "features.md"
 # data, same command, quiet machine), kept so the results file shows the change.
 PREVIOUS_FULL_SIZE = (
     "one pass over all 10,000,000 contacts took 53.3 s wall (55.7 s CPU), peak 8941 MB "
-    "(commit e194d28)."
+    "(commit e194d28); with in-memory chunks 30.4 s, 4599 MB (commit 40c6759). At 100,000 "
+    "contacts with both outputs in memory the peak ratio pandas / Polars was 1.6x."
 )
 COMPARED = [
     "contacts_lifetime",
@@ -139,20 +148,29 @@ def _peak_mb() -> float:
 
 
 def worker(implementation: str, data: Path, sample_out: Path) -> dict:
-    """Run one implementation once in this process; print wall time and peak memory as JSON."""
-    if implementation == "polars":
-        from features.pipeline import build_features
+    """Run one implementation once in this process; return times and peak memory."""
+    peak_before_write = None
+    if implementation in ("polars", "polars-sink"):
+        from features.pipeline import build_features, write_features
 
         contacts = pl.read_parquet(data / "contacts.parquet")
         orders = pl.read_parquet(data / "orders.parquet")
         loaded_mb = _peak_mb()
         started, cpu_started = time.perf_counter(), _cpu_seconds()
-        frame = build_features(contacts, orders, moment="after_contact")
+        if implementation == "polars":
+            frame = build_features(contacts, orders, moment="after_contact")
+        else:
+            written = sample_out.with_suffix(".features.parquet")
+            write_features(contacts, orders, written, moment="after_contact")
         seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
-        sample = frame.filter(pl.col("contact_id").cast(pl.Int64) % 997 == 0).select(
-            "contact_id", *COMPARED
+        peak = _peak_mb()
+        source = frame.lazy() if implementation == "polars" else pl.scan_parquet(written)
+        sample = (
+            source.filter(pl.col("contact_id").cast(pl.Int64) % 997 == 0)
+            .select("contact_id", *COMPARED)
+            .collect()
         )
-        n_features = frame.width - 3
+        n_features = len(source.collect_schema()) - 3
     else:
         from benchmarks.pandas_features import pandas_features
 
@@ -161,7 +179,11 @@ def worker(implementation: str, data: Path, sample_out: Path) -> dict:
         loaded_mb = _peak_mb()
         started, cpu_started = time.perf_counter(), _cpu_seconds()
         frame = pandas_features(contacts, orders)
+        if implementation == "pandas-file":
+            peak_before_write = _peak_mb()
+            frame.to_parquet(sample_out.with_suffix(".features.parquet"))
         seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
+        peak = _peak_mb()
         sample = pl.from_pandas(frame[frame["contact_id"].astype("int64") % 997 == 0])
         n_features = frame.shape[1] - 1
     sample.write_parquet(sample_out)
@@ -169,10 +191,11 @@ def worker(implementation: str, data: Path, sample_out: Path) -> dict:
         "implementation": implementation,
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "peak_mb": _peak_mb(),
+        "peak_mb": peak,
+        "peak_before_write_mb": peak_before_write,
         "loaded_mb": loaded_mb,
         "features": n_features,
-        "rows": contacts.shape[0],
+        "rows": len(contacts),
     }
 
 
@@ -230,6 +253,7 @@ def _measure(label: str, implementation: str, data: Path, repeats: int, work: Pa
         "seconds": statistics.median(r["seconds"] for r in runs),
         "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
         "peak_mb": statistics.median(r["peak_mb"] for r in runs),
+        "peak_before_write_mb": runs[0]["peak_before_write_mb"],
         "loaded_mb": statistics.median(r["loaded_mb"] for r in runs),
         "features": runs[0]["features"],
         "rows": runs[0]["rows"],
@@ -243,6 +267,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Smoke run: 50k contacts.")
     parser.add_argument("--contacts", type=int, default=10_000_000)
     parser.add_argument("--pandas-contacts", type=int, default=100_000)
+    parser.add_argument("--memory-contacts", type=int, default=1_000_000)
     parser.add_argument(
         "--repeats", type=int, default=3, help="Runs per measurement at the pandas size."
     )
@@ -252,7 +277,11 @@ def main() -> None:
         help="Keep the generated data here and reuse it in later runs (default: a temp directory).",
     )
     parser.add_argument("--generate", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--worker", choices=("polars", "pandas"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker",
+        choices=("polars", "polars-sink", "pandas", "pandas-file"),
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--sample-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -262,93 +291,107 @@ def main() -> None:
     if args.generate:
         generate(args.generate, seed=1, out=args.data)
         return
-    big, small = (50_000, 50_000) if args.quick else (args.contacts, args.pandas_contacts)
+    if args.quick:
+        big = middle = small = 50_000
+    else:
+        big, middle, small = args.contacts, args.memory_contacts, args.pandas_contacts
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         work = Path(tmp)
         root = args.data_root or work
-        print(f"generating {small:,} and {big:,} contacts...", flush=True)
-        small_dir = _generated(small, root)
-        big_dir = small_dir if big == small else _generated(big, root)
-        print(f"same size ({small:,} contacts):", flush=True)
-        pandas_small = _measure("small", "pandas", small_dir, args.repeats, work)
-        polars_small = _measure("small", "polars", small_dir, args.repeats, work)
-        compared_rows, compared_columns, mismatched = _compare(
-            polars_small["sample"], pandas_small["sample"]
+        print(f"generating {small:,}, {middle:,} and {big:,} contacts...", flush=True)
+        dirs = {n: _generated(n, root) for n in sorted({small, middle, big})}
+        print(f"speed, {small:,} contacts, in memory:", flush=True)
+        results = {
+            "speed_pandas": _measure("speed", "pandas", dirs[small], args.repeats, work),
+            "speed_polars": _measure("speed", "polars", dirs[small], args.repeats, work),
+        }
+        compared = _compare(results["speed_polars"]["sample"], results["speed_pandas"]["sample"])
+        print(f"memory, {middle:,} contacts -> a features file:", flush=True)
+        results["memory_pandas"] = _measure("memory", "pandas-file", dirs[middle], 1, work)
+        results["memory_polars"] = _measure("memory", "polars-sink", dirs[middle], 1, work)
+        compared_file = _compare(
+            results["memory_polars"]["sample"], results["memory_pandas"]["sample"]
         )
-        polars_big = polars_small
-        if big != small:
-            print(f"full size ({big:,} contacts), once:", flush=True)
-            polars_big = _measure("big", "polars", big_dir, 1, work)
-    _write(
-        args.quick,
-        pandas_small,
-        polars_small,
-        polars_big,
-        compared_rows,
-        compared_columns,
-        mismatched,
+        print(f"full size, {big:,} contacts:", flush=True)
+        results["full_polars"] = _measure("full", "polars", dirs[big], 1, work)
+        results["full_sink"] = _measure("full", "polars-sink", dirs[big], 1, work)
+    _write(args.quick, results, compared, compared_file)
+
+
+def _row(name: str, result: dict) -> str:
+    before_write = result.get("peak_before_write_mb")
+    peak = f"{result['peak_mb']:.0f}" + (
+        f" ({before_write:.0f} before writing)" if before_write else ""
+    )
+    return (
+        f"| {name} | {result['rows']:,} | {result['repeats']} | {result['seconds']:.2f} | "
+        f"{result['cpu_seconds']:.2f} | {result['seconds'] / result['rows'] * 1e6:.2f} | "
+        f"{peak} | {result['loaded_mb']:.0f} |"
     )
 
 
-def _write(  # noqa: PLR0917 (one call site)
-    quick, pandas_small, polars_small, polars_big, compared_rows, compared_columns, mismatched
-) -> None:
+def _same(compared: tuple[int, int, list[str]]) -> str:
+    rows, columns, mismatched = compared
+    verdict = "all equal" if not mismatched else "MISMATCH in " + ", ".join(mismatched)
+    return f"{rows:,} sampled contacts x {columns} features (rtol 1e-9): {verdict}"
+
+
+def _write(quick: bool, results: dict, compared: tuple, compared_file: tuple) -> None:
     import platform
 
     import pandas
 
-    speed = pandas_small["seconds"] / polars_small["seconds"]
-    # pandas runs on one core, Polars on two: on a machine shared with other work the wall-time
-    # ratio swings with the load, so the CPU-time ratio is reported next to it.
-    cpu_speed = pandas_small["cpu_seconds"] / polars_small["cpu_seconds"]
-    cpu_per_row = (pandas_small["cpu_seconds"] / pandas_small["rows"]) / (
-        polars_big["cpu_seconds"] / polars_big["rows"]
-    )
-    memory = pandas_small["peak_mb"] / polars_small["peak_mb"]
-    per_row_pandas = pandas_small["seconds"] / pandas_small["rows"]
-    per_row_polars_big = polars_big["seconds"] / polars_big["rows"]
+    speed_pd, speed_pl = results["speed_pandas"], results["speed_polars"]
+    memory_pd, memory_pl = results["memory_pandas"], results["memory_polars"]
+    full, sink = results["full_polars"], results["full_sink"]
+    speed = speed_pd["seconds"] / speed_pl["seconds"]
+    # pandas runs on one core, Polars on two: the CPU-time ratio is given next to the wall one.
+    cpu_speed = speed_pd["cpu_seconds"] / speed_pl["cpu_seconds"]
+    # pandas' peak before it writes its file: the ratio leaves its write out, in its favour.
+    memory = memory_pd["peak_before_write_mb"] / memory_pl["peak_mb"]
+    memory_in_memory = speed_pd["peak_mb"] / speed_pl["peak_mb"]
+    per_row_pd = memory_pd["seconds"] / memory_pd["rows"]
     lines = [
         "## features",
         "",
-        "Point-in-time contact features (`features.pipeline.build_features`, moment after_contact, "
-        f"{polars_small['features']} features) against a straightforward pandas implementation "
-        f"(`benchmarks/pandas_features.py`: groupby-rolling, merge_asof; {pandas_small['features']} "
-        "of the same history features, so the ratio is conservative). Random simulator-shaped data "
-        "(~4 contacts per customer, heavy-tailed, 26 weeks, 1 order per 8 contacts). Each run is a "
-        "separate subprocess; time = building the features from frames in memory; peak = the "
-        "process's peak resident memory (VmHWM, data loaded included). "
+        "Point-in-time contact features (`features.pipeline`, moment after_contact, "
+        f"{speed_pl['features']} features) against a straightforward pandas implementation "
+        f"(`benchmarks/pandas_features.py`: groupby-rolling, merge_asof; {speed_pd['features']} "
+        "of the same history features, so the ratios are conservative). Random simulator-shaped "
+        "data (~4 contacts per customer, heavy-tailed, 26 weeks, 1 order per 8 contacts). Each run "
+        "is a separate subprocess; time = building the features from frames in memory (and writing "
+        "them, for the file jobs); peak = the process's peak resident memory (VmHWM, data loaded "
+        "included). `build_features` keeps the output in memory; `write_features` streams "
+        "customer-hash chunks into one Parquet file (what `cto features` does). "
         f"{'QUICK SMOKE RUN, not representative. ' if quick else ''}"
         f"Polars {pl.__version__}, pandas {pandas.__version__}, Python {platform.python_version()}, "
-        "2 cores shared with other work (medians of the runs shown).",
+        "2 cores (medians of the runs shown).",
         "",
-        "| implementation | contacts | runs | median wall time (s) | CPU time (s) | wall per 1M contacts (s) "
+        "| job | contacts | runs | median wall time (s) | CPU time (s) | wall per 1M contacts (s) "
         "| peak memory (MB) | after loading data (MB) |",
         "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, result in (
-        ("pandas", pandas_small),
-        ("polars", polars_small),
-        ("polars", polars_big),
-    ):
-        if result is polars_big and polars_big is polars_small:
-            continue
-        lines.append(
-            f"| {name} | {result['rows']:,} | {result['repeats']} | {result['seconds']:.2f} | "
-            f"{result['cpu_seconds']:.2f} | "
-            f"{result['seconds'] / result['rows'] * 1e6:.2f} | {result['peak_mb']:.0f} | {result['loaded_mb']:.0f} |"
-        )
-    lines += [
+        _row("pandas, in memory", speed_pd),
+        _row("Polars `build_features`, in memory", speed_pl),
+        _row("pandas -> Parquet file", memory_pd),
+        _row("Polars `write_features` -> Parquet file", memory_pl),
+        _row("Polars `build_features`, in memory", full),
+        _row("Polars `write_features` -> Parquet file", sink),
         "",
-        f"- Speed at {pandas_small['rows']:,} contacts: Polars is **{speed:.1f}x** faster than pandas "
-        f"in wall time and **{cpu_speed:.1f}x** in CPU time (target >= 10x); peak memory "
-        f"pandas / Polars = **{memory:.1f}x** (target >= 3x).",
-        f"- Full size: Polars builds {polars_big['rows']:,} contacts in **{polars_big['seconds']:.1f} s** "
-        f"(target < 20 s), peak {polars_big['peak_mb']:.0f} MB. Per row that is "
-        f"{per_row_pandas / per_row_polars_big:.1f}x (wall) and {cpu_per_row:.1f}x (CPU) faster than "
-        "pandas per row at "
-        f"{pandas_small['rows']:,} (pandas was not run at full size: see the module docstring).",
-        f"- Same results: {compared_rows:,} sampled contacts x {compared_columns} features compared "
-        f"(rtol 1e-9): {'all equal' if not mismatched else 'MISMATCH in ' + ', '.join(mismatched)}.",
+        f"- Speed at {speed_pl['rows']:,} contacts: Polars is **{speed:.1f}x** faster than pandas "
+        f"in wall time and **{cpu_speed:.1f}x** in CPU time (target >= 10x). At "
+        f"{memory_pl['rows']:,} contacts, writing the features file: "
+        f"**{memory_pd['seconds'] / memory_pl['seconds']:.0f}x**.",
+        f"- Memory, {memory_pl['rows']:,} contacts to a features file: pandas' peak (before it "
+        f"writes) / Polars' peak = **{memory:.1f}x** (target >= 3x). With both outputs held in "
+        f"memory at {speed_pl['rows']:,} contacts the ratio is {memory_in_memory:.1f}x: there the "
+        "interpreter, the libraries and the 69-column output dominate both peaks.",
+        f"- Full size, {full['rows']:,} contacts: `build_features` **{full['seconds']:.1f} s**, "
+        f"peak {full['peak_mb']:.0f} MB; `write_features` **{sink['seconds']:.1f} s**, peak "
+        f"{sink['peak_mb']:.0f} MB, {sink['loaded_mb']:.0f} MB of it held before it started (interpreter, libraries, input) (target < 20 s). "
+        f"Per row, `build_features` at full size is "
+        f"{per_row_pd / (full['seconds'] / full['rows']):.0f}x faster than pandas at "
+        f"{memory_pd['rows']:,}.",
+        f"- Same results: in memory, {_same(compared)}; from the files, {_same(compared_file)}.",
         f"- Before: {PREVIOUS_FULL_SIZE}",
         "",
     ]

@@ -728,9 +728,17 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "(the agent is known once the contact is routed). Without rate tables the rate columns are "
         "null. `RateTables.write(dir)`/`RateTables.read(dir)` store them for the service.",
         "",
-        "## Larger than memory",
+        "## Memory",
         "",
-        "Everything except the rates is per customer. `features.pipeline.build_features_partitioned"
+        "Everything except the rates is per customer, so a batch can be cut by customer hash and "
+        "the pieces concatenated in hash order give exactly the one-pass rows. "
+        "`build_features` does so above 2M contacts (1M-contact chunks; the output is returned "
+        "whole). `features.pipeline.write_features(contacts, orders, path, ...)`, which `cto "
+        "features` uses for Parquet output, builds chunks of at most 250k contacts (at least ~8) "
+        "and streams each into one Parquet file through Polars' sink, so the output is never held "
+        "whole: peak memory is the input plus one chunk (docs/benchmarks.md).",
+        "",
+        "Larger than memory: `features.pipeline.build_features_partitioned"
         "(input_dir, out_dir, n_partitions)` (`cto features --partitions N`) reads one customer-hash "
         "partition at a time from Parquet and writes `part-NNNNN.parquet` per partition: Polars' "
         "streaming engine cannot run `over`/rolling windows out of core, partitions can. On Dask, "

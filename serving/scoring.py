@@ -314,7 +314,13 @@ def score_items(
         expected_contacts = 1.0 + further
         models_used.append(contacts_model)
     refs = [_model_ref(m) for m in models_used]
-    history_counts = _history_counts(prepared)
+    # contacts_lifetime counts exactly the history's earlier contacts of the customer (strictly
+    # before this contact's instant): no second plan needed when the feature set has it.
+    history_counts = (
+        features["contacts_lifetime"].to_list()
+        if "contacts_lifetime" in features.columns
+        else _history_counts(prepared)
+    )
 
     responses = []
     for row, item in enumerate(prepared):

@@ -63,3 +63,13 @@ def test_batch_rows_equal_each_contact_scored_alone(items, moment):
         [feature_rows([item], moment, None, WINDOWS) for item in items], how="vertical_relaxed"
     )
     assert_frame_equal(together, alone)
+
+
+def test_history_contacts_answer_equals_contacts_lifetime(items):
+    """/score answers `history_contacts` from the contacts_lifetime feature: the two must agree."""
+    from serving.scoring import _history_counts
+
+    counts = _history_counts(items)
+    assert any(count > 0 for count in counts)  # vacuous if every history were empty
+    features = feature_rows(items, "arrival", None, WINDOWS)
+    assert features["contacts_lifetime"].to_list() == counts

@@ -90,22 +90,22 @@ def run(args: argparse.Namespace) -> int:
     _done(t0)
 
     t0 = _stage("4/7 point-in-time features")
-    from features.pipeline import build_features
+    from features.pipeline import write_features
     from features.rates import compute_rates
     from features.registry import FEATURE_SET
 
     rates = compute_rates(labeled, settings.horizon_days)
-    feats = build_features(
+    rows = write_features(
         tables["contacts"],
         tables["orders"],
+        out / "features.parquet",
         tables.get("customers"),
         rates=rates,
         moment="after_contact",
     )
-    feats.write_parquet(out / "features.parquet")
     print(
-        f"   {FEATURE_SET.name} v{FEATURE_SET.version}: {feats.height:,} rows x "
-        f"{feats.width - 3} features -> {out / 'features.parquet'}"
+        f"   {FEATURE_SET.name} v{FEATURE_SET.version}: {rows:,} rows x "
+        f"{len(FEATURE_SET.for_moment('after_contact'))} features -> {out / 'features.parquet'}"
     )
     _done(t0)
 

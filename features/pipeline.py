@@ -524,7 +524,8 @@ def _features_plan(
         _customers_frame(customers), on="customer_id", how="left", maintain_order="left"
     ).with_columns(_CUSTOMER_EXPRS)
     # Rates pool all customers: joined as of each contact's start from the global rate tables.
-    rows = join_rates(rows, rates, _rate_names(moment))
+    # The conformed rows always carry agent_id and handled_by (_OUTCOME_INPUTS).
+    rows = join_rates(rows, rates, _rate_names(moment), has_agent=True)
     return rows.select(_output_exprs(feature_set, moment)), checks
 
 

@@ -183,27 +183,32 @@ def join_rates(
     contacts: pl.DataFrame | pl.LazyFrame,
     rates: RateTables | None,
     names: tuple[str, ...] = ("agent", "intent", "channel"),
+    *,
+    has_agent: bool | None = None,
 ) -> pl.DataFrame | pl.LazyFrame:
     """Add ``_rate_<name>`` (and ``_rate_agent_outcomes``) as known at each contact's ``started_at``.
 
     A key with no known outcome yet gets the global rate (the prior) and 0 outcomes; with no
     ``rates`` at all the columns are null. Rows keep their input order; a LazyFrame gives a
     LazyFrame (so the pipeline runs the join in its one plan), a DataFrame a DataFrame.
+    ``has_agent``: whether the frame has ``agent_id`` and ``handled_by`` (None: read its schema,
+    which costs a plan resolution the feature pipeline, which always has them, skips).
     """
-    joined = _join_rates_lazy(contacts.lazy(), rates, names)
+    joined = _join_rates_lazy(contacts.lazy(), rates, names, has_agent)
     return joined if isinstance(contacts, pl.LazyFrame) else joined.collect(engine=ENGINE)
 
 
 def _join_rates_lazy(
-    contacts: pl.LazyFrame, rates: RateTables | None, names: tuple[str, ...]
+    contacts: pl.LazyFrame, rates: RateTables | None, names: tuple[str, ...], has_agent: bool | None
 ) -> pl.LazyFrame:
     if rates is None:
         return contacts.with_columns(
             *[pl.lit(None, pl.Float64).alias(f"_rate_{name}") for name in names],
             pl.lit(None, pl.Int64).alias("_rate_agent_outcomes"),
         )
-    schema = contacts.collect_schema()
-    has_agent = "agent_id" in schema and "handled_by" in schema
+    if has_agent is None:
+        schema = contacts.collect_schema()
+        has_agent = "agent_id" in schema and "handled_by" in schema
     lookup = _rate_lookup(rates)
     keyed = contacts.with_columns(_rate_key_exprs(names, has_agent))
     if lookup.snapshot:

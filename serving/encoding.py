@@ -34,11 +34,12 @@ class CardEncoder:
         self.key = (self.feature_names, tuple(sorted(self.category_levels.items())))
 
     def encode(self, frame: pl.DataFrame) -> np.ndarray:
-        missing = [name for name in self.feature_names if name not in frame.columns]
+        present = set(frame.columns)
+        missing = [name for name in self.feature_names if name not in present]
         if missing:
             raise KeyError(f"feature columns missing from the frame to score: {missing}")
         if frame.height <= ROW_LOOP_MAX_ROWS:
-            return self.encode_rows(frame.select(self.feature_names).rows())
+            return self.encode_rows(column_rows(frame, self.feature_names))
         return self._encode_frame(frame)
 
     def encode_rows(self, rows: Sequence[Sequence[object]]) -> np.ndarray:
@@ -66,6 +67,15 @@ class CardEncoder:
             expressions.append(expression.fill_nan(None).alias(name))
         encoded = frame.lazy().select(expressions).collect(engine="in-memory")
         return encoded.to_numpy(allow_copy=True).astype(np.float64, copy=False)
+
+
+def column_rows(frame: pl.DataFrame, names: Sequence[str]) -> list[tuple]:
+    """Rows of ``frame`` as tuples of the ``names`` columns, read column by column.
+
+    For the few rows of a scoring request this skips a Polars query (``select(...).rows()`` costs
+    about 1 ms of planning per call, measured); each column is fetched by name in O(1).
+    """
+    return list(zip(*(frame.get_column(name).to_list() for name in names), strict=True))
 
 
 def _encode_value(value: object, codes: dict[str, float] | None) -> float:

@@ -15,6 +15,7 @@ import polars as pl
 from features.errors import CTOError
 from features.schema import CONTACTS, CUSTOMERS, ORDERS
 from serving import rules
+from serving.encoding import ROW_LOOP_MAX_ROWS, column_rows
 from serving.explain import driver_text, top_indices
 from serving.models import (
     CONTACTS_TO_ORDER,
@@ -292,7 +293,11 @@ def score_items(
         contributions = np.asarray(
             conversion.booster.predict(x, pred_contrib=True, num_threads=PREDICT_THREADS)
         )
-        values = features.select(conversion.feature_names).rows()
+        values = (
+            column_rows(features, conversion.feature_names)
+            if features.height <= ROW_LOOP_MAX_ROWS
+            else features.select(conversion.feature_names).rows()
+        )
     models_used = [conversion]
 
     reasons = None

@@ -230,14 +230,23 @@ def feature_path_cost(rates, contacts, orders, samples: int, batch_rows: int) ->
 
 
 def write_results(  # noqa: PLR0917 (one call site)
-    ours: dict, floor: dict, batch: dict, theirs: dict, features: dict, quick: bool, workers: int
+    ours: dict,
+    floor: dict,
+    batch: dict,
+    theirs: dict,
+    features: dict,
+    quick: bool,
+    workers: int,
+    rounds: int,
 ) -> str:
     lines = [
         "## serving",
         "",
         "Loopback, one run, both servers on this 2-core machine with the load generator (Python threads, "
-        "one keep-alive `http.client` connection each); p50/p99 over all requests of a setting. Both servers "
-        f"run {workers} worker process(es). `/score` is our service: "
+        "one keep-alive `http.client` connection each). Both servers run side by side with "
+        f"{workers} worker process(es) each; every setting is measured once per round, {rounds} rounds in "
+        "turn, and p50, p99 and req/s are the medians over the rounds (requests: the total). "
+        "`/score` is our service: "
         "raw contact + history in, features computed online, conversion probability, drop-off reasons, "
         "contacts-to-order, priority and next action out; `mlflow` is `mlflow models serve --env-manager local` "
         "on the same after-contact conversion model, fed the already encoded feature row."
@@ -310,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--workers", type=int, default=2, help="Worker processes of both servers (one per core)."
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Times each setting is measured (medians reported)."
+    )
     args = parser.parse_args(argv)
 
     from benchmarks.explain import trained_store
@@ -329,6 +341,14 @@ def main(argv: list[str] | None = None) -> None:
         contacts, orders, customers = sim.contacts, sim.orders, sim.customers
         payloads = build_payloads(contacts, orders, 200)
 
+        mlflow_bodies, rates = mlflow_payloads(settings, contacts, orders, customers, 200)
+        features = feature_path_cost(
+            rates, contacts, orders, 20 if args.quick else 100, 64 if args.quick else 256
+        )
+        print("feature path", features, flush=True)
+        # Both servers run side by side (the idle one costs next to nothing) and every setting is
+        # measured once per round, the rounds one after the other: a burst of load on the shared
+        # machine hits both servers' numbers alike, and the medians over rounds are reported.
         server = start_server(
             {
                 "CTO_TRACKING_URI": settings.tracking_uri,
@@ -337,30 +357,40 @@ def main(argv: list[str] | None = None) -> None:
             },
             root / "server.log",
         )
-        ours: dict = {}
-        floor: dict = {}
-        batch: dict = {}
+        process = None
         try:
+            process, mlflow_base = start_mlflow_serve(
+                settings,
+                f"{settings.model_prefix}-conversion-after-contact",
+                root / "mlflow.log",
+                args.workers,
+            )
+            settings_run = []
             for clients in CONCURRENCY:
                 for explain in (False, True):
                     bodies = [p | {"explain": explain} for p in payloads]
-                    run_load(
-                        server.base_url + "/score", bodies[:8], clients, 2 * clients
-                    )  # warm-up
-                    ours[(clients, explain)] = run_load(
-                        server.base_url + "/score", bodies, clients, requests_per_setting
-                    )
-                    print("ours", clients, explain, ours[(clients, explain)], flush=True)
-                # The floor of this server and machine: endpoints that score nothing, same load.
-                for label, path, bodies in (
-                    ("/livez", "/livez", None),
-                    ("/model_info", "/model_info", [{}]),
-                ):
-                    run_load(server.base_url + path, bodies, clients, 2 * clients)
-                    floor[(clients, label)] = run_load(
-                        server.base_url + path, bodies, clients, 3 * requests_per_setting
-                    )
-                    print("floor", clients, label, floor[(clients, label)], flush=True)
+                    settings_run.append(("ours", (clients, explain), "/score", bodies, 1))
+                settings_run.append(("theirs", clients, "/invocations", mlflow_bodies, 1))
+                # The floor of this server and machine: endpoints that score nothing.
+                settings_run.append(("floor", (clients, "/livez"), "/livez", None, 3))
+                settings_run.append(("floor", (clients, "/model_info"), "/model_info", [{}], 3))
+            runs: dict = {}
+            for round_number in range(1, args.rounds + 1):
+                for kind, key, path, bodies, scale in settings_run:
+                    base = mlflow_base if kind == "theirs" else server.base_url
+                    clients = key if kind == "theirs" else key[0]
+                    run_load(base + path, bodies[:8] if bodies else None, clients, 2 * clients)
+                    result = run_load(base + path, bodies, clients, scale * requests_per_setting)
+                    runs.setdefault((kind, key), []).append(result)
+                    print(f"round {round_number}", kind, key, result, flush=True)
+            ours, floor, theirs = {}, {}, {}
+            for (kind, key), results in runs.items():
+                median = {
+                    field: statistics.median(result[field] for result in results)
+                    for field in results[0]
+                }
+                median["requests"] = sum(result["requests"] for result in results)
+                {"ours": ours, "floor": floor, "theirs": theirs}[kind][key] = median
             rows = 64 if args.quick else 256
             body = {
                 "moment": "after_contact",
@@ -383,29 +413,11 @@ def main(argv: list[str] | None = None) -> None:
             print("batch", batch, flush=True)
         finally:
             server.stop()
-
-        theirs: dict = {}
-        mlflow_bodies, rates = mlflow_payloads(settings, contacts, orders, customers, 200)
-        features = feature_path_cost(
-            rates, contacts, orders, 20 if args.quick else 100, 64 if args.quick else 256
-        )
-        print("feature path", features, flush=True)
-        process, base = start_mlflow_serve(
-            settings,
-            f"{settings.model_prefix}-conversion-after-contact",
-            root / "mlflow.log",
-            args.workers,
-        )
-        try:
-            for clients in CONCURRENCY:
-                run_load(base + "/invocations", mlflow_bodies[:8], clients, 2 * clients)
-                theirs[clients] = run_load(
-                    base + "/invocations", mlflow_bodies, clients, requests_per_setting
-                )
-                print("mlflow", clients, theirs[clients], flush=True)
-        finally:
-            _stop(process)
-    print(write_results(ours, floor, batch, theirs, features, args.quick, args.workers))
+            if process is not None:
+                _stop(process)
+    print(
+        write_results(ours, floor, batch, theirs, features, args.quick, args.workers, args.rounds)
+    )
 
 
 if __name__ == "__main__":

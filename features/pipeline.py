@@ -508,11 +508,20 @@ def _features_plan(
     journey_gap_days: int,
     horizon_days: int,
     feature_set: FeatureSet,
+    contacts_conformed: bool = False,
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """The whole pipeline as one lazy plan (features, key checks): batch and online run this."""
+    """The whole pipeline as one lazy plan (features, key checks): batch and online run this.
+
+    ``contacts_conformed``: the contacts are already in the contract's columns and dtypes (the
+    online path conforms them itself), so resolving their plan's schema again is skipped.
+    """
     if moment not in MOMENTS:
         raise CTOError(f"moment must be one of {', '.join(MOMENTS)}, got {moment!r}")
-    contact_frame = _conform(contacts, CONTACTS, _ARRIVAL_INPUTS + _OUTCOME_INPUTS)
+    contact_frame = (
+        contacts.lazy()
+        if contacts_conformed
+        else _conform(contacts, CONTACTS, _ARRIVAL_INPUTS + _OUTCOME_INPUTS)
+    )
     order_frame = _conform(orders, ORDERS, ("order_id", "customer_id", "ordered_at", "amount"))
     # Used twice (event stream and output rows): collected once (cheaper than Polars' shared
     # subplan cache on large inputs, measured).
@@ -834,6 +843,7 @@ def online_features_many(  # noqa: PLR0917 (mirrors online_features)
         journey_gap_days=journey_gap_days,
         horizon_days=horizon_days,
         feature_set=feature_set,
+        contacts_conformed=True,
     )
     # Back to input order: the pipeline groups rows by customer hash.
     wanted = scored.lazy().select("contact_id").with_row_index("_input_row")

@@ -1,12 +1,16 @@
 """Serving latency and throughput on loopback: our /score and /score_batch vs `mlflow models serve`.
 
 Starts the real service (`cto serve`) and `mlflow models serve --env-manager local` on the same
-champion conversion model, and sends each a bounded number of requests from 1, 8 and 32 concurrent
-keep-alive clients on 127.0.0.1. Our /score takes raw contacts plus history and computes features,
-priority, drop-off reasons and (optionally) explanations; mlflow serve takes the already encoded
-feature row and returns the raw score: its number is the floor of a bare model server.
+champion conversion model, side by side with the same number of workers, and sends each a bounded
+number of requests from 1, 8 and 32 concurrent keep-alive clients on 127.0.0.1, every setting once
+per round for ``--rounds`` rounds (medians reported). Our /score takes raw contacts plus history
+and computes features, priority, drop-off reasons and (optionally) explanations; mlflow serve takes
+the already encoded feature row and returns the raw score: its number is the floor of a bare model
+server. The floor of our server itself is measured under the same load on two endpoints that score
+nothing (BentoML's /livez and our /model_info).
 
-    .venv/bin/python -m benchmarks.serving [--quick] [--tracking-uri sqlite:////abs/mlflow.db]
+    .venv/bin/python -m benchmarks.serving [--quick] [--rounds 3] [--workers 2]
+        [--tracking-uri sqlite:////abs/mlflow.db]
 
 Writes benchmarks/results/serving.md.
 """

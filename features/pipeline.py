@@ -563,21 +563,26 @@ def build_features(
     :func:`features.rates.compute_rates` on labeled contacts). Journey boundaries use
     ``journey_gap_days`` and ``horizon_days`` (default: settings, as features.labels does).
     """
+    options = _feature_options(journey_gap_days, horizon_days, feature_set)
+    chunk_bits = _chunk_bits(contacts, _CHUNK_ABOVE, _CHUNK_ROWS)
+    chunks = list(_feature_chunks(contacts, orders, customers, rates, moment, chunk_bits, options))
+    return chunks[0] if len(chunks) == 1 else pl.concat(chunks, how="vertical", rechunk=False)
+
+
+def _feature_options(
+    journey_gap_days: int | None, horizon_days: int | None, feature_set: FeatureSet
+) -> dict[str, object]:
+    """The keyword options of :func:`_features_plan`, journey days resolved from settings."""
     journey_gap_days, horizon_days = _resolve_days(journey_gap_days, horizon_days)
-    options = {
+    return {
         "journey_gap_days": journey_gap_days,
         "horizon_days": horizon_days,
         "feature_set": feature_set,
     }
-    chunk_bits = _chunk_bits(contacts, _CHUNK_ABOVE, _CHUNK_ROWS)
-    if chunk_bits == 0:
-        return _collect(*_features_plan(contacts, orders, customers, rates, moment, **options))
-    chunks = _feature_chunks(contacts, orders, customers, rates, moment, chunk_bits, options)
-    return pl.concat(list(chunks), how="vertical", rechunk=False)
 
 
 def _feature_chunks(  # noqa: PLR0917 (internal; mirrors build_features)
-    contacts: pl.DataFrame,
+    contacts: FrameLike,
     orders: FrameLike,
     customers: FrameLike | None,
     rates: RateTables | None,
@@ -586,12 +591,18 @@ def _feature_chunks(  # noqa: PLR0917 (internal; mirrors build_features)
     options: dict[str, object],
     progress: Callable[[int, int, int], None] | None = None,
 ) -> Iterator[pl.DataFrame]:
-    """Feature rows one customer-hash range at a time, in hash order.
+    """Feature rows one customer-hash range at a time, in hash order (``chunk_bits`` 0: one pass).
 
     Every feature but the (global) rates reads only its customer's rows, and rows come out ordered
     by customer hash, so the chunks concatenated in order are exactly the one-pass result, at a
     fraction of the peak memory. ``progress(done, total, contacts)`` is called after each chunk.
     """
+    if chunk_bits == 0:
+        frame = _collect(*_features_plan(contacts, orders, customers, rates, moment, **options))  # type: ignore[arg-type]
+        if progress is not None:
+            progress(1, 1, frame.height)
+        yield frame
+        return
     orders_frame = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
     parts = {
         name: _HashChunks(frame, chunk_bits)
@@ -654,12 +665,7 @@ def write_features(  # noqa: PLR0917 (mirrors build_features)
     """
     from polars.io.plugins import register_io_source
 
-    journey_gap_days, horizon_days = _resolve_days(journey_gap_days, horizon_days)
-    options: dict[str, object] = {
-        "journey_gap_days": journey_gap_days,
-        "horizon_days": horizon_days,
-        "feature_set": feature_set,
-    }
+    options = _feature_options(journey_gap_days, horizon_days, feature_set)
     if isinstance(contacts, pl.LazyFrame):
         contacts = contacts.collect(engine=ENGINE)
     schema = _output_schema(rates, moment, options)
@@ -676,16 +682,9 @@ def write_features(  # noqa: PLR0917 (mirrors build_features)
         batch_size: int | None,
     ) -> Iterator[pl.DataFrame]:
         nonlocal written
-        if chunk_bits == 0:
-            chunks: Iterator[pl.DataFrame] = iter(
-                [_collect(*_features_plan(contacts, orders, customers, rates, moment, **options))]  # type: ignore[arg-type]
-            )
-            if progress is not None:
-                progress(1, 1, contacts.height)
-        else:
-            chunks = _feature_chunks(
-                contacts, orders, customers, rates, moment, chunk_bits, options, progress
-            )
+        chunks = _feature_chunks(
+            contacts, orders, customers, rates, moment, chunk_bits, options, progress
+        )
         for chunk in chunks:
             written += chunk.height
             # The sink asks for all columns and no filter; honour a projection or filter anyway.

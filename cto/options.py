@@ -12,7 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from features.errors import CTOError
 from features.settings import Settings, get_settings
 
 IMPORT_FILE = "import.json"

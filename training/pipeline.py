@@ -90,7 +90,9 @@ def task_data_gap(task: str, prepared, settings: Settings) -> str | None:
     frame = prepared.frame
     if task == task_fits.DROPOFF_REASON:
         rows = task_fits.reason_frame(frame)
-        per_split = {s: rows.filter(pl.col("split") == s).height for s in ("train", "valid", "test")}
+        per_split = {
+            s: rows.filter(pl.col("split") == s).height for s in ("train", "valid", "test")
+        }
         reasons = rows.filter(pl.col("split") == "train")["dropoff_label"].n_unique()
         if min(per_split.values()) == 0 or reasons < 2:
             return (
@@ -100,7 +102,9 @@ def task_data_gap(task: str, prepared, settings: Settings) -> str | None:
             )
     if task == task_fits.CONTACTS_TO_ORDER:
         rows = task_fits.contacts_to_order_frame(frame, settings, prepared.windows)
-        per_split = {s: rows.filter(pl.col("split") == s).height for s in ("train", "valid", "test")}
+        per_split = {
+            s: rows.filter(pl.col("split") == s).height for s in ("train", "valid", "test")
+        }
         if min(per_split.values()) == 0 or rows["further_contacts"].n_unique() < 2:
             return (
                 f"no split has journeys with {task_fits.follow_up_days(settings)} days of follow-up "
@@ -118,9 +122,7 @@ def run_training(
     tasks=None,
 ) -> TrainingResult:
     """Train, log, register (and, with ``promote``, gate into the champion alias) each task's model."""
-    from training.data import prepare
-
-    from training.data import check_data, require_data
+    from training.data import check_data, prepare, require_data
 
     chosen = _check_tasks(tasks)
     say = Progress(progress)

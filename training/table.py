@@ -55,7 +55,9 @@ def read_table(path: Path) -> pl.DataFrame:
             frame = pl.read_parquet(path)
         else:
             if b"\x00" in path.open("rb").read(65_536):
-                raise CTOError(f"{path}: not a text CSV file (binary content); rule unreadable_file")
+                raise CTOError(
+                    f"{path}: not a text CSV file (binary content); rule unreadable_file"
+                )
             frame = pl.read_csv(path, infer_schema_length=None)
     except CTOError:
         raise

@@ -155,13 +155,13 @@ def run(args: argparse.Namespace) -> int:
             raise CTOError("--table needs --label COLUMN (the outcome column)")
         if args.tasks or args.data_dir:
             raise CTOError("--table trains one conversion model: drop DATA_DIR and --tasks")
+        settings = command_settings(args)
         if args.treatment:
             return _run_uplift(args, settings)
         if args.test_table:
             raise CTOError("--test-table goes with --treatment COLUMN")
         from training.table import train_table
 
-        settings = command_settings(args)
         result = train_table(
             args.table,
             args.label,

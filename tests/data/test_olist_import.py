@@ -105,7 +105,9 @@ def test_import_output_validates_clean(imported, olist_src):
         )["mql_id"]
         .to_list()
     )
-    assert before == rejects.filter(pl.col("_rule") == "deal_before_first_contact")["mql_id"].to_list()
+    assert (
+        before == rejects.filter(pl.col("_rule") == "deal_before_first_contact")["mql_id"].to_list()
+    )
 
 
 def test_labels_kpis_and_features(imported, olist_src, deals):

@@ -40,7 +40,9 @@ def olist_env(shared_data, tmp_path_factory):
     steps["validate"] = main(["validate", str(data)])
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        steps["train"] = main(["train", str(data), "--model-prefix", PREFIX, "--promote", "--quiet"])
+        steps["train"] = main(
+            ["train", str(data), "--model-prefix", PREFIX, "--promote", "--quiet"]
+        )
     yield root, data, steps, printed.getvalue()
     patch.undo()
 

@@ -733,9 +733,11 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "",
         "Build them with `cto features DATA_DIR --out FILE_OR_DIR [--moment arrival|after_contact|both]"
         " [--partitions N]`, or in Python with `features.pipeline.build_features(contacts, orders, "
-        "customers, rates, moment)`. The service calls `features.pipeline.online_features(...)`, which "
-        "appends the new contact to the customer's history and runs the same function: batch and online "
-        "features cannot drift apart (tests/data/test_features_leakage.py compares them row for row).",
+        "customers, rates, moment)`. The service does not run a Polars plan per contact: it keeps a "
+        "state per customer (features.online, loaded by `cto materialize DATA_DIR` and updated by "
+        "POST /events) and reads each feature's *online form*, declared beside its batch expression "
+        "in features/registry.py. Property tests (tests/unit/test_features_online_parity.py) require "
+        "online and batch values to be equal for random histories, instants and both moments.",
         "",
         "## Scoring moments",
         "",

@@ -25,6 +25,7 @@ COMMANDS = {
     "serve": "cto.commands.serve",
     "report": "cto.commands.report",
     "demo": "cto.commands.demo",
+    "experiment": "cto.commands.experiment",
 }
 
 

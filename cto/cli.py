@@ -26,6 +26,7 @@ COMMANDS = {
     "serve": "cto.commands.serve",
     "report": "cto.commands.report",
     "demo": "cto.commands.demo",
+    "experiment": "cto.commands.experiment",
 }
 
 

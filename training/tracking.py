@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -171,7 +173,11 @@ def log_task(
             client.log_model_artifact(info.model_id, str(extra_path))
         version = None
         if register_as:
-            registered = mlflow.register_model(info.model_uri, register_as, tags={"task": fit.task})
+            # MLflow prints "Successfully registered..." itself; the caller says what was registered.
+            with contextlib.redirect_stderr(io.StringIO()):
+                registered = mlflow.register_model(
+                    info.model_uri, register_as, tags={"task": fit.task}
+                )
             version = str(registered.version)
             client.set_model_version_tag(register_as, version, "run_id", run.info.run_id)
         return run.info.run_id, version

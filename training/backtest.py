@@ -236,7 +236,7 @@ def input_from_directory(data, settings: Settings, task: str, log=None) -> Backt
         )
     prepared = prepare(data, settings, log=log)
     moment = TASK_MOMENT[task]
-    names = feature_names(moment)
+    names = [*feature_names(moment), *prepared.data_columns]
     frame = prepared.frame.filter(pl.col("label_known_at") <= prepared.windows.end).sort(
         "started_at", "contact_id"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cto.options import add_label_arguments, command_settings
+
 HELP = "Rolling-origin backtest: schemes, LightGBM vs fair baselines, retrain cadence (MLflow)."
 
 TASK_CHOICES = ("conversion-arrival", "conversion-after-contact")
@@ -22,11 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=TASK_CHOICES,
         default="conversion-after-contact",
         help="DATA_DIR: which conversion model to backtest (default conversion-after-contact).",
-    )
-    parser.add_argument(
-        "--horizon-days",
-        type=int,
-        help="DATA_DIR: label horizon H in days (default CTO_HORIZON_DAYS).",
     )
     parser.add_argument("--table", type=Path, help="Backtest on FILE (one row per contact).")
     parser.add_argument("--label", help="--table: the boolean outcome column.")
@@ -46,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, help="Also write backtest.md, backtest.json and backtest.png here."
     )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
+    add_label_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from training import backtest
     from training.pipeline import Progress
 
-    overrides = {} if args.horizon_days is None else {"horizon_days": args.horizon_days}
-    settings = get_settings(**overrides)
+    data_dir = None if args.table is not None else (args.data_dir or get_settings().data_dir)
+    settings = command_settings(args, data_dir)
     say = Progress(not args.quiet, prefix="backtest")
     if args.folds < 1:
         raise CTOError(f"--folds must be at least 1, got {args.folds}")
@@ -76,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.label or args.time_column or args.exclude:
             raise CTOError("--label, --time-column and --exclude go with --table FILE")
-        data = backtest.input_from_directory(
-            args.data_dir or settings.data_dir, settings, args.task, log=say
-        )
+        data = backtest.input_from_directory(data_dir, settings, args.task, log=say)
     result = backtest.run_backtest(
         data, settings, folds=args.folds, n_boot=args.bootstrap, log=say, out_dir=args.out
     )

@@ -22,6 +22,7 @@ COMMANDS = {
     "import": "cto.commands.import_data",
     "train": "cto.commands.train",
     "score": "cto.commands.score",
+    "backtest": "cto.commands.backtest",
     "promote": "cto.commands.promote",
     "materialize": "cto.commands.materialize",
     "serve": "cto.commands.serve",

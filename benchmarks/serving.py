@@ -150,7 +150,11 @@ def floor_rows(bundle, sim, rows: list[dict], root: Path) -> dict[str, Path]:
             sim.contacts, sim.orders, sim.customers, bundle.rates_for(moment), moment
         ).filter(pl.col("contact_id").is_in(ids))
         x = model.encoder.encode(frame)
-        np.savez(root / f"rows_{moment}.npz", ids=frame["customer_id"].to_numpy(), rows=x)
+        np.savez(
+            root / f"rows_{moment}.npz",
+            ids=np.asarray(frame["customer_id"].to_list(), dtype=str),
+            rows=x,
+        )
         model.booster.save_model(str(root / f"model_{moment}.txt"))
         files[moment] = root / f"rows_{moment}.npz"
     return files

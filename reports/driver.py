@@ -44,6 +44,7 @@ class ReportData:
     observed_until: datetime
     rejected_rows: int
     source: str
+    tables: dict | None = None  # the validated tables (for the data profile)
 
 
 def load_report_data(data_dir: Path, settings: Settings) -> ReportData:
@@ -75,6 +76,7 @@ def load_report_data(data_dir: Path, settings: Settings) -> ReportData:
         observed_until=observed_until,
         rejected_rows=rejected,
         source=str(data_dir),
+        tables=result.tables,
     )
 
 
@@ -674,6 +676,7 @@ def render_report(
     settings: Settings | None = None,
     *,
     progress: bool = False,
+    allow_other_data: bool = False,
 ) -> str:
     """The report as an HTML string (see :func:`build_report`)."""
     from features.rates import compute_rates
@@ -683,9 +686,22 @@ def render_report(
     say = _progress(progress)
     say(f"reading {data_dir}")
     data = load_report_data(Path(data_dir), settings)
+    last_contact = data.contacts["started_at"].max()
     period = report_kpis.resolve_period(
-        since, until, data.observed_from, data.observed_until, settings.horizon_days
+        since,
+        until,
+        data.observed_from,
+        data.observed_until,
+        settings.horizon_days,
+        last_contact=last_contact,
     )
+    in_period = data.contacts.filter(period.contains()).height
+    if in_period == 0:
+        raise CTOError(
+            f"the period {period.label} has no contacts: the data's contacts run from "
+            f"{data.observed_from:%Y-%m-%d} to {last_contact:%Y-%m-%d} (orders until "
+            f"{data.observed_until:%Y-%m-%d}); choose --since/--until inside that span"
+        )
     say(f"period {period.label}: computing KPIs")
     headline, overall = _headline_section(data, period)
     findings: list[str] = []
@@ -693,6 +709,7 @@ def render_report(
 
     say(f"loading champion models from {settings.tracking_uri}")
     models = load_champions(settings)
+    header_html = _models_header(models, data, settings, allow_other_data)
     features = rates = None
     if models.champions:
         say("building the period's features")
@@ -709,6 +726,17 @@ def render_report(
             journey_gap_days=settings.journey_gap_days,
             horizon_days=settings.horizon_days,
         ).filter(period.contains())
+        # The data's own columns some champions learnt from (e.g. an import's lead origin).
+        from training.data import with_data_columns
+
+        data_columns = sorted(
+            {
+                c
+                for champion in models.champions.values()
+                for c in (champion.card.get("feature_set") or {}).get("data_columns", [])
+            }
+        )
+        features = with_data_columns(features, data.contacts, data_columns)
     ctx = Context(data, period, models, features, rates, settings, say, findings)
     why = _why_section(ctx)
     what_if = _what_if_section(ctx)
@@ -731,7 +759,42 @@ def render_report(
         subtitle=f"{period.label} · {overall['contacts']:,} contacts",
         sections=[headline, where, why, what_if, model_health],
         footer=footer,
+        header_html=header_html,
     )
+
+
+def _models_header(models, data: ReportData, settings: Settings, allow_other_data: bool) -> str:
+    """The header's line naming each champion and its training data; refuses (or, allowed, marks
+    in red) champions that learnt from data of another source or schema than this report's."""
+    from training.batch import check_models_fit_data, describe_data
+    from training.data import directory_profile
+
+    if not models.champions:
+        return ""
+    profile = directory_profile(Path(data.source), data.tables)
+    loaded = [_as_loaded(champion) for champion in models.champions.values()]
+    problems = check_models_fit_data(loaded, profile, allow_other_data, what="explain")
+    trained_on = {}
+    for champion in models.champions.values():
+        trained_on.setdefault(describe_data(champion.card.get("data") or {}), []).append(
+            f"{champion.name} v{champion.version}"
+        )
+    lines = "; ".join(
+        f"{', '.join(names)} trained on {where}" for where, names in trained_on.items()
+    )
+    out = f'<p class="models">Models: {html.esc(lines)}</p>'
+    if problems:
+        out += html.warning(
+            "These models were trained on other data than this report's and explain it anyway "
+            "(--allow-other-data): " + " | ".join(problems)
+        )
+    return out
+
+
+def _as_loaded(champion):
+    from training.batch import LoadedModel
+
+    return LoadedModel(champion.name, champion.version, "champion", champion.card, champion.booster)
 
 
 def build_report(
@@ -743,6 +806,7 @@ def build_report(
     *,
     fmt: str = "html",
     progress: bool = False,
+    allow_other_data: bool = False,
 ) -> Path:
     """Write the driver report for ``[since, until]`` (inclusive days, UTC) to ``out``; its path.
 
@@ -753,7 +817,9 @@ def build_report(
         raise CTOError(f"--format must be html or pdf, got {fmt!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    page = render_report(data_dir, since, until, settings, progress=progress)
+    page = render_report(
+        data_dir, since, until, settings, progress=progress, allow_other_data=allow_other_data
+    )
     if fmt == "html":
         out.write_text(page, encoding="utf-8")
         return out

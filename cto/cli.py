@@ -26,6 +26,7 @@ COMMANDS = {
     "report": "cto.commands.report",
     "demo": "cto.commands.demo",
     "experiment": "cto.commands.experiment",
+    "policy": "cto.commands.policy",
 }
 
 

@@ -83,12 +83,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{result['queued_contacts']:,} queued contacts over {result['days']} days (seed {seed})")
     print(
-        f"{'policy':26}{'orders':>8}{'vs FIFO (95% CI)':>26}{'mean wait':>10}{'p95 wait':>9}{'abandon':>8}"
+        f"{'policy':26}{'orders':>8}{'vs FIFO (95% CI)':>32}{'mean wait':>10}{'p95 wait':>9}{'abandon':>8}"
     )
     for name, p in result["policies"].items():
         diff = f"{p['diff_vs_fifo']:+d} ({p['diff_vs_fifo_relative']:+.1%}) [{p['diff_ci_low']:+.0f}, {p['diff_ci_high']:+.0f}]"
         print(
-            f"{name:26}{p['orders']:>8,}{diff:>26}{p['mean_wait_s']:>9.0f}s{p['p95_wait_s']:>8.0f}s{p['abandonment_rate']:>8.1%}"
+            f"{name:26}{p['orders']:>8,}{diff:>32}{p['mean_wait_s']:>9.0f}s{p['p95_wait_s']:>8.0f}s{p['abandonment_rate']:>8.1%}"
         )
     print("follow-ups under a daily budget: incremental orders per follow-up (95% CI)")
     for name, f in result["follow_up_targeting"].items():

@@ -84,3 +84,17 @@ def test_cto_policy_writes_the_comparison(tmp_path, capsys, monkeypatch):
         > targeting["random"]["incremental_per_follow_up"]
     )
     assert (out / "policy.png").stat().st_size > 5_000
+    # The driver report's section reads the file and says it is simulated.
+    from features.errors import CTOError
+    from reports.decision_value import decision_value_section
+
+    page = decision_value_section(policy=out / "policy.json").render()
+    assert "decision-value-policies" in page and "simulated" in page and "not measured" in page
+    with pytest.raises(CTOError, match="not a policy.json"):
+        decision_value_section(policy=_bad(tmp_path))
+
+
+def _bad(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"hello": 1}))
+    return path

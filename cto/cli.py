@@ -29,6 +29,7 @@ COMMANDS = {
     "report": "cto.commands.report",
     "demo": "cto.commands.demo",
     "experiment": "cto.commands.experiment",
+    "policy": "cto.commands.policy",
 }
 
 

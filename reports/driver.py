@@ -677,8 +677,13 @@ def render_report(
     *,
     progress: bool = False,
     allow_other_data: bool = False,
+    decision_evidence: dict[str, Path | None] | None = None,
 ) -> str:
-    """The report as an HTML string (see :func:`build_report`)."""
+    """The report as an HTML string (see :func:`build_report`).
+
+    ``decision_evidence``: ``{"policy": policy.json, "experiment": analysis.json}`` adds the section
+    "What acting on the scores is worth" (reports.decision_value).
+    """
     from features.rates import compute_rates
     from reports.models import load_champions
 
@@ -745,6 +750,11 @@ def render_report(
         headline.add(
             "<h3>In short</h3>", html.bullet_list([html.esc(f) for f in findings], "findings")
         )
+    extra = []
+    if decision_evidence and any(decision_evidence.values()):
+        from reports.decision_value import decision_value_section
+
+        extra.append(decision_value_section(**decision_evidence))
     generated = datetime.now(UTC)
     footer = (
         f"Generated {generated:%Y-%m-%d %H:%M} UTC from {data.source} (contacts "
@@ -757,7 +767,7 @@ def render_report(
     return html.document(
         title="Contact-to-order driver report",
         subtitle=f"{period.label} · {overall['contacts']:,} contacts",
-        sections=[headline, where, why, what_if, model_health],
+        sections=[headline, where, why, what_if, model_health, *extra],
         footer=footer,
         header_html=header_html,
     )
@@ -807,6 +817,7 @@ def build_report(
     fmt: str = "html",
     progress: bool = False,
     allow_other_data: bool = False,
+    decision_evidence: dict[str, Path | None] | None = None,
 ) -> Path:
     """Write the driver report for ``[since, until]`` (inclusive days, UTC) to ``out``; its path.
 
@@ -818,7 +829,13 @@ def build_report(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     page = render_report(
-        data_dir, since, until, settings, progress=progress, allow_other_data=allow_other_data
+        data_dir,
+        since,
+        until,
+        settings,
+        progress=progress,
+        allow_other_data=allow_other_data,
+        decision_evidence=decision_evidence,
     )
     if fmt == "html":
         out.write_text(page, encoding="utf-8")

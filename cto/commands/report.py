@@ -41,6 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=Path("report.html"), help="Output file (default report.html)."
     )
     parser.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="Report only contacts with this value, e.g. --filter channel=phone; repeat to combine "
+        "(values of one column are alternatives, different columns must all hold). Columns: "
+        "channel, intent, segment, direction, handled_by, agent_id.",
+    )
+    parser.add_argument(
         "--format",
         dest="fmt",
         choices=("html", "pdf"),
@@ -51,13 +61,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from features.settings import get_settings
-    from reports.driver import build_report
+    from reports.driver import build_report, parse_filters
 
     settings = get_settings()
     fmt = args.fmt or ("pdf" if args.out.suffix.lower() == ".pdf" else "html")
     data_dir = args.data_dir if args.data_dir is not None else settings.data_dir
     path = build_report(
-        data_dir, args.since, args.until, args.out, settings, fmt=fmt, progress=True
+        data_dir,
+        args.since,
+        args.until,
+        args.out,
+        settings,
+        fmt=fmt,
+        progress=True,
+        filters=parse_filters(args.filters),
     )
     print(f"wrote {path}")
     return 0

@@ -22,9 +22,11 @@ COMMANDS = {
     "import": "cto.commands.import_data",
     "train": "cto.commands.train",
     "promote": "cto.commands.promote",
+    "materialize": "cto.commands.materialize",
     "serve": "cto.commands.serve",
     "report": "cto.commands.report",
     "demo": "cto.commands.demo",
+    "experiment": "cto.commands.experiment",
 }
 
 

@@ -1047,8 +1047,13 @@ def render_report(
     progress: bool = False,
     filters: dict[str, tuple[str, ...]] | None = None,
     tables_folder: str = "report_tables",
+    decision_evidence: dict[str, Path | None] | None = None,
 ) -> RenderedReport:
-    """The report page and its tables (see :func:`build_report`)."""
+    """The report page and its tables (see :func:`build_report`).
+
+    ``decision_evidence``: ``{"policy": policy.json, "experiment": analysis.json}`` adds the section
+    "What acting on the scores is worth" (reports.decision_value).
+    """
     from features.pipeline import build_features
     from features.rates import compute_rates
     from reports.models import load_champions
@@ -1112,6 +1117,11 @@ def render_report(
         headline.add(
             "<h3>In short</h3>", html.bullet_list([html.esc(f) for f in findings], "findings")
         )
+    extra = []
+    if decision_evidence and any(decision_evidence.values()):
+        from reports.decision_value import decision_value_section
+
+        extra.append(decision_value_section(**decision_evidence))
     generated = datetime.now(UTC)
     footer = (
         f"Generated {generated:%Y-%m-%d %H:%M} UTC from {data.source} (contacts "
@@ -1128,7 +1138,7 @@ def render_report(
     page = html.document(
         title="Contact-to-order driver report",
         subtitle=subtitle,
-        sections=[headline, where, why, what_if, model_health],
+        sections=[headline, where, why, what_if, model_health, *extra],
         footer=footer,
     )
     return RenderedReport(page, exports)
@@ -1144,6 +1154,7 @@ def build_report(
     fmt: str = "html",
     progress: bool = False,
     filters: dict[str, tuple[str, ...]] | None = None,
+    decision_evidence: dict[str, Path | None] | None = None,
 ) -> Path:
     """Write the driver report for ``[since, until]`` (inclusive days, UTC) to ``out``; its path.
 
@@ -1158,7 +1169,14 @@ def build_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     folder = f"{out.stem}_tables"
     rendered = render_report(
-        data_dir, since, until, settings, progress=progress, filters=filters, tables_folder=folder
+        data_dir,
+        since,
+        until,
+        settings,
+        progress=progress,
+        filters=filters,
+        tables_folder=folder,
+        decision_evidence=decision_evidence,
     )
     rendered.exports.write(out.parent / folder)
     if fmt == "html":

@@ -58,6 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="html (default, or from the --out suffix) or pdf (printed with headless Chromium).",
     )
 
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="policy.json of `cto policy`: adds what acting on the scores is worth.",
+    )
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        help="analysis.json of `cto experiment analyse` (a measured effect).",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     from features.settings import get_settings
@@ -75,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         fmt=fmt,
         progress=True,
         filters=parse_filters(args.filters),
+        decision_evidence={"policy": args.policy, "experiment": args.experiment},
     )
     print(f"wrote {path}")
     return 0

@@ -419,8 +419,11 @@ def _fair_block(ctx: Context, by: str) -> list[str]:
         charted["ratio"].to_list(),
         charted["ratio_low"].to_list(),
         charted["ratio_high"].to_list(),
-        raw=charted["raw_ratio"].to_list(),
+        raw=charted["raw_ratio"].to_list() if comparison.prior_strength > 0 else None,
         verdict=charted["verdict"].to_list(),
+        dot_label="shrunk ratio (95% interval)"
+        if comparison.prior_strength > 0
+        else "observed / expected (95% interval)",
         xlabel="orders observed / orders expected (1 = as expected)",
     )
     sentence = fairness.credible_sentence(table, noun, plural)
@@ -504,10 +507,6 @@ def _raw_agents_block(ctx: Context) -> list[str]:
     ]
 
 
-def _grows_with_history(feature: str) -> bool:
-    return feature.endswith(("_lifetime", "_conversion_rate")) or feature == "tenure_days"
-
-
 def _history_for(data: ReportData, period: Period) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Contacts and orders up to the period's end of the customers active in the period."""
     active = data.contacts.filter(period.contains()).select("customer_id").unique()
@@ -544,40 +543,62 @@ def _why_section(ctx: Context) -> html.Section:
             f"Strongest driver of conversion: {top_driver.name.lower()}, {top_driver.sentence}"
         )
         items = [
+            f'<span data-driver="{html.esc(d.feature)}" data-points="{d.mean_abs_effect * 100!r}">'
             f"<strong>{html.esc(d.name)}</strong>: {html.esc(d.sentence)} "
-            f'<span class="tag">{html.esc(d.feature)}</span>'
+            f'<span class="tag">{html.esc(d.feature)}</span></span>'
             for d in analysis.drivers
         ]
         section.add(
             "<h3>Top drivers of conversion</h3>",
             html.paragraph(
-                f"Ranked by how much each factor moves the model's estimate across {analysis.contacts:,} "
-                "of this period's contacts (mean absolute SHAP value of the champion after-contact "
-                "model). Points are percentage points of the chance to order. These are patterns the "
-                "model learnt, not proof of cause.",
+                "Each factor's one number is how much it moves the chance to order of a contact, on "
+                f"average over {analysis.contacts:,} of this period's contacts, in percentage points "
+                "(TreeSHAP of the champion after-contact model); the list and the chart give the same "
+                "number in the same order. These are patterns the model learnt, not proof of cause.",
                 "lead",
             ),
             html.bullet_list(items, "drivers"),
         )
         importance = plots.ranked_bars(
             [d.name for d in analysis.drivers],
-            [d.mean_abs_effect for d in analysis.drivers],
+            [d.mean_abs_effect * 100 for d in analysis.drivers],
             xlabel="average effect on the chance to order (percentage points)",
             highlight=0,
-            percent=True,
+            percent=False,
+            keep_order=True,
+            annotations=[explain.points_text(d.mean_abs_effect) for d in analysis.drivers],
         )
         section.add(
-            html.figure(importance, "How much each factor moves the chance to order, on average.")
+            html.figure(
+                importance,
+                "How much each factor moves the chance to order, on average (percentage points).",
+                exports=ctx.exports,
+                data_id="drivers",
+                data=pl.DataFrame(
+                    {
+                        "Factor": [d.name for d in analysis.drivers],
+                        "Feature": [d.feature for d in analysis.drivers],
+                        "Average effect (percentage points)": [
+                            d.mean_abs_effect * 100 for d in analysis.drivers
+                        ],
+                        "Direction": [d.direction for d in analysis.drivers],
+                        "In words": [d.sentence for d in analysis.drivers],
+                    }
+                ),
+            )
         )
         charts = []
         for driver in analysis.drivers[:DEPENDENCE_PLOTS]:
             column = analysis.column(driver.feature)
+            values = analysis.x[:, column]
             levels = analysis.category_levels.get(driver.feature)
+            if levels is None and explain.is_flag(values):
+                levels = ("no", "yes")  # a yes/no factor reads as two categories, not a 0-1 axis
             scale = 1.0 if levels else explain.display_scale(driver.feature)
             charts.append(
                 html.figure(
                     plots.dependence(
-                        analysis.x[:, column] * scale,
+                        values * scale,
                         analysis.effects[:, column],
                         xlabel=explain.axis_label(driver.feature),
                         categories=list(levels) if levels else None,
@@ -858,6 +879,18 @@ def _health_section(ctx: Context) -> html.Section:
             ],
         )
     )
+    meanings = [
+        f"<strong>{html.esc(TASK_TITLES.get(task, task))}</strong>: "
+        + " ".join(html.esc(line) for line in health.metric_meanings(champion))
+        for task, champion in models.champions.items()
+        if health.metric_meanings(champion)
+    ]
+    if meanings:
+        section.add(
+            "<details open><summary>What these figures mean</summary>"
+            + html.bullet_list(meanings, "meanings")
+            + "</details>"
+        )
     after = models.get("conversion-after-contact")
     if after is None or features is None or features.height == 0:
         return section
@@ -870,7 +903,24 @@ def _health_section(ctx: Context) -> html.Section:
         period.contains() & (pl.col("label_known_at") <= data.observed_until)
     )
     known_features = features.join(known.select("contact_id", "converted"), on="contact_id")
-    if known_features.height >= 100:
+    window = health.test_window(after)
+    inside_test = False
+    if window is not None:
+        test_from = datetime.fromisoformat(window[0])
+        test_until = datetime.fromisoformat(window[1])
+        test_from = test_from if test_from.tzinfo else test_from.replace(tzinfo=UTC)
+        test_until = test_until if test_until.tzinfo else test_until.replace(tzinfo=UTC)
+        overlap = min(period.end, test_until) - max(period.start, test_from)
+        # Mostly the same contacts: a second curve would only repeat the first.
+        inside_test = overlap.total_seconds() >= 0.5 * (period.end - period.start).total_seconds()
+    if inside_test and held_out is not None:
+        calibration_note = (
+            "This period lies mostly inside the model's held-out test window, so its contacts are "
+            "the test curve's contacts: one curve is shown."
+        )
+    else:
+        calibration_note = ""
+    if known_features.height >= 100 and not (inside_test and held_out is not None):
         series.append(
             health.reliability(
                 after,
@@ -888,22 +938,31 @@ def _health_section(ctx: Context) -> html.Section:
             html.figure(
                 chart,
                 "Contacts grouped by predicted chance to order (after-contact model): on the dashed "
-                "line, predicted and actual agree.",
+                f"line, predicted and actual agree. {calibration_note}".strip(),
             ),
         )
     drifts = health.feature_drift(after, features)
     if drifts:
-        shifted = [d for d in drifts if np.isfinite(d.psi) and d.psi > 0.2]
-        alerts = [d for d in shifted if not _grows_with_history(d.feature)]
-        expected = [d for d in shifted if _grows_with_history(d.feature)]
+        from reports.drift import PSI_ALERT, expected_move
+
+        started = health.training_start(after)
+        warm_up = None
+        if started:
+            began = datetime.fromisoformat(started)
+            began = began if began.tzinfo else began.replace(tzinfo=UTC)
+            warm_up = (began - data.observed_from).total_seconds() / 86_400
+        reasons = {d.feature: expected_move(d.feature, warm_up) for d in drifts}
+        shifted = [d for d in drifts if np.isfinite(d.psi) and d.psi > PSI_ALERT]
+        alerts = [d for d in shifted if reasons[d.feature] is None]
+        expected = [d for d in shifted if reasons[d.feature] is not None]
         if alerts:
             ctx.findings.append(
                 f"Model health: {len(alerts)} feature(s) drifted a lot since training; see Model health."
             )
-        if alerts:
             section.add(
                 html.warning(
-                    f"{len(alerts)} feature(s) shifted a lot against the training data (PSI above 0.2): "
+                    f"{len(alerts)} feature(s) shifted a lot against the model's training window "
+                    f"(PSI above {PSI_ALERT}): "
                     + ", ".join(f"{d.feature} ({d.psi:.2f})" for d in alerts[:8])
                     + ". Estimates for these contacts are less reliable; consider retraining."
                 )
@@ -911,26 +970,36 @@ def _health_section(ctx: Context) -> html.Section:
         else:
             section.add(
                 html.note(
-                    "No contact or history feature shifted a lot against the training data "
-                    "(PSI ≤ 0.2)."
+                    "No feature that should stay stable shifted a lot against the model's training "
+                    f"window (PSI ≤ {PSI_ALERT})."
                 )
             )
         if expected:
             section.add(
                 html.note(
-                    "Expected to move: "
-                    + ", ".join(f"{d.feature} ({d.psi:.2f})" for d in expected)
-                    + ". Lifetime counts, customer tenure and the pooled conversion rates grow or "
-                    "settle as the data gets longer, so they shift after training; a shift there "
-                    "matters less than one in a contact's own fields (waits, channel, request type)."
+                    "Expected to move, so never an alert: "
+                    + "; ".join(
+                        f"{d.feature} ({d.psi:.2f}: {reasons[d.feature]})" for d in expected
+                    )
+                    + "."
                 )
             )
-        shown = drifts[:15]
+        # The features that should stay stable first; the largest expected movers after them, grey.
+        stable = [d for d in drifts if reasons[d.feature] is None][:10]
+        movers = [d for d in drifts if reasons[d.feature] is not None][: 15 - len(stable)]
+        shown = sorted(stable + movers, key=lambda d: -d.psi if np.isfinite(d.psi) else 0.0)
         section.add(
-            "<h3>Drift: this period against the training data</h3>",
+            "<h3>Drift: this period against the training window</h3>",
             html.figure(
-                plots.drift_bars([d.feature for d in shown], [d.psi for d in shown]),
-                "Population stability index per feature (15 largest): how much the mix of values moved.",
+                plots.drift_bars(
+                    [d.feature for d in shown],
+                    [d.psi for d in shown],
+                    expected=[reasons[d.feature] is not None for d in shown],
+                ),
+                "Population stability index against the rows the model learnt from (its training "
+                "window): how much each feature's mix of values moved. Shown: the 10 largest shifts "
+                "among features that should stay stable and the largest of those declared expected "
+                "to move (grey, never an alert); every feature is in the table below.",
             ),
         )
         drift_frame = pl.DataFrame(
@@ -939,6 +1008,7 @@ def _health_section(ctx: Context) -> html.Section:
                 "psi": [d.psi if np.isfinite(d.psi) else None for d in drifts],
                 "level": [d.level for d in drifts],
                 "detail": [d.detail for d in drifts],
+                "expected": [reasons[d.feature] or "" for d in drifts],
             }
         )
         section.add(
@@ -950,8 +1020,12 @@ def _health_section(ctx: Context) -> html.Section:
                     html.ColumnFormat("psi", "PSI", lambda v: html.fmt_number(v, 3), numeric=True),
                     html.ColumnFormat("level", "Shift"),
                     html.ColumnFormat("detail", "What moved"),
+                    html.ColumnFormat("expected", "Expected to move because"),
                 ),
-                row_class=["warn" if d.psi > 0.2 else "" for d in drifts],
+                row_class=[
+                    "warn" if d.psi > PSI_ALERT and reasons[d.feature] is None else ""
+                    for d in drifts
+                ],
                 table_id="drift",
                 exports=ctx.exports,
             )

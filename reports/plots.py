@@ -405,17 +405,34 @@ def reliability(series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> s
 
 
 @_styled
-def drift_bars(features: Sequence[str], psi: Sequence[float], *, threshold: float = 0.2) -> str:
-    """Population stability index per feature, the alert threshold as a line."""
+def drift_bars(
+    features: Sequence[str],
+    psi: Sequence[float],
+    *,
+    threshold: float = 0.2,
+    expected: Sequence[bool] | None = None,
+) -> str:
+    """Population stability index per feature, the alert threshold as a line.
+
+    Features ``expected`` to move are grey and labelled so, whatever their PSI: never an alert.
+    """
     values = np.asarray(psi, dtype=float)
+    expected = list(expected) if expected is not None else [False] * len(values)
     order = np.argsort(values)[::-1]
     fig, ax = _new(6.2, 0.28 * len(order) + 1.0)
     y = np.arange(len(order))
     colors = [
-        BAD if values[i] > threshold else (ACCENT if values[i] > 0.1 else MUTED) for i in order
+        PREVIOUS
+        if expected[i]
+        else (BAD if values[i] > threshold else (ACCENT if values[i] > 0.1 else MUTED))
+        for i in order
     ]
     ax.barh(y, values[order], color=colors, height=0.7)
-    ax.set_yticks(y, [features[i] for i in order], fontsize=8.5)
+    ax.set_yticks(
+        y,
+        [f"{features[i]} (expected to move)" if expected[i] else features[i] for i in order],
+        fontsize=8.5,
+    )
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
     ax.axvline(threshold, color=BAD, linestyle="--", linewidth=1)
@@ -491,6 +508,7 @@ def ratio_intervals(
     xlabel: str,
     raw: Sequence[float] | None = None,
     verdict: Sequence[str] | None = None,
+    dot_label: str = "shrunk ratio (95% interval)",
 ) -> str:
     """Observed/expected ratios as dots with 95% intervals, in the given order; 1 marked.
 
@@ -504,7 +522,7 @@ def ratio_intervals(
     palette = {"above": GOOD, "below": BAD}
     colors = [palette.get(v, MUTED) for v in (verdict or ["within"] * len(labels))]
     ax.hlines(y, lows, highs, colors=colors, linewidth=2)
-    ax.scatter(values, y, color=colors, s=24, zorder=3, label="shrunk ratio (95% interval)")
+    ax.scatter(values, y, color=colors, s=24, zorder=3, label=dot_label)
     if raw is not None:
         ax.scatter(
             np.asarray(raw, dtype=float),

@@ -98,6 +98,11 @@ def rendered(report_html, tmp_path_factory):
                 [...t.querySelectorAll('tbody tr')].map(tr => [...tr.querySelectorAll('td')].map(
                     td => (td.querySelector('strong') || td).textContent.trim()))])""",
         )
+        drivers = page.eval_on_selector_all(
+            "ul.drivers [data-driver]",
+            "items => items.map(i => [i.dataset.driver, i.dataset.points, i.innerText])",
+        )
+        meanings = page.locator("ul.meanings li").count()
         text = page.inner_text("body")
         page_height = page.evaluate("document.body.scrollHeight")
         page.screenshot(path=str(shot), full_page=True)
@@ -108,6 +113,8 @@ def rendered(report_html, tmp_path_factory):
         "counts": counts,
         "levers": dict(lever_values),
         "lever_ranges": lever_ranges,
+        "drivers": drivers,
+        "meanings": meanings,
         "links": links,
         "tables": {ident: (heads, rows) for ident, heads, rows in tables},
         "text": text,
@@ -219,6 +226,25 @@ def test_every_table_links_its_csv_and_the_csv_equals_the_table(rendered, report
             assert [f"{v * 100:.1f}%" for v in csv["Led to an order"]] == [
                 row[column] for row in rows
             ], ident
+
+
+def test_driver_list_and_chart_give_the_same_number_in_the_same_order(rendered, report_html):
+    """The list's number per driver is the chart's bar (the chart's data, exported beside it)."""
+    links = dict(rendered["links"])
+    chart = pl.read_csv(Path(unquote(urlparse(links["drivers"]).path)))
+    listed = rendered["drivers"]
+    assert [feature for feature, _, _ in listed] == chart["Feature"].to_list()
+    bars = chart["Average effect (percentage points)"].to_list()
+    for (feature, points, text), bar in zip(listed, bars, strict=True):
+        assert float(points) == pytest.approx(bar, rel=1e-12), feature
+        assert f"{bar:.1f} points" in text, (feature, text)
+    assert bars == sorted(bars, reverse=True)
+
+
+def test_model_health_figures_are_explained_in_words(rendered):
+    assert rendered["meanings"] == 4  # one line of meanings per champion
+    text = rendered["text"]
+    assert "coin flip" in text and "no relation" in text
 
 
 def test_screenshot_is_saved_for_the_docs(rendered):

@@ -289,7 +289,7 @@ def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # 
         f"script (benchmarks/timed.lua); {args.rounds} rounds of {args.seconds:g} s per setting, "
         "settings in turn within each round; figures are medians over the rounds (requests and "
         "errors: totals). The service runs `cto serve` with "
-        f"{WORKERS} workers on an event store loaded by `cto materialize` "
+        f"{args.workers} workers on an event store loaded by `cto materialize` "
         f"({extra['materialize']['states']:,} customers, {extra['materialize']['seconds']:.1f} s); "
         "every /score reads the customer's state from the store (no history in the request). The "
         "floor is a bare Starlette app on one uvicorn process (benchmarks/floor_app.py): look up a "
@@ -373,6 +373,13 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     parser.add_argument("--rounds", type=int, default=3, help="Rounds (medians reported).")
     parser.add_argument("--seconds", type=float, default=15.0, help="Seconds per setting.")
     parser.add_argument("--long-seconds", type=float, default=60.0, help="The long run.")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="Service worker processes.")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="Keep the trained models and tables here and reuse them on the next run.",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.contacts, args.rounds, args.seconds, args.long_seconds = 8_000, 1, 3.0, 5.0
@@ -389,7 +396,18 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     windows = FeatureWindows(defaults.journey_gap_days, defaults.horizon_days)
     with tempfile.TemporaryDirectory(prefix="cto-bench-serving-") as tmp:
         root = Path(tmp)
-        settings = trained_store(root, args.contacts)
+        if args.work_dir is not None:
+            trained = args.work_dir.resolve() / str(args.contacts)
+            if not (trained / "mlflow.db").is_file():
+                trained.mkdir(parents=True, exist_ok=True)
+                trained_store(trained, args.contacts)
+            settings = get_settings(
+                tracking_uri=f"sqlite:///{(trained / 'mlflow.db').resolve()}",
+                artifact_location=str(trained / "mlruns"),
+            )
+            shutil.copytree(trained / "sim", root / "sim")
+        else:
+            settings = trained_store(root, args.contacts)
         sim = simulate(n_contacts=args.contacts, seed=11)  # the tables trained on
         store_url = f"sqlite:///{root / 'events.db'}"
         started = time.perf_counter()
@@ -431,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             {
                 "CTO_TRACKING_URI": settings.tracking_uri,
                 "CTO_EVENT_STORE_URL": store_url,
-                "CTO_WORKERS": str(WORKERS),
+                "CTO_WORKERS": str(args.workers),
             },
             root / "server.log",
         )

@@ -51,6 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_label_arguments(parser)
     add_model_prefix_argument(parser)
     parser.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="Report only contacts with this value, e.g. --filter channel=phone; repeat to combine "
+        "(values of one column are alternatives, different columns must all hold). Columns: "
+        "channel, intent, segment, direction, handled_by, agent_id.",
+    )
+    parser.add_argument(
         "--format",
         dest="fmt",
         choices=("html", "pdf"),
@@ -72,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from features.settings import get_settings
-    from reports.driver import build_report
+    from reports.driver import build_report, parse_filters
 
     fmt = args.fmt or ("pdf" if args.out.suffix.lower() == ".pdf" else "html")
     data_dir = args.data_dir if args.data_dir is not None else get_settings().data_dir
@@ -86,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         fmt=fmt,
         progress=True,
         allow_other_data=args.allow_other_data,
+        filters=parse_filters(args.filters),
         decision_evidence={"policy": args.policy, "experiment": args.experiment},
     )
     print(f"wrote {path}")

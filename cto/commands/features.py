@@ -97,9 +97,8 @@ def run(args: argparse.Namespace) -> int:
     import polars as pl
 
     from features.errors import CTOError
-    from features.labels import label_contacts
     from features.pipeline import build_features, build_features_partitioned, write_features
-    from features.rates import compute_rates, compute_rates_partitioned
+    from features.rates import compute_rates, compute_rates_partitioned, rate_inputs
     from features.registry import FEATURE_SET
     from features.settings import get_settings
 
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         rates = None
         if not args.no_rates:
             print(f"rates: labeling {args.partitions} partitions (H={horizon}d)...", flush=True)
-            rates = compute_rates_partitioned(args.path, args.partitions, horizon, gap)
+            rates = compute_rates_partitioned(args.path, args.partitions, horizon)
         for moment, target in outputs.items():
             print(f"features ({moment}): {args.partitions} partitions -> {target}", flush=True)
             parts = build_features_partitioned(
@@ -149,8 +148,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"input: {contacts.height:,} contacts, {orders.height:,} orders", flush=True)
         rates = None
         if not args.no_rates:
-            labeled = label_contacts(contacts, orders, horizon_days=horizon, journey_gap_days=gap)
-            rates = compute_rates(labeled, horizon_days=horizon)
+            rates = compute_rates(rate_inputs(contacts, orders, horizon), horizon_days=horizon)
         n_features = {m: len(FEATURE_SET.for_moment(m)) for m in moments}
         for moment, target in outputs.items():
             if target.suffix == ".csv":

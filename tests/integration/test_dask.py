@@ -1,5 +1,6 @@
-"""`cto features` on a Dask cluster (LocalCluster, 2 worker processes) gives exactly the
-single-machine features and rate tables."""
+"""The pipeline on a Dask cluster (LocalCluster, 2 worker processes): `cto features --dask` gives
+exactly the single-machine features and rate tables; `cto train --dask` registers a model whose
+held-out metric is within a stated tolerance of the single-machine fit."""
 
 from __future__ import annotations
 
@@ -104,3 +105,65 @@ def test_dask_errors_are_clear(world, tmp_path):
 
     with pytest.raises(CTOError, match="the Dask path reads Parquet"):
         input_files(csv_dir)
+
+
+# Distributed LightGBM builds its histograms on each worker's rows, so it is not bit-identical
+# to one machine: the stated tolerance on the held-out ROC-AUC of the conversion model.
+ROC_AUC_TOLERANCE = 0.03
+
+
+def test_dask_training_registers_a_model_within_tolerance(cluster, world, tmp_path, monkeypatch):
+    import mlflow
+
+    from features.settings import get_settings
+    from training.data import prepare
+    from training.pipeline import fit_task
+
+    _, data = world
+    store = tmp_path / "mlflow"
+    env = {
+        "CTO_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+        "CTO_ARTIFACT_LOCATION": str(store / "mlruns"),
+        "CTO_SEED": "5",
+        "CTO_NUM_THREADS": "1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    store.mkdir()
+    task = "conversion-after-contact"
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--tasks",
+                task,
+                "--quiet",
+                "--dask",
+                cluster.scheduler.address,
+            ]
+        )
+        == 0
+    )
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = mlflow.MlflowClient()
+    name = f"{settings.model_prefix}-{task}"
+    version = client.search_model_versions(f"name='{name}'")[0]
+    distributed_auc = client.get_run(version.run_id).data.metrics["test_roc_auc"]
+    booster = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
+    assert booster.num_trees() >= 1
+
+    single = fit_task(task, prepare(data, settings), settings)
+    single_auc = single.metrics["model"]["roc_auc"]
+    assert distributed_auc > 0.6, "the distributed model learned the planted effects"
+    assert abs(distributed_auc - single_auc) <= ROC_AUC_TOLERANCE, (distributed_auc, single_auc)
+
+
+def test_best_round_is_the_early_stopping_rule():
+    from training.distributed import best_round
+
+    assert best_round([5.0, 4.0, 3.0, 3.5, 3.6, 3.7], patience=2) == 3
+    # A later, lower loss after the patience ran out is not taken (early stopping never saw it).
+    assert best_round([5.0, 4.0, 4.5, 4.6, 1.0], patience=2) == 2
+    assert best_round([3.0, 2.0, 1.0], patience=40) == 3

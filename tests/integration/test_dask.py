@@ -159,6 +159,21 @@ def test_dask_training_registers_a_model_within_tolerance(cluster, world, tmp_pa
     assert distributed_auc > 0.6, "the distributed model learned the planted effects"
     assert abs(distributed_auc - single_auc) <= ROC_AUC_TOLERANCE, (distributed_auc, single_auc)
 
+    # Batch scoring with the registered model: map_partitions on the cluster (one partition per
+    # row group) gives exactly the one-process scores, in input order.
+    table = tmp_path / "to_score.parquet"
+    single.test_frame.write_parquet(table, row_group_size=500)
+    model = f"{name}/{version.version}"
+    outputs = {}
+    for how, extra in (("one", []), ("dask", ["--dask", cluster.scheduler.address])):
+        outputs[how] = tmp_path / f"scores_{how}.parquet"
+        score = ["score", "--table", str(table), "--model", model, "--out", str(outputs[how])]
+        assert main([*score, "--allow-other-data", "--quiet", *extra]) == 0
+    one, dask = (pl.read_parquet(path) for path in outputs.values())
+    assert one.height == single.test_frame.height > 1_000
+    assert one["p_order"].n_unique() > 100
+    assert_frame_equal(dask, one, check_exact=True)
+
 
 def test_best_round_is_the_early_stopping_rule():
     from training.distributed import best_round

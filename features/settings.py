@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often the service checks the registry for a new champion."
     )
 
+    # Scale-out
+    dask: str | None = Field(
+        None,
+        description="Run batch commands on Dask: a scheduler address (tcp://host:8786) or "
+        "local:N (a local cluster of N worker processes); unset: one process.",
+    )
+
 
 def get_settings(**overrides: object) -> Settings:
     """Read settings from the environment (``CTO_*``), with explicit overrides on top."""

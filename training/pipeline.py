@@ -151,10 +151,13 @@ def run_training(
     rates_frame = latest_rates_frame(prepared.rates)
     for task in runnable:
         say(f"{task}: fitting")
+        fit_started = time.time()
         fit = fit_task(task, prepared, settings)
         say(f"{task}: logging to MLflow")
         name = model_name(settings, task)
-        run_id, version, card = register_fit(fit, prepared, settings, name, rates_frame=rates_frame)
+        run_id, version, card = register_fit(
+            fit, prepared, settings, name, rates_frame=rates_frame, fit_started=fit_started
+        )
         result.run_ids[task] = run_id
         result.versions[task] = version
         result.metrics[task] = flat_metrics(fit.metrics) | _extra_numbers(fit.extra)
@@ -203,7 +206,13 @@ def run_tags(prepared) -> dict[str, str]:
 
 
 def register_fit(
-    fit, prepared, settings: Settings, name: str, rates_frame: pl.DataFrame | None = None
+    fit,
+    prepared,
+    settings: Settings,
+    name: str,
+    rates_frame: pl.DataFrame | None = None,
+    *,
+    fit_started: float | None = None,
 ) -> tuple[str, str, dict]:
     """Build the card, log the run and register ``fit`` as a new version of ``name``."""
     from features.registry import FEATURE_SET
@@ -252,7 +261,13 @@ def register_fit(
     }
     setup_mlflow(settings)
     run_id, version = log_task(
-        fit, card, settings, rates_frame=rates_frame, tags=run_tags(prepared), register_as=name
+        fit,
+        card,
+        settings,
+        rates_frame=rates_frame,
+        tags=run_tags(prepared),
+        register_as=name,
+        fit_started=fit_started,
     )
     return run_id, str(version), card
 

@@ -10,6 +10,7 @@ because a random split overstates what a model will do on next month's contacts.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,6 +194,7 @@ def train_table(
     check = check_data(frame, "_label")
     say(check.line)
     require_data(check)
+    fit_started = time.time()
     fit = fit_binary("table", frame, features, categorical, "_label", settings=settings)
     windows = {"split_method": method}
     if time_column:
@@ -234,7 +236,9 @@ def train_table(
         card["data"]["span"] = {"from": str(times.min()), "until": str(times.max())}
     setup_mlflow(settings)
     tags = {"data_source": str(path), "data_digest": digest, "split_method": method, "label": label}
-    run_id, version = log_task(fit, card, settings, rates_frame=None, tags=tags, register_as=name)
+    run_id, version = log_task(
+        fit, card, settings, rates_frame=None, tags=tags, register_as=name, fit_started=fit_started
+    )
     metrics = flat_metrics(fit.metrics)
     say(
         f"test ROC-AUC {metrics['test_roc_auc']:.4f}, PR-AUC {metrics['test_pr_auc']:.4f}, "

@@ -6,7 +6,9 @@ import contextlib
 import io
 import json
 import tempfile
+import time
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,8 @@ RATES_FILE = "rates.parquet"
 TEST_SET_FILE = "test_set.parquet"
 MODEL_ARTIFACT = "model"
 INPUT_EXAMPLE_ROWS = 5
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_KIND = "custom_model_development"
 
 
 def model_name(settings: Settings, task: str) -> str:
@@ -42,6 +46,9 @@ def setup_mlflow(settings: Settings) -> str:
         experiment_id = mlflow.create_experiment(settings.experiment, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
+    if experiment is None or EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        # MLflow 3's UI opens an experiment without this tag on the GenAI traces view.
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -104,12 +111,25 @@ def log_task(
     rates_frame: pl.DataFrame | None,
     tags: dict[str, str],
     register_as: str | None,
+    fit_started: float | None = None,
 ) -> tuple[str, str | None]:
     """Log one trained model as an MLflow run; register it. Returns (run_id, version or None)."""
     import mlflow
 
     client = mlflow.MlflowClient()
-    with mlflow.start_run(run_name=fit.task) as run, tempfile.TemporaryDirectory() as tmp:
+    # The run starts when the fit started (its duration covers the fit) and is named with the
+    # time, so retrains of a task are told apart in the runs list.
+    started = fit_started or time.time()
+    experiment_id = mlflow.get_experiment_by_name(settings.experiment).experiment_id
+    created = client.create_run(
+        experiment_id,
+        start_time=int(started * 1000),
+        run_name=f"{fit.task} {datetime.fromtimestamp(started, UTC):%Y-%m-%d %H:%M:%S}",
+    )
+    with (
+        mlflow.start_run(run_id=created.info.run_id) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         tmp_dir = Path(tmp)
         mlflow.set_tags(tags | {"task": fit.task, "objective": fit.objective})
         mlflow.log_params({k: _param_text(v) for k, v in fit.params.items()})
@@ -181,7 +201,47 @@ def log_task(
                 )
             version = str(registered.version)
             client.set_model_version_tag(register_as, version, "run_id", run.info.run_id)
+            _describe(client, register_as, version, card)
         return run.info.run_id, version
+
+
+def _describe(client, name: str, version: str, card: dict) -> None:
+    """Descriptions a data scientist reads in the registry: task, data, windows, feature set, metrics."""
+    data = card.get("data") or {}
+    span = data.get("span") or {}
+    feature_set = card.get("feature_set") or {}
+    metrics = (card.get("test_metrics") or {}).get("model") or {}
+    shown = ", ".join(
+        f"{k} {v:.4f}"
+        for k, v in metrics.items()
+        if k in ("roc_auc", "pr_auc", "ece", "macro_f1", "log_loss", "mae") and isinstance(v, float)
+    )
+    windows = card.get("data_windows") or {}
+    window_text = "; ".join(
+        f"{split} {w.get('from', '')[:10]} to {w.get('until', '')[:10]}"
+        for split, w in windows.items()
+        if isinstance(w, dict)
+    )
+    client.update_registered_model(
+        name,
+        description=f"CTO {card.get('task')} model ({card.get('objective')}): {card.get('output', '')}",
+    )
+    client.update_model_version(
+        name,
+        version,
+        description=(
+            f"Trained on {data.get('source_kind', '?')} data from {data.get('source', '?')}"
+            + (
+                f", contacts {span.get('from', '')[:10]} to {span.get('until', '')[:10]}"
+                if span
+                else ""
+            )
+            + f". Windows: {window_text or card.get('data_windows')}."
+            + f" Feature set {feature_set.get('name', '')} {feature_set.get('version', '')}"
+            + f" (digest {feature_set.get('digest', '')}, {len(card.get('feature_names', []))} features)."
+            + (f" Test: {shown}." if shown else "")
+        ),
+    )
 
 
 def _log_dataset(fit: TaskFit, card: dict) -> None:

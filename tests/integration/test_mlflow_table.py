@@ -43,6 +43,14 @@ def test_cto_train_table_on_online_shoppers_reaches_published_auc(shared_data, t
     assert metrics["test_roc_auc"] > metrics["baseline_one_rule_test_roc_auc"]
     assert metrics["test_ece"] < 0.05
     assert run.data.tags["split_method"] == "stratified_random"
+    # What a data scientist sees in MLflow: the experiment opens on runs (not GenAI traces),
+    # the run is named with its time and lasts as long as the fit, versions say what they are.
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.info.run_name.startswith("table 20")
+    assert (run.info.end_time - run.info.start_time) / 1000 >= 1.0
+    assert "online_shoppers_intention.csv" in champion.description
+    assert "roc_auc" in champion.description
     booster = mlflow.lightgbm.load_model(f"models:/{name}@champion")
     assert "PageValues" in booster.feature_name() and "Revenue" not in booster.feature_name()
 

@@ -54,10 +54,13 @@ class Server:
 
 
 def start_server(
-    env_overrides: dict[str, str], log_path: Path, ready_timeout: float = 180.0
+    env_overrides: dict[str, str],
+    log_path: Path,
+    ready_timeout: float = 180.0,
+    port: int | None = None,
 ) -> Server:
-    """`cto serve` on a free loopback port; returns once /readyz answers 200."""
-    port = free_port()
+    """`cto serve` on a loopback port (a free one by default); returns once /readyz answers 200."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
     env |= {"CTO_HOST": "127.0.0.1", "CTO_PORT": str(port)} | env_overrides
     log_file = log_path.open("w")

@@ -12,6 +12,7 @@ never see a half-loaded set. /readyz answers 503 until a bundle is loaded.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from starlette.responses import JSONResponse
 from features.errors import CTOError
 from features.settings import get_settings
 from serving.auth import BearerTokenMiddleware
+from serving.guard import RequestGuardMiddleware
 from serving.schemas import (
     EventsRequest,
     EventsResponse,
@@ -33,6 +35,9 @@ from serving.schemas import (
 )
 
 log = logging.getLogger("cto.serving")
+# The process that started this one, read at import (before any model loads): in a worker that is
+# the server's supervisor, which the worker must not outlive (serving.supervision).
+_STARTED_BY = os.getppid()
 PRUNE_EVERY_SECONDS = 3600.0
 # Concurrent /score requests scored together: up to 32 share one feature plan (~0.8 ms a
 # contact instead of ~18 ms alone).
@@ -67,9 +72,13 @@ class CTOService:
     """Contact-to-Order scoring: conversion probability, priority, drop-off reasons, next action."""
 
     def __init__(self) -> None:
+        from serving.logs import install_client_error_filter
         from serving.scoring import FeatureWindows
         from serving.store import EventStore
+        from serving.supervision import exit_with_parent
 
+        exit_with_parent(_STARTED_BY)
+        install_client_error_filter()
         self.settings = get_settings()
         self.windows = FeatureWindows(self.settings.journey_gap_days, self.settings.horizon_days)
         self.store = EventStore(self.settings.event_store_url, self.settings.history_days)
@@ -244,4 +253,6 @@ class CTOService:
         }
 
 
+# Auth first (an unauthenticated client learns nothing about limits), then the body checks.
 CTOService.add_asgi_middleware(BearerTokenMiddleware, token=get_settings().api_token)
+CTOService.add_asgi_middleware(RequestGuardMiddleware, max_body_bytes=get_settings().max_body_bytes)

@@ -1,0 +1,177 @@
+"""Reliability and security of the real server (`cto serve`, 2 workers) over HTTP.
+
+What a client cannot break (wrong media types, oversized bodies), what the logs never hold
+(request values), how auth reads the header, and what a kill -9 of the server process leaves
+behind (nothing: no orphan worker, the port free, a restart that works). The module's last test
+kills its server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from serving.process import REPO, start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TOKEN = "reliability-token-1"
+MAX_BODY = 64 * 1024
+EMAIL_ID = "carol.reliability@example.com"
+POST_ROUTES = ("/score", "/score_batch", "/events", "/model_info")
+
+
+@pytest.fixture(scope="module")
+def server_env(trained, mlflow_settings, tmp_path_factory):
+    root = tmp_path_factory.mktemp("reliability")
+    return root, {
+        "CTO_TRACKING_URI": mlflow_settings.tracking_uri,
+        "CTO_EVENT_STORE_URL": f"sqlite:///{root / 'events.db'}",
+        "CTO_API_TOKEN": TOKEN,
+        "CTO_WORKERS": "2",
+        "CTO_MAX_BODY_BYTES": str(MAX_BODY),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(server_env):
+    root, env = server_env
+    running = start_server(env, root / "server.log")
+    yield running
+    running.stop()
+
+
+def _post(server, path: str, **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {TOKEN}"} | kwargs.pop("headers", {})
+    return httpx.post(server.base_url + path, headers=headers, timeout=30, **kwargs)
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_bearer_scheme_is_case_insensitive(server, scheme):
+    answer = httpx.post(
+        server.base_url + "/model_info",
+        json={},
+        headers={"Authorization": f"{scheme} {TOKEN}"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    wrong = httpx.post(
+        server.base_url + "/model_info",
+        json={},
+        headers={"Authorization": f"{scheme} {TOKEN}x"},
+        timeout=30,
+    )
+    assert wrong.status_code == 401
+    assert isinstance(wrong.json()["detail"], list)
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+def test_non_json_bodies_get_415_naming_the_type(server, path):
+    multipart = _post(server, path, files={"file": ("a.json", b"{}", "application/json")})
+    bare = _post(server, path, content=b"x", headers={"Content-Type": "multipart/form-data"})
+    for answer in (multipart, bare):
+        assert answer.status_code == 415, answer.text
+        assert "multipart/form-data" in answer.json()["error"]
+        assert answer.json()["detail"][0]["loc"] == ["header", "content-type"]
+
+
+def test_bodies_over_the_limit_get_413_with_the_limit(server):
+    big = b'{"contacts": [' + b" " * MAX_BODY + b"]}"
+    declared = _post(server, "/events", content=big, headers={"Content-Type": "application/json"})
+
+    def stream():
+        for start in range(0, len(big), 8192):
+            yield big[start : start + 8192]
+
+    streamed = _post(
+        server, "/events", content=stream(), headers={"Content-Type": "application/json"}
+    )
+    for answer in (declared, streamed):
+        assert answer.status_code == 413, answer.text
+        assert f"{MAX_BODY:,}" in answer.json()["error"]
+    # A body under the limit still goes through, streamed or not.
+    small = b'{"customers": [{"customer_id": "u-limit-1", "segment": "consumer"}]}'
+    assert _post(server, "/events", content=iter([small])).status_code == 200
+
+
+def test_client_errors_are_one_line_warnings_without_request_values(server):
+    bad_score = {
+        "contact": {
+            "contact_id": EMAIL_ID,
+            "customer_id": EMAIL_ID,
+            "started_at": "2026-03-02T09:15:00Z",
+            "channel": "fax",
+        },
+        EMAIL_ID: "unknown field named like a person",
+    }
+    assert _post(server, "/score", json=bad_score).status_code == 400
+    assert _post(server, "/score_batch", json={"items": [bad_score]}).status_code == 400
+    events = _post(server, "/events", json={"contacts": [{"contact_id": EMAIL_ID}]})
+    assert events.status_code in (200, 400), events.text
+    assert _post(server, "/events", content=f'{{"{EMAIL_ID}"'.encode()).status_code == 400
+    time.sleep(0.5)  # the workers' log lines reach the file
+    log = server.log_path.read_text(errors="replace")
+    assert EMAIL_ID not in log
+    assert "Traceback" not in log
+    lines = [line for line in log.splitlines() if "client error 400 on /score [POST]" in line]
+    assert lines and all("[WARNING]" in line for line in lines), log[-3000:]
+    assert "contact.channel literal_error" in lines[0]
+
+
+def test_a_second_server_on_the_same_port_fails_fast_and_plainly(server):
+    port = server.base_url.rsplit(":", 1)[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "cto.cli", "serve", "--port", port],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert f"port {port}" in proc.stderr and "in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 20
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_kill_9_of_the_server_leaves_no_worker_and_a_restart_works(server, server_env):
+    """Runs last: kills the module's server."""
+    port = int(server.base_url.rsplit(":", 1)[1])
+    workers = psutil.Process(server.process.pid).children(recursive=True)
+    assert len(workers) >= 2
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait(timeout=10)
+    _gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert alive == [], f"orphaned workers: {[p.pid for p in alive]}"
+    deadline = time.monotonic() + 10
+    while not _port_is_free(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _port_is_free(port)
+    root, env = server_env
+    again = start_server(env, Path(root) / "server-restart.log", port=port)
+    try:
+        assert httpx.get(again.base_url + "/readyz", timeout=10).status_code == 200
+    finally:
+        again.stop()

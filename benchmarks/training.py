@@ -92,13 +92,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     contacts, repeats = (50_000, 3) if args.quick else (args.contacts, args.repeats)
 
+    from features.encoding import encode, fit_encoding
     from features.registry import categorical_features, feature_names
     from features.settings import get_settings
     from features.simulate import simulate
     from training import lgbm
     from training.baselines import fit_logistic
     from training.data import prepare
-    from training.encoding import encode, fit_encoding
     from training.pipeline import fit_task, monotone_hints
     from training.tasks import TASKS
 

@@ -42,6 +42,7 @@ from pathlib import Path
 import polars as pl
 
 from features.errors import CTOError
+from features.partitions import customer_partition, scan_tables
 from features.rates import RateTables, join_rates
 from features.registry import CHANNELS, FEATURE_SET, HISTORY_WINDOWS, MOMENTS, FeatureSet
 from features.schema import CONTACTS, CUSTOMERS, ORDERS, TABLES, Table
@@ -892,30 +893,6 @@ def online_features(  # noqa: PLR0917 (signature fixed by docs/architecture.md)
 
 
 # --- larger than memory -------------------------------------------------------------------------
-
-
-def scan_tables(directory: Path) -> dict[str, pl.LazyFrame]:
-    """Lazy scans of ``contacts``/``orders``/``customers`` (.parquet or .csv) in ``directory``."""
-    scans = {}
-    for name in ("contacts", "orders", "customers"):
-        for suffix in (".parquet", ".csv"):
-            path = directory / f"{name}{suffix}"
-            if path.is_file():
-                scans[name] = (
-                    pl.scan_parquet(path)
-                    if suffix == ".parquet"
-                    else pl.scan_csv(path, try_parse_dates=True)
-                )
-                break
-    for name in ("contacts", "orders"):
-        if name not in scans:
-            raise CTOError(f"{directory}: no {name}.parquet or {name}.csv")
-    return scans
-
-
-def customer_partition(n_partitions: int) -> pl.Expr:
-    """Partition number of each row's customer (stable within a Polars version)."""
-    return (pl.col("customer_id").hash(seed=0) % n_partitions).cast(pl.Int64)
 
 
 def build_features_partitioned(

@@ -29,6 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from features.errors import CTOError
+from features.partitions import customer_partition, scan_tables
 
 # Group key per rate; bots have no agent_id and share one "bot" rate.
 RATE_KEYS: dict[str, pl.Expr] = {
@@ -358,7 +359,6 @@ def compute_rates_partitioned(
     columns a rate needs are kept from each, then the global step runs once on all of them.
     """
     from features.labels import label_contacts
-    from features.pipeline import customer_partition, scan_tables
 
     scans = scan_tables(Path(input_dir))
     observed_until = (

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from features.encoding import FeatureEncoding, encode
 from features.settings import Settings
-from training.encoding import FeatureEncoding, encode
 from training.scoring import calibration_from_card
 from training.tasks import (
     CONTACTS_TO_ORDER,

@@ -20,9 +20,9 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from features.encoding import CardEncoder
 from features.errors import CTOError
 from features.settings import Settings
-from serving.encoding import CardEncoder
 from serving.explain import Reference
 
 log = logging.getLogger("cto.serving")

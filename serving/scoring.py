@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from features.encoding import ROW_LOOP_MAX_ROWS, column_rows
 from features.errors import CTOError
 from features.schema import CONTACTS, CUSTOMERS, ORDERS
 from serving import rules
-from serving.encoding import ROW_LOOP_MAX_ROWS, column_rows
 from serving.explain import driver_text, top_indices
 from serving.models import (
     CONTACTS_TO_ORDER,

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from training.encoding import FeatureEncoding
+from features.encoding import FeatureEncoding
 
 ONE_RULE_BINS = 10
 # Pseudo-count pulling sparse bins towards the base rate.

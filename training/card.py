@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 
+from features.encoding import FeatureEncoding
 from training.data import Windows
-from training.encoding import FeatureEncoding
 from training.metrics import scalar_metrics
 
 CARD_FORMAT_VERSION = 1

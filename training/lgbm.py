@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 
+from features.encoding import FeatureEncoding
 from features.settings import Settings
-from training.encoding import FeatureEncoding
 
 MAX_ROUNDS = 600
 EARLY_STOPPING_ROUNDS = 40

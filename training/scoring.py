@@ -6,8 +6,8 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from features.encoding import FeatureEncoding, encode
 from training.calibration import Calibration
-from training.encoding import FeatureEncoding, encode
 from training.metrics import binary_metrics, count_metrics, multiclass_metrics
 
 

@@ -13,12 +13,12 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from features.encoding import FeatureEncoding, encode, fit_encoding
 from features.errors import CTOError
 from features.schema import DROPOFF_REASONS
 from features.settings import Settings
 from training import baselines, lgbm
 from training.calibration import Calibration, choose_calibration, sigmoid
-from training.encoding import FeatureEncoding, encode, fit_encoding
 from training.explain import contributions, driver_recovery, shap_cost
 from training.metrics import (
     binary_metrics,

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from features.encoding import encoded_frame
 from features.settings import Settings
 from training import plots
 from training.card import flat_metrics
-from training.encoding import encoded_frame
 from training.tasks import TaskFit
 
 CARD_FILE = "model_card.json"

@@ -41,6 +41,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-name", help="--table: registered model name (default <prefix>-<file>-conversion)."
     )
+    parser.add_argument(
+        "--treatment",
+        help="--table: the 0/1 (yes/no) treatment column: train uplift models instead (training.uplift).",
+    )
+    parser.add_argument(
+        "--test-table", type=Path, help="--treatment: judge on this file instead of a split."
+    )
+    parser.add_argument(
+        "--learners",
+        nargs="+",
+        choices=("t", "s", "x", "dr"),
+        default=["t", "s", "x", "dr"],
+        help="--treatment: meta-learners to compare (the T-learner is the baseline).",
+    )
+    parser.add_argument(
+        "--propensity",
+        choices=("constant", "model"),
+        default="constant",
+        help="--treatment: 'constant' for randomised treatment, 'model' for logged (confounded) data.",
+    )
+    parser.add_argument(
+        "--order-value", type=float, default=1.0, help="--treatment: value of one outcome."
+    )
+    parser.add_argument(
+        "--treatment-cost",
+        type=float,
+        default=0.0,
+        help="--treatment: cost of one treatment; the rule treats where uplift x value > cost.",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
 
 
@@ -64,6 +93,53 @@ def _print_table_result(result) -> None:
         print(f"promotion: {result.promoted.reason}")
 
 
+def _run_uplift(args: argparse.Namespace, settings) -> int:
+    from features.errors import CTOError
+    from training.uplift_table import LEARNER_NAMES, train_uplift_table
+
+    if args.promote:
+        raise CTOError("--promote is not available for uplift models yet: set the alias by hand")
+    if "t" not in args.learners:
+        args.learners = ["t", *args.learners]  # the baseline is always reported
+    result = train_uplift_table(
+        args.table,
+        args.label,
+        args.treatment,
+        settings,
+        test_path=args.test_table,
+        time_column=args.time_column,
+        exclude=list(args.exclude),
+        model_name=args.model_name,
+        learners=tuple(dict.fromkeys(args.learners)),
+        order_value=args.order_value,
+        treatment_cost=args.treatment_cost,
+        propensity=args.propensity,
+        progress=not args.quiet,
+    )
+    report = result.report
+    print(
+        f"model {result.model_name} v{result.version} ({LEARNER_NAMES[result.learner]})  "
+        f"run {result.run_id}  split {result.split_method}"
+    )
+    print(f"{'':12}{'Qini':>9}{'vs T (95% CI)':>30}{'AUUC':>9}{'IRR':>8}{'NIR':>10}{'targeted':>9}")
+    for learner, row in report["learners"].items():
+        diff = (
+            f"{row['qini_diff_vs_t']:+.5f} [{row['qini_diff_ci_low']:+.5f}, {row['qini_diff_ci_high']:+.5f}]"
+            if "qini_diff_vs_t" in row
+            else "baseline"
+        )
+        print(
+            f"{LEARNER_NAMES[learner]:12}{row['qini']:9.5f}{diff:>30}{row['auuc']:9.5f}"
+            f"{row['irr']:8.4f}{row['nir']:10.2f}{row['targeted_share']:9.1%}"
+        )
+    everyone = report["treat_everyone"]
+    print(
+        f"{'random':12}{report['random_qini_mean']:9.5f}{'':30}{'':9}"
+        f"{everyone['irr']:8.4f}{everyone['nir']:10.2f}{1:9.0%}  (NIR: treat everyone)"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from features.errors import CTOError
     from features.settings import get_settings
@@ -74,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
             raise CTOError("--table needs --label COLUMN (the outcome column)")
         if args.tasks or args.data_dir:
             raise CTOError("--table trains one conversion model: drop DATA_DIR and --tasks")
+        if args.treatment:
+            return _run_uplift(args, settings)
+        if args.test_table:
+            raise CTOError("--test-table goes with --treatment COLUMN")
         from training.table import train_table
 
         result = train_table(
@@ -88,8 +168,10 @@ def run(args: argparse.Namespace) -> int:
         )
         _print_table_result(result)
         return 0
-    if args.label or args.time_column or args.exclude or args.model_name:
-        raise CTOError("--label, --time-column, --exclude and --model-name go with --table FILE")
+    if args.label or args.time_column or args.exclude or args.model_name or args.treatment:
+        raise CTOError(
+            "--label, --treatment, --time-column, --exclude and --model-name go with --table FILE"
+        )
     from training.pipeline import run_training
 
     data_dir = args.data_dir or settings.data_dir

@@ -105,9 +105,9 @@ def _offline(
     import mlflow.artifacts
     import mlflow.lightgbm
 
+    from features.encoding import FeatureEncoding, encode
     from features.pipeline import build_features
     from serving.models import online_rates
-    from training.encoding import FeatureEncoding, encode
     from training.scoring import calibration_from_card
 
     mlflow.set_tracking_uri(store_settings.tracking_uri)

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from training.encoding import FeatureEncoding, encode
+from features.encoding import FeatureEncoding, encode
 from training.scoring import predict
 
 AFTER = "conversion-after-contact"

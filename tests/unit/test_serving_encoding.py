@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 
-from serving.encoding import ROW_LOOP_MAX_ROWS, CardEncoder
+from features.encoding import ROW_LOOP_MAX_ROWS, CardEncoder, encode, fit_encoding
 from serving.models import online_rates
-from training.encoding import encode, fit_encoding
 
 
 def _frame(rows: int) -> pl.DataFrame:

@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from features.encoding import encode, fit_encoding
 from features.errors import CTOError
 from training.baselines import fit_one_rule
 from training.calibration import choose_calibration, sigmoid
 from training.data import split_expr, time_windows
-from training.encoding import encode, fit_encoding
 from training.metrics import (
     binary_metrics,
     expected_calibration_error,

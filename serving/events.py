@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from features.schema import TABLES, Table
 from features.validate import validate_frames
 from serving.schemas import EventsRequest, EventsResponse, RejectedRow
 from serving.store import EventStore
@@ -23,9 +24,14 @@ def _text(value: Any) -> str | None:
     return json.dumps(value)
 
 
-def raw_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """Rows of loosely typed JSON as an all-text frame (missing keys -> null), in posted order."""
-    columns: dict[str, None] = {}
+def raw_frame(rows: list[dict[str, Any]], table: Table | None = None) -> pl.DataFrame:
+    """Rows of loosely typed JSON as an all-text frame (missing keys -> null), in posted order.
+
+    With ``table``, every contract column is present: a required field no row carries rejects
+    each row on its own (rule ``not_null``), like one that some rows carry, instead of failing the
+    whole request.
+    """
+    columns: dict[str, None] = dict.fromkeys(c.name for c in table.columns) if table else {}
     for row in rows:
         columns.update(dict.fromkeys(row))
     return pl.DataFrame(
@@ -47,13 +53,35 @@ def ingest(store: EventStore, request: EventsRequest) -> EventsResponse:
         rows = getattr(request, name)
         if not rows:
             continue
-        result = validate_frames({name: raw_frame(rows)}, {name: name}, partial=True)
+        # A key that is not a contract column rejects its row (a misspelt `wait_secs` must not
+        # store the contact as if the value were missing); the others are validated together.
+        known = {c.name for c in TABLES[name].columns}
+        clean: list[int] = []
+        for index, row in enumerate(rows):
+            unknown = sorted(set(row) - known)
+            if unknown:
+                rejected.append(
+                    RejectedRow(
+                        table=name,
+                        row=index + 1,
+                        field=unknown[0],
+                        rule="unknown_column",
+                        message=f"not a column of {name}: {', '.join(unknown)}",
+                    )
+                )
+            else:
+                clean.append(index)
+        if not clean:
+            continue
+        result = validate_frames(
+            {name: raw_frame([rows[i] for i in clean], TABLES[name])}, {name: name}, partial=True
+        )
         accepted[name] = result.tables[name]
         for record in result.reject_records(name):
             rejected.append(
                 RejectedRow(
                     table=name,
-                    row=int(record["row"]),
+                    row=clean[int(record["row"]) - 1] + 1,
                     field=record["column"],
                     rule=record["rule"],
                     message=record["message"],

@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from features.schema import (
     AFTER_CONTACT_COLUMNS,
@@ -37,6 +45,19 @@ NEXT_ACTIONS = (
     "nurture",
     "none",
 )
+
+
+def _not_text_or_bool(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise ValueError("Input should be a JSON integer, not a string or boolean")
+    return value
+
+
+def _json_integers(*names: str) -> Any:
+    """A before-validator for integer fields: 3 and 3.0 (JSON Schema's integer), never "3" or
+    true. (A validator on the model, not on the type, keeps the bounds in the JSON schema.)"""
+    return field_validator(*names, mode="before")(_not_text_or_bool)
+
 
 # An unknown field is an error, not silently ignored: a misspelt `wait_secs` must not score as missing.
 _STRICT_FIELDS = ConfigDict(extra="forbid")
@@ -70,6 +91,10 @@ def _field(column: Column, optional: bool) -> tuple[Any, Any]:
         constraints["le"] = column.maximum
     if column.dtype == pl.String:
         constraints["min_length"] = 1
+    if typ in (float, bool):
+        # JSON types as declared: "5" for a number or 1 for a boolean is an error, not a guess
+        # (the OpenAPI document says number/boolean, and means it).
+        constraints["strict"] = True
     examples = [column.example] if column.example is not None else None
     if optional:
         return (
@@ -84,8 +109,14 @@ def model_from_table(
 ) -> type[BaseModel]:
     """A pydantic model with one field per contract column; ``optional`` columns may be omitted."""
     fields = {c.name: _field(c, optional=c.nullable or c.name in optional) for c in table.columns}
+    integers = [c.name for c in table.columns if python_type(c) is int]
+    validators = {"_json_integers": _json_integers(*integers)} if integers else {}
     model = create_model(
-        model_name, __config__=_STRICT_FIELDS, __doc__=doc or table.description, **fields
+        model_name,
+        __config__=_STRICT_FIELDS,
+        __doc__=doc or table.description,
+        __validators__=validators,
+        **fields,
     )
     model.__module__ = __name__
     return model
@@ -160,8 +191,12 @@ class ScoreRequest(BaseModel):
         description="The customer's history. Omitted: read from the service's event store "
         "(POST /events). Given (even empty): used instead of the store.",
     )
-    explain: bool = Field(True, description="Return the top drivers of the conversion score.")
+    explain: bool = Field(
+        True, strict=True, description="Return the top drivers of the conversion score."
+    )
     top_k: int = Field(5, ge=0, le=50, description="How many drivers to return.", examples=[5])
+
+    _top_k_is_an_integer = _json_integers("top_k")
 
     @model_validator(mode="after")
     def _after_contact_needs_handling_columns(self) -> ScoreRequest:
@@ -189,8 +224,10 @@ class ScoreBatchRequest(BaseModel):
         min_length=1, max_length=10_000, description="The contacts to score (1 to 10,000)."
     )
     moment: Moment = Field("after_contact", description="Scoring moment for every item.")
-    explain: bool = Field(False, description="Return the top drivers for every item.")
+    explain: bool = Field(False, strict=True, description="Return the top drivers for every item.")
     top_k: int = Field(3, ge=0, le=50, description="Drivers per item when explain is true.")
+
+    _top_k_is_an_integer = _json_integers("top_k")
 
     @model_validator(mode="after")
     def _after_contact_needs_handling_columns(self) -> ScoreBatchRequest:

@@ -25,6 +25,8 @@ from features.errors import CTOError
 from features.settings import get_settings
 from serving.auth import BearerTokenMiddleware
 from serving.guard import RequestGuardMiddleware
+from serving.openapi import OpenApiMiddleware
+from serving.probes import READINESS, ReadyzMiddleware
 from serving.schemas import (
     EventsRequest,
     EventsResponse,
@@ -110,14 +112,19 @@ class CTOService:
             if str(exc) != self._last_error:
                 log.warning("models not loaded: %s", exc)
             self._last_error = str(exc)
+            if self._bundle is None:
+                READINESS.not_serving(f"models not loaded: {exc}")
             return False
         except Exception as exc:  # the registry may be briefly unavailable: keep serving
             log.exception("loading models failed; keeping the current ones")
             self._last_error = f"{type(exc).__name__}: {exc}"
+            if self._bundle is None:
+                READINESS.not_serving(f"models not loaded: {self._last_error}")
             return False
         with self._swap_lock:
             self._bundle = bundle  # one assignment: requests see the old or the new set
         self._last_error = None
+        READINESS.serving(bundle.versions())
         log.info("serving %s", bundle.versions())
         return True
 
@@ -255,4 +262,6 @@ class CTOService:
 
 # Auth first (an unauthenticated client learns nothing about limits), then the body checks.
 CTOService.add_asgi_middleware(BearerTokenMiddleware, token=get_settings().api_token)
+CTOService.add_asgi_middleware(ReadyzMiddleware)
+CTOService.add_asgi_middleware(OpenApiMiddleware, auth=get_settings().api_token is not None)
 CTOService.add_asgi_middleware(RequestGuardMiddleware, max_body_bytes=get_settings().max_body_bytes)

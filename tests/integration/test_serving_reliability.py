@@ -28,6 +28,9 @@ TOKEN = "reliability-token-1"
 MAX_BODY = 64 * 1024
 EMAIL_ID = "carol.reliability@example.com"
 POST_ROUTES = ("/score", "/score_batch", "/events", "/model_info")
+# Cases per operation and phase: enough to cover every field and rule, small enough for the suite
+# (benchmarks/schemathesis.py runs the long campaign).
+SCHEMATHESIS_EXAMPLES = 25
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +53,12 @@ def server(server_env):
     running.stop()
 
 
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
 def _post(server, path: str, **kwargs) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {TOKEN}"} | kwargs.pop("headers", {})
+    headers = _auth() | kwargs.pop("headers", {})
     return httpx.post(server.base_url + path, headers=headers, timeout=30, **kwargs)
 
 
@@ -125,6 +132,66 @@ def test_client_errors_are_one_line_warnings_without_request_values(server):
     lines = [line for line in log.splitlines() if "client error 400 on /score [POST]" in line]
     assert lines and all("[WARNING]" in line for line in lines), log[-3000:]
     assert "contact.channel literal_error" in lines[0]
+
+
+def test_readyz_is_json_naming_the_models(server):
+    answer = httpx.get(server.base_url + "/readyz", timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    body = answer.json()
+    assert body["ready"] is True
+    assert set(body["models"]) >= {"conversion-arrival", "conversion-after-contact"}
+
+
+def test_openapi_document_tells_the_truth(server):
+    doc = httpx.get(server.base_url + "/docs.json", headers=_auth(), timeout=30).json()
+    assert doc["info"]["title"] == "CTO scoring API"
+    assert doc["info"]["version"] not in ("None", "")
+    assert "BentoML" not in doc["info"]["description"]
+    schemas = doc["components"]["schemas"]
+    assert schemas["ErrorResponse"]["properties"]["detail"]["type"] == "array"
+    base_value = schemas["ScoreResponse"]["properties"]["base_value"]
+    assert {"type": "null"} in base_value["anyOf"]
+    assert "base_value" in schemas["ScoreResponse"]["required"]
+    for route in POST_ROUTES:
+        responses = doc["paths"][route]["post"]["responses"]
+        assert {"200", "400", "401", "413", "415"} <= set(responses), route
+    assert set(doc["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}
+
+
+def test_schemathesis_finds_no_failure_with_all_checks(server, tmp_path):
+    """The served OpenAPI document against the server, every check, bounded examples per route."""
+    report = tmp_path / "schemathesis.json"
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "run",
+            f"{server.base_url}/docs.json",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(SCHEMATHESIS_EXAMPLES),
+            "--seed",
+            "7",
+            "--generation-database",
+            "none",
+            "--workers",
+            "2",
+            "--no-color",
+            "--report",
+            "json",
+            "--report-json-path",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert "No issues found" in proc.stdout, proc.stdout[-3000:]
 
 
 def test_a_second_server_on_the_same_port_fails_fast_and_plainly(server):

@@ -169,3 +169,33 @@ def test_events_request_examples_follow_the_contract():
     assert result.ok
     with pytest.raises(ValidationError):
         EventsRequest.model_validate({})
+
+
+@pytest.mark.parametrize("value", ["3", True, 3.5])
+def test_integers_are_json_integers_not_text_or_booleans(value):
+    """The OpenAPI document says integer: "3" and true are errors (3.0 is JSON Schema's 3)."""
+    contact = ARRIVAL_CONTACT | {"transfers": value}
+    with pytest.raises(ValidationError):
+        ScoreRequest.model_validate({"contact": contact, "moment": "arrival"})
+    with pytest.raises(ValidationError):
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "top_k": value}
+        )
+    whole = ScoreRequest.model_validate(
+        {"contact": ARRIVAL_CONTACT | {"transfers": 2.0}, "moment": "arrival", "top_k": 3.0}
+    )
+    assert whole.contact.transfers == 2 and whole.top_k == 3
+    bounds = ContactIn.model_json_schema()["properties"]["transfers"]["anyOf"][0]
+    assert (bounds["minimum"], bounds["maximum"]) == (0, 50)  # JSON Schema words, not ge/le
+
+
+@pytest.mark.parametrize("value", ["true", 1, "5.0"])
+def test_booleans_and_numbers_are_not_guessed_from_text(value):
+    with pytest.raises(ValidationError):
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "explain": value}
+        )
+    with pytest.raises(ValidationError):
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT | {"wait_seconds": str(value)}, "moment": "arrival"}
+        )

@@ -182,48 +182,42 @@ def mlflow_payloads(settings, contacts, orders, customers, rows: int) -> tuple[l
 
 
 def feature_path_cost(rates, contacts, orders, samples: int, batch_rows: int) -> dict[str, float]:
-    """In-process cost of the online feature path: one contact at a time vs a batch of customers."""
+    """In-process cost of the online feature path: one contact's state read into feature values."""
     import polars as pl
 
-    from features.schema import CUSTOMERS
-    from serving.scoring import FeatureWindows, PreparedItem, feature_rows
-    from serving.store import CustomerHistory
+    from features.online import online_values, states_from_frames
 
-    windows = FeatureWindows(14, 7)
     late = contacts.filter(pl.col("started_at") >= contacts["started_at"].quantile(0.8))
     rows = (
         late.unique("customer_id", keep="first", maintain_order=True)
         .head(max(samples, batch_rows))
         .to_dicts()
     )
-    no_customer = pl.DataFrame(schema=CUSTOMERS.polars_schema)
-    items = [
-        PreparedItem(
-            row,
-            CustomerHistory(
-                contacts.filter(
-                    (pl.col("customer_id") == row["customer_id"])
-                    & (pl.col("started_at") < row["started_at"])
-                ),
-                orders.filter(
-                    (pl.col("customer_id") == row["customer_id"])
-                    & (pl.col("ordered_at") < row["started_at"])
-                ),
-                no_customer,
-            ),
-            "request",
-        )
-        for row in rows
-    ]
+    states = states_from_frames(contacts, orders)
     wall, cpu = [], []
-    for item in items[:samples]:
+    for row in rows[:samples]:
         started, started_cpu = time.perf_counter(), time.process_time()
-        feature_rows([item], "after_contact", rates, windows)
+        online_values(
+            states[row["customer_id"]],
+            row,
+            "after_contact",
+            journey_gap_days=14,
+            horizon_days=7,
+            rates=rates,
+        )
         wall.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
-    batch = items[:batch_rows]
+    batch = rows[:batch_rows]
     started = time.perf_counter()
-    feature_rows(batch, "after_contact", rates, windows)
+    for row in batch:
+        online_values(
+            states[row["customer_id"]],
+            row,
+            "after_contact",
+            journey_gap_days=14,
+            horizon_days=7,
+            rates=rates,
+        )
     batch_s = time.perf_counter() - started
     return {
         "single_ms": statistics.median(wall) * 1000,

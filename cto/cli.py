@@ -24,9 +24,11 @@ COMMANDS = {
     "import": "cto.commands.import_data",
     "train": "cto.commands.train",
     "promote": "cto.commands.promote",
+    "materialize": "cto.commands.materialize",
     "serve": "cto.commands.serve",
     "report": "cto.commands.report",
     "demo": "cto.commands.demo",
+    "experiment": "cto.commands.experiment",
 }
 
 
@@ -49,10 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """Users read what the command says, not MLflow's progress bars and info lines."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     # LightGBM's OpenMP threads spin-wait by default; on a busy 2-core machine a 4,000-row fit
     # took 126 s instead of 3 s. Passive waiting must be set before LightGBM is loaded.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    quiet_libraries()
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)

@@ -31,7 +31,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -55,7 +55,10 @@ class FeatureDef:
     """One feature: how it is computed, what it means, which window and when it is known.
 
     ``expr`` is a Polars expression over the stage's frame, or a builder (a no-argument callable
-    returning one) for expressions that are cheaper to build on demand. ``monotone`` is the known
+    returning one) for expressions that are cheaper to build on demand. ``online`` is the same
+    feature for one contact, read from the customer's state without Polars: a function of a
+    :class:`features.online.OnlineRow` (what the scan of the customer's events before the contact
+    accumulated) returning the value batch gives, as a Python value (None for null). ``monotone`` is the known
     direction of the feature's effect on conversion (-1, 0 = unknown, +1): training may pass it
     to LightGBM as a monotone constraint.
     """
@@ -69,6 +72,7 @@ class FeatureDef:
     dtype: pl.DataType = field(default_factory=pl.Float64)
     monotone: int = 0
     stage: str = "stream"
+    online: Callable[[Any], object] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.window not in WINDOWS:
@@ -217,6 +221,27 @@ def _flag(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Int8)
 
 
+# Online forms: the same values for one contact from its customer's state (features.online).
+def _online_ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _online_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _online_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _online_flag(value: object) -> int | None:
+    return None if value is None else int(bool(value))
+
+
 # --- the features -------------------------------------------------------------------------------
 
 INT = pl.Int32
@@ -233,6 +258,7 @@ def _history_features(window: str) -> list[FeatureDef]:
             window,
             "arrival",
             dtype=INT,
+            online=lambda row: row.window_sum("_is_contact", window),
         ),
         FeatureDef(
             f"channels_used_{window}",
@@ -242,6 +268,7 @@ def _history_features(window: str) -> list[FeatureDef]:
             "arrival",
             dtype=INT,
             stage="contact",
+            online=lambda row: row.channels_used(window),
         ),
         FeatureDef(
             f"channel_switches_{window}",
@@ -251,6 +278,7 @@ def _history_features(window: str) -> list[FeatureDef]:
             window,
             "arrival",
             dtype=INT,
+            online=lambda row: row.window_sum("_switch", window),
         ),
         FeatureDef(
             f"wait_mean_{window}",
@@ -259,6 +287,9 @@ def _history_features(window: str) -> list[FeatureDef]:
             f"outcome became known in the {period} before this one; null if none.",
             window,
             "arrival",
+            online=lambda row: _online_ratio(
+                row.window_sum("_wait_ms", window), row.window_sum("_has_wait", window) * 1000
+            ),
         ),
         FeatureDef(
             f"wait_max_{window}",
@@ -267,6 +298,7 @@ def _history_features(window: str) -> list[FeatureDef]:
             "before this one; null if none.",
             window,
             "arrival",
+            online=lambda row: row.wait_max[window],
         ),
         FeatureDef(
             f"abandons_{window}",
@@ -275,6 +307,7 @@ def _history_features(window: str) -> list[FeatureDef]:
             window,
             "arrival",
             dtype=INT,
+            online=lambda row: row.window_sum("_abandoned", window),
         ),
         FeatureDef(
             f"transfers_{window}",
@@ -283,6 +316,7 @@ def _history_features(window: str) -> list[FeatureDef]:
             window,
             "arrival",
             dtype=INT,
+            online=lambda row: row.window_sum("_transfers", window),
         ),
         FeatureDef(
             f"unresolved_{window}",
@@ -291,6 +325,7 @@ def _history_features(window: str) -> list[FeatureDef]:
             window,
             "arrival",
             dtype=INT,
+            online=lambda row: row.window_sum("_unresolved", window),
         ),
         FeatureDef(
             f"bot_only_{window}",
@@ -300,6 +335,7 @@ def _history_features(window: str) -> list[FeatureDef]:
             window,
             "arrival",
             dtype=INT,
+            online=lambda row: row.window_sum("_bot", window),
         ),
     ]
 
@@ -314,6 +350,7 @@ def _order_features(window: str) -> list[FeatureDef]:
             window,
             "arrival",
             dtype=INT,
+            online=lambda row: row.window_sum("_is_order", window),
         ),
         FeatureDef(
             f"spend_{window}",
@@ -321,6 +358,7 @@ def _order_features(window: str) -> list[FeatureDef]:
             f"Order value placed in the {period} before this contact.",
             window,
             "arrival",
+            online=lambda row: row.window_sum("_amount_cents", window) * 0.01,
         ),
     ]
 
@@ -336,6 +374,7 @@ def _point_features() -> list[FeatureDef]:
             kind="categorical",
             dtype=Channel,
             stage="contact",
+            online=lambda row: _text(row.contact["channel"]),
         ),
         FeatureDef(
             "direction",
@@ -346,6 +385,7 @@ def _point_features() -> list[FeatureDef]:
             kind="categorical",
             dtype=Direction,
             stage="contact",
+            online=lambda row: _text(row.contact["direction"]),
         ),
         FeatureDef(
             "intent",
@@ -356,6 +396,7 @@ def _point_features() -> list[FeatureDef]:
             kind="categorical",
             dtype=Intent,
             stage="contact",
+            online=lambda row: _text(row.contact["intent"]),
         ),
         FeatureDef(
             "hour_of_day",
@@ -365,6 +406,7 @@ def _point_features() -> list[FeatureDef]:
             "arrival",
             dtype=pl.Int8,
             stage="contact",
+            online=lambda row: row.hour,
         ),
         FeatureDef(
             "day_of_week",
@@ -374,6 +416,7 @@ def _point_features() -> list[FeatureDef]:
             "arrival",
             dtype=pl.Int8,
             stage="contact",
+            online=lambda row: row.weekday,
         ),
         FeatureDef(
             "segment",
@@ -384,6 +427,7 @@ def _point_features() -> list[FeatureDef]:
             kind="categorical",
             dtype=Segment,
             stage="contact",
+            online=lambda row: row.segment,
         ),
         FeatureDef(
             "tenure_days",
@@ -393,6 +437,7 @@ def _point_features() -> list[FeatureDef]:
             "point",
             "arrival",
             stage="contact",
+            online=lambda row: row.tenure_days,
         ),
     ]
 
@@ -406,6 +451,7 @@ def _lifetime_features() -> list[FeatureDef]:
             "lifetime",
             "arrival",
             dtype=INT,
+            online=lambda row: row.lifetime_sum("_is_contact"),
         ),
         FeatureDef(
             "orders_lifetime",
@@ -414,6 +460,7 @@ def _lifetime_features() -> list[FeatureDef]:
             "lifetime",
             "arrival",
             dtype=INT,
+            online=lambda row: row.lifetime_sum("_is_order"),
         ),
         FeatureDef(
             "spend_lifetime",
@@ -421,6 +468,7 @@ def _lifetime_features() -> list[FeatureDef]:
             "Total order value before this contact.",
             "lifetime",
             "arrival",
+            online=lambda row: row.lifetime_sum("_amount_cents") * 0.01,
         ),
         FeatureDef(
             "days_since_last_contact",
@@ -429,6 +477,7 @@ def _lifetime_features() -> list[FeatureDef]:
             "lifetime",
             "arrival",
             stage="contact",
+            online=lambda row: row.days_since(row.last_contact_us),
         ),
         FeatureDef(
             "days_since_last_order",
@@ -436,6 +485,7 @@ def _lifetime_features() -> list[FeatureDef]:
             "Days since the customer's latest order before this contact; null if none.",
             "lifetime",
             "arrival",
+            online=lambda row: row.days_since(row.last_order_us),
         ),
         FeatureDef(
             "prev_unresolved",
@@ -445,6 +495,7 @@ def _lifetime_features() -> list[FeatureDef]:
             "lifetime",
             "arrival",
             dtype=pl.Int8,
+            online=lambda row: row.prev_unresolved,
         ),
     ]
 
@@ -460,6 +511,7 @@ def _journey_features() -> list[FeatureDef]:
             "arrival",
             dtype=INT,
             stage="contact",
+            online=lambda row: row.journey_contacts_before,
         ),
         FeatureDef(
             "journey_age_hours",
@@ -469,6 +521,7 @@ def _journey_features() -> list[FeatureDef]:
             "journey",
             "arrival",
             stage="contact",
+            online=lambda row: (row.started_us - row.journey_started_us) * HOURS_PER_MICROSECOND,
         ),
         FeatureDef(
             "channel_switch",
@@ -479,6 +532,7 @@ def _journey_features() -> list[FeatureDef]:
             "arrival",
             dtype=pl.Int8,
             stage="contact",
+            online=lambda row: row.journey_switch,
         ),
     ]
 
@@ -493,6 +547,7 @@ def _rate_features() -> list[FeatureDef]:
             "lifetime",
             "arrival",
             stage="contact",
+            online=lambda row: row.rate("intent"),
         ),
         FeatureDef(
             "channel_conversion_rate",
@@ -502,6 +557,7 @@ def _rate_features() -> list[FeatureDef]:
             "lifetime",
             "arrival",
             stage="contact",
+            online=lambda row: row.rate("channel"),
         ),
     ]
 
@@ -516,6 +572,7 @@ def _after_contact_features() -> list[FeatureDef]:
             "after_contact",
             monotone=-1,
             stage="contact",
+            online=lambda row: _online_float(row.contact.get("wait_seconds")),
         ),
         FeatureDef(
             "handle_seconds",
@@ -524,6 +581,7 @@ def _after_contact_features() -> list[FeatureDef]:
             "point",
             "after_contact",
             stage="contact",
+            online=lambda row: _online_float(row.contact.get("handle_seconds")),
         ),
         FeatureDef(
             "transfers",
@@ -534,6 +592,7 @@ def _after_contact_features() -> list[FeatureDef]:
             dtype=INT,
             monotone=-1,
             stage="contact",
+            online=lambda row: _online_int(row.contact.get("transfers")),
         ),
         FeatureDef(
             "abandoned",
@@ -544,6 +603,7 @@ def _after_contact_features() -> list[FeatureDef]:
             dtype=pl.Int8,
             monotone=-1,
             stage="contact",
+            online=lambda row: _online_flag(row.contact.get("abandoned")),
         ),
         FeatureDef(
             "resolved",
@@ -553,6 +613,7 @@ def _after_contact_features() -> list[FeatureDef]:
             "after_contact",
             dtype=pl.Int8,
             stage="contact",
+            online=lambda row: _online_flag(row.contact.get("resolved")),
         ),
         FeatureDef(
             "callback_offered",
@@ -562,6 +623,7 @@ def _after_contact_features() -> list[FeatureDef]:
             "after_contact",
             dtype=pl.Int8,
             stage="contact",
+            online=lambda row: _online_flag(row.contact.get("callback_offered")),
         ),
         FeatureDef(
             "follow_up_sent",
@@ -572,6 +634,7 @@ def _after_contact_features() -> list[FeatureDef]:
             dtype=pl.Int8,
             monotone=1,
             stage="contact",
+            online=lambda row: _online_flag(row.contact.get("follow_up_sent")),
         ),
         FeatureDef(
             "handled_by",
@@ -582,6 +645,7 @@ def _after_contact_features() -> list[FeatureDef]:
             kind="categorical",
             dtype=Handler,
             stage="contact",
+            online=lambda row: _text(row.contact.get("handled_by")),
         ),
         FeatureDef(
             "agent_conversion_rate",
@@ -591,6 +655,7 @@ def _after_contact_features() -> list[FeatureDef]:
             "lifetime",
             "after_contact",
             stage="contact",
+            online=lambda row: row.rate("agent"),
         ),
         # No feature counts the agent's known outcomes: the count only grows with calendar time, so
         # a model reads it as a clock, and serving's rate snapshot puts every contact past the
@@ -668,9 +733,11 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "",
         "Build them with `cto features DATA_DIR --out FILE_OR_DIR [--moment arrival|after_contact|both]"
         " [--partitions N]`, or in Python with `features.pipeline.build_features(contacts, orders, "
-        "customers, rates, moment)`. The service calls `features.pipeline.online_features(...)`, which "
-        "appends the new contact to the customer's history and runs the same function: batch and online "
-        "features cannot drift apart (tests/data/test_features_leakage.py compares them row for row).",
+        "customers, rates, moment)`. The service does not run a Polars plan per contact: it keeps a "
+        "state per customer (features.online, loaded by `cto materialize DATA_DIR` and updated by "
+        "POST /events) and reads each feature's *online form*, declared beside its batch expression "
+        "in features/registry.py. Property tests (tests/unit/test_features_online_parity.py) require "
+        "online and batch values to be equal for random histories, instants and both moments.",
         "",
         "## Scoring moments",
         "",

@@ -13,6 +13,7 @@ and rule. A row that breaks a rule is rejected, never dropped silently: it is ke
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Mapping
@@ -1093,6 +1094,27 @@ def _fail_duplicate_headers(frame: pl.DataFrame, path: Path) -> None:
         match = re.fullmatch(r"(.+)_duplicated_\d+", name)
         if match and match.group(1) in frame.columns:
             raise CTOError(f"{path}: column {match.group(1)} appears twice; rule duplicate_column")
+
+
+IMPORT_FILE = "import.json"
+
+
+def import_meta(directory: Path | str) -> dict:
+    """What an importer recorded about a data directory (``import.json``), or {} when none did.
+
+    Keys the commands read: ``source_kind`` (e.g. "olist"), ``recommended_horizon_days`` and
+    ``arrival_columns`` (extra contact columns known when a contact arrives: model features).
+    """
+    path = Path(directory) / IMPORT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CTOError(f"{path}: not readable as JSON ({exc}); rule unreadable_file") from exc
+    if not isinstance(meta, dict):
+        raise CTOError(f"{path}: expected a JSON object; rule unreadable_file")
+    return meta
 
 
 def load_and_validate(path: Path | str) -> ValidationResult:

@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import bentoml
@@ -41,10 +40,6 @@ log = logging.getLogger("cto.serving")
 # the server's supervisor, which the worker must not outlive (serving.supervision).
 _STARTED_BY = os.getppid()
 PRUNE_EVERY_SECONDS = 3600.0
-# Concurrent /score requests scored together: up to 32 share one feature plan (~0.8 ms a
-# contact instead of ~18 ms alone).
-SCORE_MAX_BATCH_SIZE = 32
-SCORE_MAX_LATENCY_MS = 10_000
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -85,8 +80,6 @@ class CTOService:
         self.windows = FeatureWindows(self.settings.journey_gap_days, self.settings.horizon_days)
         self.store = EventStore(self.settings.event_store_url, self.settings.history_days)
         self._bundle = None
-        self._batcher: Any = None
-        self._scores_in_flight = 0  # /score requests in this worker (event-loop thread only)
         self._last_error: str | None = None
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
@@ -150,62 +143,21 @@ class CTOService:
 
     # ------------------------------------------------------------------ endpoints
 
-    def _score_batcher(self) -> Any:
-        """BentoML's adaptive batcher (the one behind ``batchable=True`` APIs), in process.
-
-        /score keeps its one-contact contract while concurrent requests share one feature plan
-        and one predict per model: a feature run costs ~18 ms of fixed Polars planning whether it
-        holds one contact or 32. Made on first use, inside the server's event loop.
-        """
-        if self._batcher is None:
-            from bentoml._internal.marshal.dispatcher import CorkDispatcher
-            from bentoml.exceptions import ServiceUnavailable
-
-            def overloaded() -> Any:
-                raise ServiceUnavailable("process is overloaded")
-
-            dispatcher = CorkDispatcher(
-                # A rejection threshold, not a wait window (stack notes): only a truly
-                # overloaded worker answers 503.
-                max_latency_in_ms=SCORE_MAX_LATENCY_MS,
-                max_batch_size=SCORE_MAX_BATCH_SIZE,
-                fallback=overloaded,
-                get_batch_size=lambda _request: 1,
-            )
-            self._batcher = dispatcher(self._score_many)
-        return self._batcher
-
-    def _score_many(self, requests: Sequence[ScoreRequest]) -> list[Any]:
-        from serving.scoring import score_requests
-
-        bundle = self._bundle
-        if bundle is None:
-            error = CTOError(f"models not loaded: {self._last_error}")
-            return [error] * len(requests)
-        return score_requests(bundle, requests, self.store, self.windows)
-
     @bentoml.api(route="/score")
     async def score(self, request: ScoreRequest, /) -> ScoreResponse:
         """Score one contact: conversion probability, priority, drivers; after contact also the
         drop-off reasons, next action and expected contacts to order."""
-        if self._bundle is None:
-            return _error(503, f"models not loaded: {self._last_error}")  # type: ignore[return-value]
-        # A lone request goes straight to scoring: the batcher would hold it for a batch window
-        # that no other request will fill. Requests arriving while one is in flight are batched.
-        self._scores_in_flight += 1
-        try:
-            if self._scores_in_flight == 1:
-                from anyio import to_thread
+        from serving.scoring import score_one
 
-                (answer,) = await to_thread.run_sync(self._score_many, [request])
-                if isinstance(answer, Exception):
-                    raise answer
-                return answer
-            return await self._score_batcher()(request)
+        bundle = self._bundle
+        if bundle is None:
+            return _error(503, f"models not loaded: {self._last_error}")  # type: ignore[return-value]
+        # A state lookup and a predict take a fraction of a millisecond: answered on the event
+        # loop, without a thread hop or batching.
+        try:
+            return score_one(bundle, request, self.store, self.windows)
         except CTOError as exc:
             return _error(400, str(exc))  # type: ignore[return-value]
-        finally:
-            self._scores_in_flight -= 1
 
     @bentoml.api(route="/score_batch")
     def score_batch(self, request: ScoreBatchRequest, /) -> ScoreBatchResponse:

@@ -1,4 +1,12 @@
-"""The service's event store: contacts, orders and customers by customer and time.
+"""The service's event store and online feature store: events by customer and time, and state.
+
+Two kinds of tables live in one database:
+
+- events: contacts, orders and customers as posted (the record: replay, audit, retraining);
+- ``customer_state``: one row per customer, the :class:`features.online.CustomerState` the
+  online features are read from (JSON). It is updated in the same transaction as the event
+  append, so a committed /events answer means both are stored, and a score never sees one
+  without the other. ``cto materialize DATA_DIR`` bulk-loads both from offline tables.
 
 Embedded by default (a SQLite file, ``sqlite:///events.db``); a database server by URL, e.g.
 ``postgresql+psycopg://user:pass@host/cto`` (install the driver: ``pip install "psycopg[binary]"``).
@@ -9,24 +17,32 @@ their text value. Contacts and orders are indexed by ``(customer_id, time)``.
 An append is one transaction: once :meth:`EventStore.append` returns, the rows are committed
 (SQLite's default ``synchronous=FULL`` fsyncs the commit). A contact or order posted again under
 the same id replaces the stored row (a contact is typically posted at arrival and again when it
-ended). History reads are bounded to ``history_days`` before the scoring time, and
-:meth:`EventStore.prune` drops what falls out of that window.
+ended). Event-table history reads are bounded to ``history_days`` before the scoring time, and
+:meth:`EventStore.prune` drops events that fall out of that window; the customer state is never
+pruned that way, so lifetime features see the whole history (what the model was trained on).
+
+Reading a state is one primary-key lookup: on SQLite it goes through a per-thread ``sqlite3``
+connection (about 10x cheaper than a SQLAlchemy Core execute, measured in
+benchmarks/serving.py); on a database server through SQLAlchemy.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
 
+from features.online import CustomerState, states_from_frames, to_micros
 from features.schema import CONTACTS, CUSTOMERS, ORDERS, Table
 
 _KEYS = {"contacts": "contact_id", "orders": "order_id", "customers": "customer_id"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+STATE_TABLE = "customer_state"
 
 
 def _sql_type(dtype: pl.DataType) -> Any:
@@ -62,14 +78,6 @@ def _define(metadata: sa.MetaData, table: Table) -> sa.Table:
     return sa.Table(table.name, metadata, *columns, *indexes)
 
 
-def to_micros(moment: datetime) -> int:
-    """Microseconds since the epoch, exactly (no float rounding)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 @dataclass(frozen=True)
 class CustomerHistory:
     """A customer's events before a scoring time, as frames with the contract's dtypes."""
@@ -88,6 +96,12 @@ class EventStore:
         self._tables_by_name = {t.name: t for t in (CONTACTS, ORDERS, CUSTOMERS)}
         self._metadata = sa.MetaData()
         self._sql = {name: _define(self._metadata, t) for name, t in self._tables_by_name.items()}
+        self._state = sa.Table(
+            STATE_TABLE,
+            self._metadata,
+            sa.Column("customer_id", sa.String(), primary_key=True),
+            sa.Column("state", sa.Text(), nullable=False),
+        )
         engine_options: dict[str, Any] = {}
         if url.startswith("sqlite"):
             # One connection per thread; BentoML serves requests from a thread pool.
@@ -98,6 +112,8 @@ class EventStore:
         self._metadata.create_all(self.engine)
         self._write_lock = threading.Lock()
         self._history_sql = self._history_statements()
+        self._sqlite_path = _sqlite_file(self.engine)
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ writes
 
@@ -115,9 +131,101 @@ class EventStore:
             return counts
         # SQLite has one writer at a time; serialising here avoids busy retries under load.
         with self._write_lock, self.engine.begin() as connection:
+            # Events first: on SQLite the first write takes the database's write lock, so the
+            # states read below cannot change under this transaction (nor can another process's).
             for name, rows in statements:
                 connection.execute(self._upsert(name), rows)
+            self._update_states(connection, states_from_frames(*_state_inputs(tables)))
         return counts
+
+    def materialize(
+        self,
+        contacts: pl.DataFrame,
+        orders: pl.DataFrame,
+        customers: pl.DataFrame | None = None,
+        *,
+        batch_rows: int = 50_000,
+    ) -> dict[str, int]:
+        """Bulk-load validated offline tables: events and customer states (``cto materialize``).
+
+        Runs in batches of customers (each its own transaction), merging into what is stored:
+        loading the same tables twice leaves the same state.
+        """
+        counts = {"contacts": 0, "orders": 0, "customers": 0, "states": 0}
+        customer_ids = pl.concat(
+            [contacts.select("customer_id"), orders.select("customer_id")]
+            + ([customers.select("customer_id")] if customers is not None else [])
+        ).unique(maintain_order=True)["customer_id"]
+        batches = max(1, -(-contacts.height // batch_rows))
+        for batch in range(batches):
+            chosen = customer_ids.gather_every(batches, offset=batch).implode()
+            mine = pl.col("customer_id").is_in(chosen)
+            part = {
+                "contacts": contacts.filter(mine),
+                "orders": orders.filter(mine),
+                "customers": customers.filter(mine) if customers is not None else None,
+            }
+            stored = self.append({k: v for k, v in part.items() if v is not None})
+            for name in ("contacts", "orders", "customers"):
+                counts[name] += stored[name]
+            counts["states"] += len(chosen.explode())
+        return counts
+
+    def _update_states(self, connection: Any, updates: dict[str, CustomerState]) -> None:
+        if not updates:
+            return
+        table = self._state
+        ids = list(updates)
+        stored: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = connection.execute(
+                sa.select(table.c.customer_id, table.c.state).where(table.c.customer_id.in_(chunk))
+            )
+            stored.update({customer_id: state for customer_id, state in rows})
+        merged = []
+        for customer_id, update in updates.items():
+            text = stored.get(customer_id)
+            state = CustomerState.from_json(text) if text is not None else CustomerState()
+            state.merge(update)
+            merged.append({"customer_id": customer_id, "state": state.to_json()})
+        connection.execute(self._state_upsert(), merged)
+
+    def _state_upsert(self) -> Any:
+        table = self._state
+        if self.engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        statement = insert(table)
+        return statement.on_conflict_do_update(
+            index_elements=["customer_id"], set_={"state": statement.excluded.state}
+        )
+
+    # ------------------------------------------------------------------ state reads
+
+    def state(self, customer_id: str) -> CustomerState:
+        """The customer's online state (empty for a customer never seen)."""
+        text = self._state_text(customer_id)
+        return CustomerState() if text is None else CustomerState.from_json(text)
+
+    def states(self, customer_ids: Iterable[str]) -> list[CustomerState]:
+        return [self.state(customer_id) for customer_id in customer_ids]
+
+    def _state_text(self, customer_id: str) -> str | None:
+        if self._sqlite_path is not None:
+            connection = getattr(self._local, "connection", None)
+            if connection is None:
+                connection = sqlite3.connect(self._sqlite_path, timeout=30, check_same_thread=True)
+                self._local.connection = connection
+            row = connection.execute(
+                f"SELECT state FROM {STATE_TABLE} WHERE customer_id = ?", (customer_id,)
+            ).fetchone()
+            return None if row is None else row[0]
+        with self.engine.connect() as connection:
+            return connection.execute(
+                sa.select(self._state.c.state).where(self._state.c.customer_id == customer_id)
+            ).scalar()
 
     def _upsert(self, name: str) -> Any:
         table = self._sql[name]
@@ -221,6 +329,10 @@ class EventStore:
             }
 
     def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
         self.engine.dispose()
 
 
@@ -231,6 +343,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
+
+
+def _sqlite_file(engine: sa.Engine) -> str | None:
+    """The database file of a file-backed SQLite engine (None for others and in-memory)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    return database if database and database != ":memory:" else None
+
+
+def _state_inputs(
+    tables: dict[str, pl.DataFrame],
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    empty = {"contacts": CONTACTS, "orders": ORDERS}
+    contacts, orders = (
+        tables[name] if tables.get(name) is not None else pl.DataFrame(schema=t.polars_schema)
+        for name, t in empty.items()
+    )
+    return contacts, orders, tables.get("customers")
 
 
 def _rows_for_storage(frame: pl.DataFrame, table: Table) -> list[dict[str, Any]]:

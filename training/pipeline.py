@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ class TrainingResult:
     promoted: dict[str, PromotionDecision] = field(default_factory=dict)
     cards: dict[str, dict] = field(default_factory=dict)
     model_names: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # task -> why the data cannot train it
+    data_check: str = ""
 
 
 def monotone_hints(moment: str) -> dict[str, int]:
@@ -62,8 +65,8 @@ def fit_task(task: str, prepared, settings: Settings):
     from features.registry import categorical_features, feature_names
 
     moment = task_fits.TASK_MOMENT[task]
-    names = feature_names(moment)
-    categorical = categorical_features(moment)
+    names = [*feature_names(moment), *prepared.data_columns]
+    categorical = list(categorical_features(moment))
     frame = prepared.frame
     if task in (task_fits.CONVERSION_ARRIVAL, task_fits.CONVERSION_AFTER_CONTACT):
         usable = frame.filter(pl.col("split").is_not_null())
@@ -82,6 +85,35 @@ def fit_task(task: str, prepared, settings: Settings):
     return task_fits.fit_contacts_to_order(frame, names, categorical, settings, prepared.windows)
 
 
+def task_data_gap(task: str, prepared, settings: Settings) -> str | None:
+    """Why the data cannot train ``task`` (None when it can); the conversion tasks always can."""
+    frame = prepared.frame
+    if task == task_fits.DROPOFF_REASON:
+        rows = task_fits.reason_frame(frame)
+        per_split = {
+            s: rows.filter(pl.col("split") == s).height for s in ("train", "valid", "test")
+        }
+        reasons = rows.filter(pl.col("split") == "train")["dropoff_label"].n_unique()
+        if min(per_split.values()) == 0 or reasons < 2:
+            return (
+                f"{rows.height:,} lost contacts carry a dropoff_reason "
+                f"({', '.join(f'{k} {v:,}' for k, v in per_split.items())}; {reasons} reason(s) "
+                "in train): the data records no drop-off reasons to learn"
+            )
+    if task == task_fits.CONTACTS_TO_ORDER:
+        rows = task_fits.contacts_to_order_frame(frame, settings, prepared.windows)
+        per_split = {
+            s: rows.filter(pl.col("split") == s).height for s in ("train", "valid", "test")
+        }
+        if min(per_split.values()) == 0 or rows["further_contacts"].n_unique() < 2:
+            return (
+                f"no split has journeys with {task_fits.follow_up_days(settings)} days of follow-up "
+                "and more than one contact count to learn "
+                f"({', '.join(f'{k} {v:,}' for k, v in per_split.items())})"
+            )
+    return None
+
+
 def run_training(
     data: Path | str | dict[str, pl.DataFrame],
     settings: Settings,
@@ -90,17 +122,34 @@ def run_training(
     tasks=None,
 ) -> TrainingResult:
     """Train, log, register (and, with ``promote``, gate into the champion alias) each task's model."""
-    from training.data import prepare
+    from training.data import check_data, prepare, require_data
 
     chosen = _check_tasks(tasks)
     say = Progress(progress)
     prepared = prepare(data, settings, log=say)
-    split_counts = prepared.frame.group_by("split").len().sort("split")
-    say("split rows: " + ", ".join(f"{r['split']}={r['len']:,}" for r in split_counts.to_dicts()))
+    split_counts = prepared.frame.group_by("split").len().sort("split", nulls_last=True)
+    say(
+        "split rows: "
+        + ", ".join(f"{r['split'] or 'unlabelled'}={r['len']:,}" for r in split_counts.to_dicts())
+    )
+    result = TrainingResult()
+    check = check_data(prepared.frame, "converted", what="converted")
+    result.data_check = check.line
+    say(check.line)
+    require_data(check, f" (horizon {settings.horizon_days} days)")
+    runnable = []
+    for task in chosen:
+        reason = task_data_gap(task, prepared, settings)
+        if reason is None:
+            runnable.append(task)
+        elif tasks:
+            raise CTOError(f"{task}: {reason}")
+        else:
+            result.skipped[task] = reason
+            say(f"{task}: skipped ({reason})")
     setup_mlflow(settings)
     rates_frame = latest_rates_frame(prepared.rates)
-    result = TrainingResult()
-    for task in chosen:
+    for task in runnable:
         say(f"{task}: fitting")
         fit = fit_task(task, prepared, settings)
         say(f"{task}: logging to MLflow")
@@ -121,17 +170,30 @@ def run_training(
     return result
 
 
+def feature_set_digest(data_columns: tuple[str, ...] | list[str]) -> str:
+    """The registry's feature-set digest, extended by the data's own feature columns if any."""
+    from features.registry import FEATURE_SET
+
+    if not data_columns:
+        return FEATURE_SET.digest
+    text = FEATURE_SET.digest + "|" + ",".join(data_columns)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def run_tags(prepared) -> dict[str, str]:
     """Tags every run of one training carries: feature set, data digest and time windows."""
     from features.registry import FEATURE_SET
 
     windows = prepared.windows.to_dict()
+    profile = prepared.profile or {}
     return {
         "feature_set": FEATURE_SET.name,
         "feature_set_version": FEATURE_SET.version,
-        "feature_set_digest": FEATURE_SET.digest,
+        "feature_set_digest": feature_set_digest(prepared.data_columns),
         "data_digest": prepared.digest,
         "data_source": prepared.source,
+        "data_source_kind": str(profile.get("source_kind", "")),
+        "data_schema_digest": str(profile.get("schema_digest", "")),
         "simulated": str(prepared.truth is not None).lower(),
     } | {
         f"window_{split}_{edge}": value
@@ -162,9 +224,11 @@ def register_fit(
         feature_set={
             "name": FEATURE_SET.name,
             "version": FEATURE_SET.version,
-            "digest": FEATURE_SET.digest,
+            "digest": feature_set_digest(prepared.data_columns),
+            "registry_digest": FEATURE_SET.digest,
             "moment": moment,
             "features": list(fit.encoding.feature_names),
+            "data_columns": list(prepared.data_columns),
         },
         monotone=monotone_hints(moment) if fit.objective == "binary" else {},
         data_digest=prepared.digest,
@@ -175,6 +239,7 @@ def register_fit(
         },
     )
     # What serving needs to rebuild the rate tables and labels exactly as in training.
+    card["data"] = prepared.profile
     card["labels"] = {
         "horizon_days": settings.horizon_days,
         "journey_gap_days": settings.journey_gap_days,

@@ -38,16 +38,35 @@ class TableResult:
     split_method: str
     promoted: PromotionDecision | None
     card: dict
+    data_check: str = ""
 
 
 def read_table(path: Path) -> pl.DataFrame:
+    """The whole table, typed (CSV types inferred from every row); a clear error for a bad file."""
+    path = Path(path)
     if not path.is_file():
         raise CTOError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        return pl.read_parquet(path)
-    if path.suffix in (".csv", ".txt"):
-        return pl.read_csv(path, infer_schema_length=None)
-    raise CTOError(f"{path}: expected a .csv or .parquet file")
+    if path.suffix not in (".parquet", ".csv", ".txt"):
+        raise CTOError(f"{path}: expected a .csv or .parquet file")
+    if path.stat().st_size == 0:
+        raise CTOError(f"{path}: the file is empty (0 bytes); rule empty_file")
+    try:
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        else:
+            if b"\x00" in path.open("rb").read(65_536):
+                raise CTOError(
+                    f"{path}: not a text CSV file (binary content); rule unreadable_file"
+                )
+            frame = pl.read_csv(path, infer_schema_length=None)
+    except CTOError:
+        raise
+    except (pl.exceptions.PolarsError, OSError, ValueError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CTOError(f"{path}: cannot read the file: {reason}; rule unreadable_file") from exc
+    if frame.height == 0:
+        raise CTOError(f"{path}: the file has a header but no rows; rule empty_file")
+    return frame
 
 
 def label_expr(frame: pl.DataFrame, label: str) -> pl.Expr:
@@ -159,7 +178,7 @@ def train_table(
     promote: bool = False,
     progress: bool = True,
 ) -> TableResult:
-    from training.data import data_digest
+    from training.data import check_data, data_digest, require_data
     from training.pipeline import Progress
     from training.tracking import log_task
 
@@ -172,6 +191,9 @@ def train_table(
     say(f"read {raw.height:,} rows, {len(features)} features; split {method}: " + ", ".join(
         f"{r['split']}={r['len']:,} ({r['_label']:.1%} positive)" for r in counts.to_dicts()
     ))  # fmt: skip
+    check = check_data(frame, "_label")
+    say(check.line)
+    require_data(check)
     fit = fit_binary("table", frame, features, categorical, "_label", settings=settings)
     windows = {"split_method": method}
     if time_column:
@@ -214,4 +236,4 @@ def train_table(
         f"ECE {metrics['test_ece']:.4f}; registered {name} v{version}"
     )
     decision = promote_version(name, version, settings) if promote and version else None
-    return TableResult(run_id, name, version or "", metrics, method, decision, card)
+    return TableResult(run_id, name, version or "", metrics, method, decision, card, check.line)

@@ -23,17 +23,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from features.olist import import_olist
+    from features.olist import RECOMMENDED_HORIZON_DAYS, REJECTS_FILE, import_olist
 
     result = import_olist(args.src_dir, args.out)
     print(
         f"olist: {result.contacts:,} contacts, {result.orders:,} orders, {result.customers:,} customers "
         f"-> {result.out_dir}"
     )
+    if result.rejected_leads:
+        rules = ", ".join(f"{rule} {n:,}" for rule, n in result.rejected.items())
+        print(
+            f"olist: left out {result.rejected_leads:,} lead(s) and their {result.rejected_deals:,} "
+            f"deal(s) (rule: {rules}; first recorded deal {(result.first_order_at or '')[:10]}); "
+            f"each kept with its reason in {result.out_dir / REJECTS_FILE}"
+        )
     if not result.checksums_match:
         print("olist: warning: the CSV files differ from the release this mapping was written for")
     print(
-        f"next: cto validate {result.out_dir} (the lead whose deal was won before its first contact "
-        f"is rejected: rule time_order); cto features {result.out_dir} --horizon-days 90 --out FEATURES_DIR"
+        f"olist: labels use a {RECOMMENDED_HORIZON_DAYS}-day horizon on this directory by default "
+        "(recorded in import.json; --horizon-days overrides it)"
     )
+    print(f"next: cto validate {result.out_dir}")
+    print(f"      cto train {result.out_dir} --promote --model-prefix olist")
     return 0

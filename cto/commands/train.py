@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cto.options import add_label_arguments, add_model_prefix_argument, command_settings
+
 HELP = "Train the conversion, drop-off reason and contacts-to-order models into MLflow."
 
 TASK_CHOICES = (
@@ -71,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--treatment: cost of one treatment; the rule treats where uplift x value > cost.",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
+    add_label_arguments(parser)
+    add_model_prefix_argument(parser)
 
 
 def _print_table_result(result) -> None:
@@ -89,6 +93,8 @@ def _print_table_result(result) -> None:
             f"{name:22}{m.get(prefix + 'roc_auc', float('nan')):9.4f}{m.get(prefix + 'pr_auc', float('nan')):9.4f}"
             f"{m[prefix + 'log_loss']:9.4f}{m[prefix + 'ece']:8.4f}{m[prefix + 'lift_top10']:9.2f}"
         )
+    if result.data_check:
+        print(result.data_check)
     if result.promoted is not None:
         print(f"promotion: {result.promoted.reason}")
 
@@ -144,12 +150,12 @@ def run(args: argparse.Namespace) -> int:
     from features.errors import CTOError
     from features.settings import get_settings
 
-    settings = get_settings()
     if args.table is not None:
         if not args.label:
             raise CTOError("--table needs --label COLUMN (the outcome column)")
         if args.tasks or args.data_dir:
             raise CTOError("--table trains one conversion model: drop DATA_DIR and --tasks")
+        settings = command_settings(args)
         if args.treatment:
             return _run_uplift(args, settings)
         if args.test_table:
@@ -174,10 +180,14 @@ def run(args: argparse.Namespace) -> int:
         )
     from training.pipeline import run_training
 
-    data_dir = args.data_dir or settings.data_dir
+    data_dir = args.data_dir or get_settings().data_dir
+    settings = command_settings(args, data_dir)
     result = run_training(
         data_dir, settings, promote=args.promote, progress=not args.quiet, tasks=args.tasks
     )
+    print(result.data_check)
+    for task, reason in result.skipped.items():
+        print(f"{task}: skipped: {reason}")
     for task, version in result.versions.items():
         decision = result.promoted.get(task)
         status = (
@@ -186,6 +196,20 @@ def run(args: argparse.Namespace) -> int:
             else ("  -> champion" if decision.promoted else "  (champion kept)")
         )
         print(f"{result.model_names[task]} v{version}  run {result.run_ids[task]}{status}")
+        metrics = result.metrics.get(task, {})
+        if "test_roc_auc" in metrics:
+            print(
+                "    test ROC-AUC "
+                + ", ".join(
+                    f"{label} {metrics.get(prefix + 'roc_auc', float('nan')):.3f}"
+                    for label, prefix in (
+                        ("LightGBM", "test_"),
+                        ("logistic", "baseline_logistic_test_"),
+                        ("one rule", "baseline_one_rule_test_"),
+                        ("base rate", "baseline_base_rate_test_"),
+                    )
+                )
+            )
         if decision is not None and decision.champion_score is not None:
             print(f"    {decision.reason}")
     return 0

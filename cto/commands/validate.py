@@ -11,6 +11,10 @@ EXIT_REJECTED = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Exit codes: 0 no table's rejected share above --max-rejected; 1 rows rejected beyond it; "
+        "2 a file fails as a whole (missing, empty, unreadable: one line on stderr)."
+    )
     parser.add_argument(
         "path",
         type=Path,

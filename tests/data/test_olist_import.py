@@ -13,7 +13,7 @@ import pytest
 from cto.cli import main
 from features.kpis import kpi_table
 from features.labels import label_contacts
-from features.olist import DEALS_FILE, LEADS_FILE, ORIGIN_CHANNEL, import_olist
+from features.olist import DEALS_FILE, LEADS_FILE, ORIGIN_CHANNEL, REJECTS_FILE, import_olist
 from features.pipeline import build_features
 from features.rates import compute_rates
 from features.registry import feature_names
@@ -21,6 +21,8 @@ from features.schema import CONTACTS, CUSTOMERS, ORDERS
 from features.validate import load_and_validate
 
 HORIZON = 90  # leads take weeks to close: a 7-day horizon would label most deals as lost
+FIRST_DEAL = "2017-12-05"  # the deals file starts here; earlier leads are left out by the import
+KEPT_LEADS = 6_172
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +42,17 @@ def deals(olist_src):
     return pl.read_csv(olist_src / DEALS_FILE, infer_schema=False)
 
 
-def test_import_counts_and_contract(imported):
+def test_import_counts_and_contract(imported, olist_src):
     result, validation = imported
-    assert (result.contacts, result.orders, result.customers) == (8_000, 842, 8_000)
+    leads = pl.read_csv(olist_src / LEADS_FILE, infer_schema=False)
+    early = leads.filter(pl.col("first_contact_date") < FIRST_DEAL).height
+    # Every lead is either written or left out with its reason: none disappears.
+    assert result.contacts + result.rejected_leads == leads.height == 8_000
+    assert result.rejected == {"before_deal_records": early, "deal_before_first_contact": 1}
+    assert (result.contacts, result.orders, result.customers) == (KEPT_LEADS, 790, KEPT_LEADS)
+    rejects = pl.read_csv(result.out_dir / REJECTS_FILE)
+    assert rejects.height == result.rejected_leads and rejects["had_deal"].sum() == 52
+    assert rejects["_message"].str.len_chars().min() > 20
     assert result.checksums_match
     contacts = pl.read_parquet(result.out_dir / "contacts.parquet")
     assert contacts.columns == [*CONTACTS.names, "landing_page_id", "origin"]
@@ -78,18 +88,26 @@ def test_no_deal_column_reaches_a_lead(imported, deals):
         assert contacts.filter(won)[column][0] == contacts.filter(~won)[column][0]
 
 
-def test_deal_before_first_contact_is_rejected_not_dropped(imported):
-    _, validation = imported
-    summary = {row["table"]: row for row in validation.summary.iter_rows(named=True)}
-    assert summary["contacts"]["rejected"] == 1 and summary["orders"]["rejected"] == 1
-    assert summary["customers"]["rejected"] == 1
-    rules = set(validation.rejects["customers"]["_rule"])
-    assert "time_order" in rules
-    assert validation.tables["contacts"].height == 7_999
-    assert validation.tables["orders"].height == 841
-    # Kept for inspection with its reasons (one row per broken rule).
-    rejected = validation.rejects["orders"]
-    assert rejected["_row"].n_unique() == 1 and rejected["_message"].str.len_chars().min() > 0
+def test_import_output_validates_clean(imported, olist_src):
+    result, validation = imported
+    assert validation.ok
+    assert all(r["rejected"] == 0 for r in validation.summary.iter_rows(named=True))
+    assert validation.tables["contacts"].height == KEPT_LEADS
+    # The lead whose deal was won before its first contact is in the import's rejects, not lost.
+    rejects = pl.read_csv(result.out_dir / REJECTS_FILE)
+    deals = pl.read_csv(olist_src / DEALS_FILE, infer_schema=False)
+    leads = pl.read_csv(olist_src / LEADS_FILE, infer_schema=False)
+    before = (
+        leads.join(deals, on="mql_id")
+        .filter(
+            pl.col("won_date").str.to_datetime("%Y-%m-%d %H:%M:%S")
+            < pl.col("first_contact_date").str.to_datetime("%Y-%m-%d")
+        )["mql_id"]
+        .to_list()
+    )
+    assert (
+        before == rejects.filter(pl.col("_rule") == "deal_before_first_contact")["mql_id"].to_list()
+    )
 
 
 def test_labels_kpis_and_features(imported, olist_src, deals):
@@ -98,7 +116,9 @@ def test_labels_kpis_and_features(imported, olist_src, deals):
     customers = validation.tables["customers"]
     labeled = label_contacts(contacts, orders, horizon_days=HORIZON)
     # Independently: leads whose deal closed within 90 days of the first contact.
-    leads = pl.read_csv(olist_src / LEADS_FILE, infer_schema=False)
+    leads = pl.read_csv(olist_src / LEADS_FILE, infer_schema=False).filter(
+        pl.col("first_contact_date") >= FIRST_DEAL
+    )
     expected = (
         leads.join(deals, on="mql_id")
         .with_columns(
@@ -112,17 +132,17 @@ def test_labels_kpis_and_features(imported, olist_src, deals):
         .height
     )
     assert labeled["converted"].sum() == expected
-    assert 0.06 < labeled["converted"].mean() < 0.11
+    assert 0.08 < labeled["converted"].mean() < 0.13
 
     overall = kpi_table(labeled)
-    assert overall["contacts"].item() == 7_999
+    assert overall["contacts"].item() == KEPT_LEADS
     assert overall["converted_contacts"].item() == expected
     by_channel = kpi_table(labeled, by="channel")
-    assert by_channel["contacts"].sum() == 7_999
+    assert by_channel["contacts"].sum() == KEPT_LEADS
 
     rates = compute_rates(labeled, horizon_days=HORIZON)
     arrival = build_features(contacts, orders, customers, rates, "arrival", horizon_days=HORIZON)
-    assert arrival.height == 7_999
+    assert arrival.height == KEPT_LEADS
     assert arrival.columns == ["contact_id", "customer_id", "started_at", *feature_names("arrival")]
     # A lead's own deal comes after its first contact: no lead has order history at arrival.
     assert arrival["orders_lifetime"].sum() == 0
@@ -131,7 +151,7 @@ def test_labels_kpis_and_features(imported, olist_src, deals):
         pl.col("started_at") < pl.col("started_at").min() + timedelta(days=HORIZON)
     )
     assert early["channel_conversion_rate"].null_count() == early.height
-    late = arrival.filter(pl.col("started_at") > pl.col("started_at").min() + timedelta(days=200))
+    late = arrival.filter(pl.col("started_at") > pl.col("started_at").min() + timedelta(days=120))
     assert late["channel_conversion_rate"].null_count() == 0
     # Without any deal at all, arrival features other than the rates are identical: deals never
     # reach a lead's features except through settled, earlier outcomes.
@@ -160,8 +180,8 @@ def test_cli_import_and_features(olist_src, tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "validate: 3 rejected row(s) left out" in printed
+    assert "left out 1,828 lead(s)" in printed and "30-day horizon" in printed
     frame = pl.read_parquet(features_dir / "features_arrival.parquet")
-    assert frame.height == 7_999
+    assert frame.height == KEPT_LEADS
     assert (features_dir / "feature_set.json").is_file()
     assert (features_dir / "rates" / "rates.json").is_file()

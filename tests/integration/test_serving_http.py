@@ -1,13 +1,17 @@
 """The real scoring server (`cto serve`) on 127.0.0.1, called over HTTP.
 
 One server for the module, on a copy of the `trained` MLflow store (the hot-reload test promotes a
-new version there without disturbing other tests), with a fresh event store and a bearer token.
+new version there without disturbing other tests), with an event store loaded by
+`cto materialize` from the simulated tables, default settings (no history window override) and a
+bearer token.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -37,17 +41,37 @@ def store_copy(trained, mlflow_settings, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(store_copy, tmp_path_factory):
+def server_env(store_copy, sim_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving-server")
-    env = {
+    store_url = f"sqlite:///{root / 'events.db'}"
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cto.cli",
+            "materialize",
+            str(sim_dir),
+            "--event-store-url",
+            store_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert "materialized" in loaded.stdout
+    return root, {
         "CTO_TRACKING_URI": store_copy.tracking_uri,
-        "CTO_EVENT_STORE_URL": f"sqlite:///{root / 'events.db'}",
+        "CTO_EVENT_STORE_URL": store_url,
         "CTO_API_TOKEN": TOKEN,
         "CTO_MODEL_POLL_SECONDS": "1",
-        # Longer than the simulated span (orders go back years before the first contact), so
-        # store-backed lifetime features see all history, as the request does.
-        "CTO_HISTORY_DAYS": "3650",
     }
+
+
+@pytest.fixture(scope="module")
+def server(server_env):
+    root, env = server_env
     running = start_server(env, root / "server.log")
     yield running
     running.stop()
@@ -187,10 +211,9 @@ def test_scores_equal_the_offline_batch_pipeline(client, store_copy, tables, sam
     assert [item["queue_position"] for item in queue] == list(range(1, len(rows) + 1))
 
 
-def test_concurrent_scores_batched_together_equal_sequential_ones(server, client, tables, sample):
-    """Concurrent /score requests share feature runs and predicts (the adaptive batcher): each
-    still gets its own answer, whatever it shares a batch with (other moments, explain on and off,
-    the same customer twice)."""
+def test_concurrent_scores_equal_sequential_ones(server, client, tables, sample):
+    """Concurrent /score requests (other moments, explain on and off, the same customer twice)
+    each get the answer they get alone."""
     from concurrent.futures import ThreadPoolExecutor
 
     rows = sample.head(12).to_dicts()
@@ -292,6 +315,46 @@ def test_bad_input_gets_a_4xx_naming_the_field(client, tables, sample, body, fie
         assert field in response.text
 
 
+@pytest.mark.parametrize("moment", ["arrival", "after_contact"])
+def test_materialized_store_scores_equal_the_offline_batch_pipeline(
+    client, store_copy, tables, sample, moment
+):
+    """No history in the request: the state `cto materialize` loaded, at default settings
+    (lifetime features over the whole history, as in training)."""
+    task = {"arrival": "conversion-arrival", "after_contact": "conversion-after-contact"}[moment]
+    expected = _offline(store_copy, task, tables, moment, sample["contact_id"].to_list())
+    for row in sample.to_dicts():
+        response = client.post(
+            "/score", json=_payload(row, tables, moment, with_history=False, explain=False)
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["history_source"] == "event_store"
+        raw, probability = expected[row["contact_id"]]
+        assert answer["raw_score"] == pytest.approx(raw, abs=1e-9)
+        assert answer["conversion_probability"] == pytest.approx(probability, abs=1e-9)
+
+
+def test_the_online_store_survives_a_restart(server_env, client, tables, sample):
+    """A new server process on the same store answers from the stored state as the first did."""
+    root, env = server_env
+    rows = sample.head(6).to_dicts()
+    payloads = [_payload(r, tables, "arrival", with_history=False, explain=False) for r in rows]
+    before = [client.post("/score", json=p).json() for p in payloads]
+    restarted = start_server(env, root / "server-restarted.log")
+    try:
+        with httpx.Client(
+            base_url=restarted.base_url, headers=restarted.headers(), timeout=60
+        ) as http:
+            after = [http.post("/score", json=p).json() for p in payloads]
+    finally:
+        restarted.stop()
+    for first, second in zip(before, after, strict=True):
+        assert second["history_source"] == "event_store"
+        assert second["history_contacts"] == first["history_contacts"] > 0
+        assert second["raw_score"] == first["raw_score"]
+
+
 def test_events_round_trip_matches_history_in_the_request(client, tables, sample):
     rows = sample.tail(6).to_dicts()
     for row in rows:
@@ -305,8 +368,8 @@ def test_events_round_trip_matches_history_in_the_request(client, tables, sample
         assert posted.json()["rejected"] == []
         assert posted.json()["accepted"]["contacts"] == len(history["contacts"])
     for row in rows:
+        # The store holds the customer's profile (materialized), so the request carries it too.
         with_history = _payload(row, tables, "after_contact", explain=False)
-        with_history["history"].pop("customer", None)
         from_request = client.post("/score", json=with_history).json()
         from_store = client.post(
             "/score", json=_payload(row, tables, "after_contact", False, explain=False)

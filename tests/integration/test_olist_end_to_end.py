@@ -1,0 +1,86 @@
+"""Real data end to end: the Olist funnel through import -> validate -> train -> score -> report.
+
+Everything runs through the `cto` command as a user types it, into a real MLflow store under
+tmp_path; the data set stays in ../shared/data (test-only licence).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from cto.cli import main
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "olist"
+
+
+@pytest.fixture(scope="module")
+def olist_env(shared_data, tmp_path_factory):
+    """Imported olist tables and a fresh MLflow store with the olist arrival model as champion."""
+    root = tmp_path_factory.mktemp("olist_e2e")
+    env = {
+        "CTO_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "CTO_ARTIFACT_LOCATION": str(root / "mlruns"),
+        "CTO_SEED": "7",
+        "CTO_NUM_THREADS": "1",
+    }
+    patch = pytest.MonkeyPatch()
+    for key, value in env.items():
+        patch.setenv(key, value)
+    data = root / "olist"
+    steps = {}
+    steps["import"] = main(
+        ["import", "olist", str(shared_data / "olist-marketing-funnel"), "--out", str(data)]
+    )
+    steps["validate"] = main(["validate", str(data)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        steps["train"] = main(
+            ["train", str(data), "--model-prefix", PREFIX, "--promote", "--quiet"]
+        )
+    yield root, data, steps, printed.getvalue()
+    patch.undo()
+
+
+def test_import_validates_clean_and_train_beats_the_baselines(olist_env):
+    import mlflow
+
+    _root, data, steps, _printed = olist_env
+    assert steps == {"import": 0, "validate": 0, "train": 0}
+    meta = json.loads((data / "import.json").read_text())
+    assert meta["recommended_horizon_days"] == 30
+    client = mlflow.MlflowClient()
+    name = f"{PREFIX}-conversion-arrival"
+    champion = client.get_model_version_by_alias(name, "champion")
+    run = client.get_run(champion.run_id)
+    metrics, tags = run.data.metrics, run.data.tags
+    # Lead-only columns: the data set's README sees ROC-AUC 0.69-0.72 with 5-fold random splits;
+    # a time split with 47 test deals is noisier, but the model must beat the one-rule baseline.
+    assert metrics["test_roc_auc"] > metrics["baseline_base_rate_test_roc_auc"] + 0.1
+    assert metrics["test_roc_auc"] > metrics["baseline_one_rule_test_roc_auc"]
+    assert tags["data_source_kind"] == "olist"
+    params = run.data.params
+    assert int(params["training_rows"]) >= 1_000
+    # The data's own lead columns are features, declared by the importer.
+    booster = mlflow.lightgbm.load_model(f"models:/{name}@champion")
+    assert {"origin", "landing_page_id"} <= set(booster.feature_name())
+
+
+def test_train_says_what_it_checked_and_skipped(olist_env):
+    *_, printed = olist_env
+    assert "data check: train 2,188 labelled / 175 converted" in printed
+    assert "dropoff-reason: skipped" in printed and "contacts-to-order: skipped" in printed
+    assert "test ROC-AUC LightGBM" in printed
+
+
+def test_too_long_a_horizon_is_refused_with_the_span(olist_env, capsys):
+    _root, data, *_ = olist_env
+    code = main(["train", str(data), "--model-prefix", "olist-long", "--horizon-days", "90"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "2017-12-05 to 2018-05-31" in err and "too short" in err and "Traceback" not in err

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     )
     history_days: int = Field(120, ge=1, description="Bounded history window kept per customer.")
     workers: int = Field(1, ge=1, description="Service worker processes.")
+    max_clock_skew_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="/events rejects rows dated later than the server's clock plus this.",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,

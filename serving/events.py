@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -40,12 +41,72 @@ def raw_frame(rows: list[dict[str, Any]], table: Table | None = None) -> pl.Data
     )
 
 
-def ingest(store: EventStore, request: EventsRequest) -> EventsResponse:
+def _parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 text as a datetime (None when it is not one: the contract's parser decides)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _row_problem(
+    name: str, index: int, row: dict[str, Any], latest: datetime
+) -> RejectedRow | None:
+    """Checks the contract's row rules leave to the API: unknown keys, times without an offset,
+    times beyond the clock-skew allowance (one 9999-12-31 contact must not become "now")."""
+    table = TABLES[name]
+    unknown = sorted(set(row) - set(table.names))
+    if unknown:
+        # A misspelt `wait_secs` must not store the contact as if the value were missing.
+        return RejectedRow(
+            table=name,
+            row=index + 1,
+            field=unknown[0],
+            rule="unknown_column",
+            message=f"not a column of {name}: {', '.join(unknown)}",
+        )
+    for column in table.columns:
+        if not isinstance(column.dtype, pl.Datetime):
+            continue
+        moment = _parse_time(row.get(column.name))
+        if moment is None:
+            continue
+        if moment.tzinfo is None:
+            return RejectedRow(
+                table=name,
+                row=index + 1,
+                field=column.name,
+                rule="timezone",
+                message="a time without a UTC offset is ambiguous: add Z or +hh:mm",
+            )
+        if moment > latest:
+            return RejectedRow(
+                table=name,
+                row=index + 1,
+                field=column.name,
+                rule="future",
+                message=f"later than the server's clock plus the allowed skew ({latest:%Y-%m-%dT%H:%M:%SZ})",
+            )
+    return None
+
+
+def ingest(
+    store: EventStore,
+    request: EventsRequest,
+    *,
+    max_clock_skew_seconds: float = 300.0,
+    now: datetime | None = None,
+) -> EventsResponse:
     """Validate every posted table against the contract, store the accepted rows, report the rest.
 
     Each table is validated on its own: an event stream sends contacts, orders and customers at
     different times, so a reference to a row posted earlier (or later) is not a reason to reject.
+    Rows dated after ``now`` (the wall clock) plus ``max_clock_skew_seconds`` are rejected: an
+    event cannot have happened yet, and a far-future row would skew every window read after it.
     """
+    latest = (now or datetime.now(UTC)) + timedelta(seconds=max_clock_skew_seconds)
     accepted: dict[str, pl.DataFrame] = {}
     rejected: list[RejectedRow] = []
     coerced: dict[str, int] = {}
@@ -53,24 +114,13 @@ def ingest(store: EventStore, request: EventsRequest) -> EventsResponse:
         rows = getattr(request, name)
         if not rows:
             continue
-        # A key that is not a contract column rejects its row (a misspelt `wait_secs` must not
-        # store the contact as if the value were missing); the others are validated together.
-        known = {c.name for c in TABLES[name].columns}
         clean: list[int] = []
         for index, row in enumerate(rows):
-            unknown = sorted(set(row) - known)
-            if unknown:
-                rejected.append(
-                    RejectedRow(
-                        table=name,
-                        row=index + 1,
-                        field=unknown[0],
-                        rule="unknown_column",
-                        message=f"not a column of {name}: {', '.join(unknown)}",
-                    )
-                )
-            else:
+            problem = _row_problem(name, index, row, latest)
+            if problem is None:
                 clean.append(index)
+            else:
+                rejected.append(problem)
         if not clean:
             continue
         result = validate_frames(

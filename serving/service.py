@@ -129,7 +129,11 @@ class CTOService:
             if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS:
                 last_prune = time.monotonic()
                 try:
-                    self.store.prune()
+                    deleted = self.store.prune()
+                    if any(deleted.values()):
+                        log.info(
+                            "pruned events older than %d days: %s", self.store.history_days, deleted
+                        )
                 except Exception:
                     log.exception("pruning the event store failed")
 
@@ -179,7 +183,9 @@ class CTOService:
         from serving.events import ingest
 
         try:
-            return ingest(self.store, request)
+            return ingest(
+                self.store, request, max_clock_skew_seconds=self.settings.max_clock_skew_seconds
+            )
         except CTOError as exc:
             return _error(400, str(exc))  # type: ignore[return-value]
 

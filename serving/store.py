@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -109,7 +110,7 @@ class EventStore:
         self.engine = sa.create_engine(url, **engine_options)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._metadata.create_all(self.engine)
+        _create_tables(self._metadata, self.engine)
         self._write_lock = threading.Lock()
         self._history_sql = self._history_statements()
         self._sqlite_path = _sqlite_file(self.engine)
@@ -244,22 +245,16 @@ class EventStore:
         )
 
     def prune(self, now: datetime | None = None) -> dict[str, int]:
-        """Delete contacts and orders older than the history window (before ``now``).
+        """Delete contacts and orders older than the history window before ``now``.
 
-        ``now`` defaults to the newest event time in the store, so replayed data (whose clock is
-        not the wall clock) keeps its window too.
+        ``now`` defaults to the wall clock (UTC). It used to be the newest event in the store, so
+        one contact posted with a far-future date emptied the store; /events now rejects rows
+        beyond the clock-skew allowance, and the window is measured from the clock the rows are
+        checked against. Customer states are not pruned (lifetime features need them).
         """
         deleted: dict[str, int] = {}
+        cutoff = to_micros((now or datetime.now(UTC)) - timedelta(days=self.history_days))
         with self._write_lock, self.engine.begin() as connection:
-            if now is None:
-                newest = connection.execute(
-                    sa.select(sa.func.max(self._sql["contacts"].c.started_at))
-                ).scalar()
-                if newest is None:
-                    return {"contacts": 0, "orders": 0}
-                cutoff = newest - self.history_days * 86_400 * 1_000_000
-            else:
-                cutoff = to_micros(now - timedelta(days=self.history_days))
             for name in ("contacts", "orders"):
                 table = self._sql[name]
                 time_column = table.c[self._tables_by_name[name].time_column]
@@ -334,6 +329,23 @@ class EventStore:
             connection.close()
             self._local.connection = None
         self.engine.dispose()
+
+
+def _create_tables(metadata: sa.MetaData, engine: sa.Engine, attempts: int = 5) -> None:
+    """``create_all``, safe when several workers open a new store at once.
+
+    Each worker checks which tables exist, then creates the missing ones; two workers starting
+    together both see "missing" and one fails with "table ... already exists". A retry sees the
+    tables and creates nothing.
+    """
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -111,8 +111,77 @@ def test_prune_drops_what_left_the_window(store):
             )
         }
     )
-    assert store.prune() == {"contacts": 1, "orders": 0}
+    assert store.prune(now=T0) == {"contacts": 1, "orders": 0}
     assert store.counts()["contacts"] == 1
+
+
+def test_prune_measures_the_window_from_the_wall_clock_not_the_newest_row(store):
+    """A far-future row once moved "now" to 9999 and the prune deleted every other row."""
+    today = datetime.now(UTC)
+    store.append(
+        {
+            "contacts": _contacts(
+                [
+                    _contact("recent", "u1", today - timedelta(days=2)),
+                    _contact("future", "u2", datetime(9999, 12, 31, tzinfo=UTC)),
+                ]
+            )
+        }
+    )
+    assert store.prune() == {"contacts": 0, "orders": 0}
+    assert store.counts()["contacts"] == 2
+
+
+def _text_row(row: dict) -> dict:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def test_ingest_rejects_future_rows_beyond_the_skew_allowance(store):
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    rows = [
+        _text_row(_contact("c-ok", "u1", now + timedelta(seconds=200))),  # inside 300 s of skew
+        _text_row(_contact("c-late", "u1", now + timedelta(seconds=400))),
+        _text_row(_contact("c-9999", "u1", now)) | {"started_at": "9999-12-31T00:00:00Z"},
+    ]
+    order = {
+        "order_id": "o-9999",
+        "customer_id": "u1",
+        "ordered_at": "9999-12-31T00:00:00Z",
+        "amount": 5,
+    }
+    answer = ingest(
+        store, EventsRequest(contacts=rows, orders=[order]), max_clock_skew_seconds=300, now=now
+    )
+    assert answer.accepted["contacts"] == 1 and answer.accepted["orders"] == 0
+    found = {(r.table, r.row, r.field, r.rule) for r in answer.rejected}
+    assert found == {
+        ("contacts", 2, "started_at", "future"),
+        ("contacts", 3, "started_at", "future"),
+        ("orders", 1, "ordered_at", "future"),
+    }
+
+
+def test_ingest_rejects_times_without_an_offset_as_score_does(store):
+    """/score refuses a naive time (AwareDatetime); /events must not read the same text as UTC."""
+    naive = _text_row(_contact("c-naive", "u1", T0)) | {"started_at": "2026-03-01T09:00:00"}
+    aware = _text_row(_contact("c-aware", "u1", T0)) | {"started_at": "2026-03-01T09:00:00+01:00"}
+    answer = ingest(store, EventsRequest(contacts=[naive, aware]), now=T0 + timedelta(days=1))
+    assert answer.accepted["contacts"] == 1
+    assert [(r.row, r.field, r.rule) for r in answer.rejected] == [(1, "started_at", "timezone")]
+
+
+def test_ingest_rejects_unknown_and_missing_columns_row_by_row(store):
+    good = _text_row(_contact("c-good", "u1", T0))
+    misspelt = {k: v for k, v in good.items() if k != "wait_seconds"} | {
+        "contact_id": "c-misspelt",
+        "wait_secs": 5,
+    }
+    bare = {"contact_id": "c-bare"}
+    answer = ingest(store, EventsRequest(contacts=[good, misspelt, bare]), now=T0)
+    assert answer.accepted["contacts"] == 1
+    found = {(r.row, r.field, r.rule) for r in answer.rejected}
+    assert (2, "wait_secs", "unknown_column") in found
+    assert (3, "customer_id", "not_null") in found
 
 
 def test_ingest_stores_good_rows_and_returns_rejects_with_row_field_rule(store):
@@ -146,3 +215,24 @@ def test_an_order_for_a_contact_posted_earlier_is_accepted(store):
     answer = ingest(store, EventsRequest(orders=[order]))
     assert answer.accepted["orders"] == 1
     assert answer.rejected == []
+
+
+def _open_store(url: str, barrier) -> None:
+    barrier.wait()
+    EventStore(url, history_days=30).close()
+
+
+def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """Two workers starting together once crashed one with "table customers already exists"."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(4):
+        url = f"sqlite:///{tmp_path / f'race-{attempt}.db'}"
+        barrier = context.Barrier(6)
+        workers = [context.Process(target=_open_store, args=(url, barrier)) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [w.exitcode for w in workers] == [0] * 6

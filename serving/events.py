@@ -10,7 +10,7 @@ import polars as pl
 
 from features.schema import TABLES, Table
 from features.validate import validate_frames
-from serving.schemas import EventsRequest, EventsResponse, RejectedRow
+from serving.schemas import MAX_ID_LENGTH, EventsRequest, EventsResponse, RejectedRow
 from serving.store import EventStore
 
 
@@ -68,9 +68,18 @@ def _row_problem(
             message=f"not a column of {name}: {', '.join(unknown)}",
         )
     for column in table.columns:
+        value = row.get(column.name)
+        if column.dtype == pl.String and isinstance(value, str) and len(value) > MAX_ID_LENGTH:
+            return RejectedRow(
+                table=name,
+                row=index + 1,
+                field=column.name,
+                rule="max_length",
+                message=f"{len(value):,} characters; at most {MAX_ID_LENGTH}",
+            )
         if not isinstance(column.dtype, pl.Datetime):
             continue
-        moment = _parse_time(row.get(column.name))
+        moment = _parse_time(value)
         if moment is None:
             continue
         if moment.tzinfo is None:

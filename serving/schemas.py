@@ -59,6 +59,13 @@ def _json_integers(*names: str) -> Any:
     return field_validator(*names, mode="before")(_not_text_or_bool)
 
 
+# Limits (docs/operations.md#limits): a request past one gets 400 naming the field and the limit,
+# before any work is done for it.
+MAX_ID_LENGTH = 128  # contact_id, customer_id, order_id, agent_id
+MAX_HISTORY_ROWS = 5_000  # contacts, and orders, in one request's history
+MAX_BATCH_ITEMS = 10_000  # items in one /score_batch
+MAX_EVENT_ROWS = 10_000  # rows per table in one /events
+
 # An unknown field is an error, not silently ignored: a misspelt `wait_secs` must not score as missing.
 _STRICT_FIELDS = ConfigDict(extra="forbid")
 
@@ -91,6 +98,7 @@ def _field(column: Column, optional: bool) -> tuple[Any, Any]:
         constraints["le"] = column.maximum
     if column.dtype == pl.String:
         constraints["min_length"] = 1
+        constraints["max_length"] = MAX_ID_LENGTH
     if typ in (float, bool):
         # JSON types as declared: "5" for a number or 1 for a boolean is an error, not a guess
         # (the OpenAPI document says number/boolean, and means it).
@@ -150,15 +158,36 @@ class History(BaseModel):
 
     contacts: list[HistoryContactIn] = Field(  # type: ignore[valid-type]
         default_factory=list,
-        description="Past contacts of the customer, any order; only those that started before the "
-        "scored contact count (the window is the caller's: all given rows are used).",
+        max_length=MAX_HISTORY_ROWS,
+        description="Past contacts of the customer, any order, each contact_id once; only those "
+        "that started before the scored contact count (the window is the caller's: all given rows "
+        f"are used). At most {MAX_HISTORY_ROWS:,}.",
     )
     orders: list[OrderIn] = Field(  # type: ignore[valid-type]
-        default_factory=list, description="Past orders of the customer."
+        default_factory=list,
+        max_length=MAX_HISTORY_ROWS,
+        description=f"Past orders of the customer, each order_id once. At most {MAX_HISTORY_ROWS:,}.",
     )
     customer: CustomerIn | None = Field(  # type: ignore[valid-type]
         None, description="The customer's profile row, if known."
     )
+
+    @model_validator(mode="after")
+    def _each_event_once(self) -> History:
+        # A repeated row would count twice in every window (a repeated order moved a score
+        # from 0.25 to 0.35): an error, not a guess at which copy is right.
+        _no_repeats("contacts", [c.contact_id for c in self.contacts], "contact_id")  # type: ignore[attr-defined]
+        _no_repeats("orders", [o.order_id for o in self.orders], "order_id")  # type: ignore[attr-defined]
+        return self
+
+
+def _no_repeats(where: str, ids: list[str], key: str | None = None) -> None:
+    seen: dict[str, int] = {}
+    for index, value in enumerate(ids):
+        if value in seen:
+            field = f"{where}[{index}]" + (f".{key}" if key else "")
+            raise ValueError(f"{field}: repeats {where}[{seen[value]}] (each id once)")
+        seen[value] = index
 
 
 def _check_moment(moment: str, contact: BaseModel | None, where: str) -> None:
@@ -221,7 +250,9 @@ class ScoreBatchRequest(BaseModel):
     model_config = _STRICT_FIELDS
 
     items: list[BatchItem] = Field(
-        min_length=1, max_length=10_000, description="The contacts to score (1 to 10,000)."
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS,
+        description=f"The contacts to score (1 to {MAX_BATCH_ITEMS:,}), each contact_id once.",
     )
     moment: Moment = Field("after_contact", description="Scoring moment for every item.")
     explain: bool = Field(False, strict=True, description="Return the top drivers for every item.")
@@ -233,6 +264,7 @@ class ScoreBatchRequest(BaseModel):
     def _after_contact_needs_handling_columns(self) -> ScoreBatchRequest:
         for index, item in enumerate(self.items):
             _check_moment(self.moment, item.contact, f"items[{index}].contact.")
+        _no_repeats("items", [item.contact.contact_id for item in self.items], "contact.contact_id")
         return self
 
 
@@ -367,15 +399,20 @@ class EventsRequest(BaseModel):
 
     contacts: list[dict[str, Any]] = Field(
         default_factory=list,
+        max_length=MAX_EVENT_ROWS,
         description=_table_doc(CONTACTS) + " A contact posted again (same contact_id) replaces "
         "the stored one, e.g. at arrival and again when it ended.",
         examples=[[_example_row(CONTACTS)]],
     )
     orders: list[dict[str, Any]] = Field(
-        default_factory=list, description=_table_doc(ORDERS), examples=[[_example_row(ORDERS)]]
+        default_factory=list,
+        max_length=MAX_EVENT_ROWS,
+        description=_table_doc(ORDERS),
+        examples=[[_example_row(ORDERS)]],
     )
     customers: list[dict[str, Any]] = Field(
         default_factory=list,
+        max_length=MAX_EVENT_ROWS,
         description=_table_doc(CUSTOMERS),
         examples=[[_example_row(CUSTOMERS)]],
     )

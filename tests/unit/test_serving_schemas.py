@@ -12,6 +12,9 @@ from pydantic import ValidationError
 
 from features.schema import AFTER_CONTACT_COLUMNS, CONTACTS, CUSTOMERS, ORDERS
 from serving.schemas import (
+    MAX_EVENT_ROWS,
+    MAX_HISTORY_ROWS,
+    MAX_ID_LENGTH,
     ContactIn,
     CustomerIn,
     EventsRequest,
@@ -199,3 +202,54 @@ def test_booleans_and_numbers_are_not_guessed_from_text(value):
         ScoreRequest.model_validate(
             {"contact": ARRIVAL_CONTACT | {"wait_seconds": str(value)}, "moment": "arrival"}
         )
+
+
+def _history_contact(contact_id: str) -> dict:
+    return ARRIVAL_CONTACT | {
+        "contact_id": contact_id,
+        "handled_by": "agent",
+        "agent_id": "a-1",
+        "wait_seconds": 5.0,
+        "handle_seconds": 60.0,
+        "transfers": 0,
+        "abandoned": False,
+        "resolved": True,
+        "callback_offered": False,
+        "follow_up_sent": False,
+    }
+
+
+def test_limits_name_the_field_and_the_limit():
+    long_id = ARRIVAL_CONTACT | {"contact_id": "x" * (MAX_ID_LENGTH + 1)}
+    with pytest.raises(ValidationError, match="contact.contact_id") as caught:
+        ScoreRequest.model_validate({"contact": long_id, "moment": "arrival"})
+    assert f"at most {MAX_ID_LENGTH}" in str(caught.value)
+    history = {"contacts": [_history_contact(f"h{i}") for i in range(MAX_HISTORY_ROWS + 1)]}
+    with pytest.raises(ValidationError, match="history.contacts") as caught:
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": history}
+        )
+    assert f"at most {MAX_HISTORY_ROWS}" in str(caught.value)
+    with pytest.raises(ValidationError, match="contacts"):
+        EventsRequest.model_validate({"contacts": [{}] * (MAX_EVENT_ROWS + 1)})
+
+
+def test_repeated_history_rows_and_batch_items_are_errors_not_double_counts():
+    twice = {"contacts": [_history_contact("h1"), _history_contact("h2"), _history_contact("h1")]}
+    with pytest.raises(ValidationError, match=r"contacts\[2\].contact_id: repeats contacts\[0\]"):
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": twice}
+        )
+    order = {
+        "order_id": "o1",
+        "customer_id": "u-1",
+        "ordered_at": "2026-03-01T00:00:00Z",
+        "amount": 5,
+    }
+    with pytest.raises(ValidationError, match=r"orders\[1\].order_id"):
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": {"orders": [order, order]}}
+        )
+    item = {"contact": ARRIVAL_CONTACT}
+    with pytest.raises(ValidationError, match=r"items\[1\].contact.contact_id: repeats items\[0\]"):
+        ScoreBatchRequest.model_validate({"moment": "arrival", "items": [item, item]})

@@ -177,11 +177,14 @@ def test_ingest_rejects_unknown_and_missing_columns_row_by_row(store):
         "wait_secs": 5,
     }
     bare = {"contact_id": "c-bare"}
-    answer = ingest(store, EventsRequest(contacts=[good, misspelt, bare]), now=T0)
+    huge = good | {"customer_id": "u" * 10_000}
+    answer = ingest(store, EventsRequest(contacts=[good, misspelt, bare, huge]), now=T0)
     assert answer.accepted["contacts"] == 1
     found = {(r.row, r.field, r.rule) for r in answer.rejected}
     assert (2, "wait_secs", "unknown_column") in found
     assert (3, "customer_id", "not_null") in found
+    assert (4, "customer_id", "max_length") in found
+    assert all("uuuu" not in r.message for r in answer.rejected)  # the value is not echoed
 
 
 def test_ingest_stores_good_rows_and_returns_rejects_with_row_field_rule(store):

@@ -103,6 +103,15 @@ class EventStore:
             sa.Column("customer_id", sa.String(), primary_key=True),
             sa.Column("state", sa.Text(), nullable=False),
         )
+        # The model versions this service last loaded, per alias: what a restart falls back to
+        # when the alias points at a version that cannot be loaded.
+        self._served = sa.Table(
+            "served_models",
+            self._metadata,
+            sa.Column("alias", sa.String(), primary_key=True),
+            sa.Column("task", sa.String(), primary_key=True),
+            sa.Column("version", sa.String(), nullable=False),
+        )
         engine_options: dict[str, Any] = {}
         if url.startswith("sqlite"):
             # One connection per thread; BentoML serves requests from a thread pool.
@@ -315,6 +324,24 @@ class EventStore:
                     CustomerHistory(frames["contacts"], frames["orders"], frames["customers"])
                 )
         return results
+
+    def record_served(self, alias: str, versions: dict[str, str]) -> None:
+        """Remember the versions loaded for ``alias`` (replacing the previous record)."""
+        table = self._served
+        with self._write_lock, self.engine.begin() as connection:
+            connection.execute(sa.delete(table).where(table.c.alias == alias))
+            connection.execute(
+                sa.insert(table),
+                [{"alias": alias, "task": t, "version": v} for t, v in versions.items()],
+            )
+
+    def last_served(self, alias: str) -> dict[str, str]:
+        table = self._served
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(table.c.task, table.c.version).where(table.c.alias == alias)
+            )
+            return {task: version for task, version in rows}
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as connection:

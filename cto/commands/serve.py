@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from features.settings import get_settings
-    from serving.service_config import server_environment
+    from serving.models import check_tracking_store
+    from serving.service_config import absolute_sqlite_url, server_environment
 
     overrides = {
         "host": args.host,
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "champion_alias": args.alias,
     }
     settings = get_settings(**{k: v for k, v in overrides.items() if v is not None})
+    check_tracking_store(absolute_sqlite_url(settings.tracking_uri))
     check_port_free(settings.host, settings.port)
     env = server_environment(settings, os.environ)
     repo = Path(__file__).resolve().parents[2]

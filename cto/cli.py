@@ -23,6 +23,7 @@ COMMANDS = {
     "features": "cto.commands.features",
     "import": "cto.commands.import_data",
     "train": "cto.commands.train",
+    "backtest": "cto.commands.backtest",
     "promote": "cto.commands.promote",
     "materialize": "cto.commands.materialize",
     "serve": "cto.commands.serve",

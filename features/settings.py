@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     model_prefix: str = Field("cto", description="Registered model names start with this prefix.")
     champion_alias: str = Field("champion", description="Registry alias the service loads.")
     num_threads: int = Field(2, ge=1, description="LightGBM threads (always set: see stack notes).")
+    promotion_margin: float = Field(
+        0.0,
+        ge=0.0,
+        description="A challenger is promoted only if the lower end of the 95% bootstrap CI of its "
+        "gain over the champion (primary metric, same window) is above this.",
+    )
 
     # Serving
     host: str = Field("127.0.0.1", description="Address the service binds to.")

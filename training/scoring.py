@@ -34,20 +34,33 @@ def evaluate(
     booster: lgb.Booster, card: dict, test: pl.DataFrame, num_threads: int = 1
 ) -> dict[str, object]:
     """The card's task metrics of ``booster`` on ``test`` (which carries the card's label column)."""
+    return evaluate_predictions(card, test, predict(booster, card, test, num_threads))
+
+
+def evaluate_predictions(
+    card: dict, test: pl.DataFrame, predicted: np.ndarray
+) -> dict[str, object]:
+    """The card's task metrics of predictions made on every row of ``test``.
+
+    Multiclass rows whose label is not among the card's classes are left out (they cannot be
+    predicted).
+    """
     label = card["label"]
     objective = card["objective"]
     if objective == "binary":
         y = test[label].cast(pl.Int8).to_numpy()
-        return binary_metrics(y, predict(booster, card, test, num_threads))
+        return binary_metrics(y, predicted)
     if objective == "multiclass":
         class_names = list(card["class_names"])
-        known = test.filter(pl.col(label).cast(pl.String).is_in(class_names))
-        y = (
-            known[label]
+        codes = (
+            test[label]
             .cast(pl.String)
-            .replace_strict({n: i for i, n in enumerate(class_names)}, return_dtype=pl.Int32)
+            .replace_strict(
+                {n: i for i, n in enumerate(class_names)}, default=-1, return_dtype=pl.Int32
+            )
             .to_numpy()
         )
-        return multiclass_metrics(y, predict(booster, card, known, num_threads), class_names)
+        known = codes >= 0
+        return multiclass_metrics(codes[known], np.asarray(predicted)[known], class_names)
     y = test[label].cast(pl.Float64).to_numpy()
-    return count_metrics(y, predict(booster, card, test, num_threads))
+    return count_metrics(y, predicted)

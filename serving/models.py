@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -136,6 +137,28 @@ def check_feature_set(model: str, card: dict[str, Any]) -> None:
         raise CTOError(f"{model}: features not computed by this service: {', '.join(missing[:5])}")
 
 
+def check_model_file(model: str, path: Path) -> None:
+    """A LightGBM text model whose trees are all there, checked before LightGBM parses it.
+
+    LightGBM aborts the whole process (std::terminate, from its parallel tree parser) on a
+    truncated model file, which would take the serving worker down with it. The header lists
+    every tree's size in characters; the trees between ``Tree=0`` and ``end of trees`` must add
+    up to exactly that.
+    """
+    if not path.is_file():
+        return
+    text = path.read_text(errors="replace")
+    header = re.search(r"^tree_sizes=(.*)$", text, re.MULTILINE)
+    if header is None:
+        return  # an older format without sizes: LightGBM's own checks only
+    start, end = text.find("Tree=0"), text.find("end of trees")
+    sizes = [int(size) for size in header.group(1).split()]
+    if start < 0 or end < 0 or end - start != sum(sizes):
+        raise CTOError(
+            f"{model}: model file truncated or corrupt (its trees do not match its header)"
+        )
+
+
 def check_tracking_store(uri: str) -> None:
     """A tracking URI that names a missing SQLite file is a typo, not an empty registry.
 
@@ -214,6 +237,7 @@ def load_model(settings: Settings, task: str, version: str, workdir: Path) -> Lo
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CTOError(f"{name} v{version}: model card unreadable ({type(exc).__name__})") from None
     check_feature_set(f"{name} v{version}", card)
+    check_model_file(f"{name} v{version}", local / "model.lgb")
     try:
         booster = _load_booster(local)
     except CTOError:

@@ -11,8 +11,14 @@ never see a half-loaded set. /readyz answers 503 until a bundle is loaded.
 
 from __future__ import annotations
 
+from serving import supervision
+
+# A worker must not outlive the server process (serving.supervision): asked for first, before
+# the imports and the model load that take seconds.
+if supervision.is_worker_process():
+    supervision.exit_with_parent(supervision.supervisor_pid())
+
 import logging
-import os
 import threading
 import time
 from typing import Any
@@ -36,9 +42,6 @@ from serving.schemas import (
 )
 
 log = logging.getLogger("cto.serving")
-# The process that started this one, read at import (before any model loads): in a worker that is
-# the server's supervisor, which the worker must not outlive (serving.supervision).
-_STARTED_BY = os.getppid()
 PRUNE_EVERY_SECONDS = 3600.0
 
 
@@ -73,9 +76,7 @@ class CTOService:
         from serving.models import check_tracking_store
         from serving.scoring import FeatureWindows
         from serving.store import EventStore
-        from serving.supervision import exit_with_parent
 
-        exit_with_parent(_STARTED_BY)
         install_client_error_filter()
         self.settings = get_settings()
         check_tracking_store(self.settings.tracking_uri)

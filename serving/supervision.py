@@ -42,11 +42,27 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
+SUPERVISOR_ENV = "CTO_SUPERVISOR_PID"
+
+
+def is_worker_process() -> bool:
+    """True in a BentoML worker (``python -m _bentoml_impl.worker.service ...``)."""
+    return "_bentoml_impl" in sys.argv[0] and "worker" in sys.argv[0]
+
+
+def supervisor_pid() -> int:
+    """The server process: named by ``cto serve`` (it keeps its pid across ``exec``), else the
+    parent this worker has now."""
+    named = os.environ.get(SUPERVISOR_ENV, "")
+    return int(named) if named.isdigit() else os.getppid()
+
+
 def exit_with_parent(parent: int) -> None:
     """Make this process end when ``parent`` (the pid it was started by) ends.
 
-    ``parent`` is read as early as possible (at import); if the parent already died before the
-    kernel was asked, the process has been re-parented and exits at once.
+    Called when the service module is imported in a worker, before the heavy imports; if the
+    parent died before the kernel was asked (a worker being restarted when the server was
+    killed), the worker has been re-parented and exits at once.
     """
     if _set_parent_death_signal(signal.SIGKILL):
         if os.getppid() != parent:

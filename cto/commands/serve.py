@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     check_tracking_store(absolute_sqlite_url(settings.tracking_uri))
     check_port_free(settings.host, settings.port)
     env = server_environment(settings, os.environ)
+    # exec keeps this pid: the workers check they were started by it (serving.supervision).
+    env["CTO_SUPERVISOR_PID"] = str(os.getpid())
     repo = Path(__file__).resolve().parents[2]
     command = [
         sys.executable,

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from serving.process import REPO, start_server
+from serving.process import REPO, copy_sqlite, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,10 +34,20 @@ SCHEMATHESIS_EXAMPLES = 25
 
 
 @pytest.fixture(scope="module")
-def server_env(trained, mlflow_settings, tmp_path_factory):
+def registry(trained, mlflow_settings, tmp_path_factory):
+    """The trained registry, copied: this module moves aliases and adds versions."""
+    root = tmp_path_factory.mktemp("reliability-registry")
+    source = Path(mlflow_settings.tracking_uri.removeprefix("sqlite:///"))
+    copy_sqlite(source, root / "mlflow.db")
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def server_env(registry, tmp_path_factory):
     root = tmp_path_factory.mktemp("reliability")
     return root, {
-        "CTO_TRACKING_URI": mlflow_settings.tracking_uri,
+        "CTO_TRACKING_URI": registry,
+        "CTO_MODEL_POLL_SECONDS": "1",
         "CTO_EVENT_STORE_URL": f"sqlite:///{root / 'events.db'}",
         "CTO_API_TOKEN": TOKEN,
         "CTO_WORKERS": "2",
@@ -194,6 +204,139 @@ def test_schemathesis_finds_no_failure_with_all_checks(server, tmp_path):
     assert "No issues found" in proc.stdout, proc.stdout[-3000:]
 
 
+ARRIVAL = {
+    "contact_id": "c-reload-1",
+    "customer_id": "u-reload-1",
+    "started_at": "2026-03-02T09:15:00Z",
+    "channel": "phone",
+    "direction": "inbound",
+    "intent": "pricing",
+}
+TASK = "conversion-arrival"
+
+
+def _new_version(registry: str, workdir: Path, change) -> str:
+    """A new version of the arrival model: the champion's files, changed by ``change(dir)``."""
+    import shutil
+
+    import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=registry, registry_uri=registry)
+    name = f"cto-{TASK}"
+    champion = client.get_model_version_by_alias(name, "champion")
+    source = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{name}/{champion.version}", dst_path=str(workdir / "a"), tracking_uri=registry
+        )
+    )
+    target = workdir / "b"
+    shutil.copytree(source, target)
+    change(target)
+    version = client.create_model_version(name, str(target), run_id=champion.run_id).version
+    client.set_registered_model_alias(name, "champion", version)
+    return str(version)
+
+
+def _shift_first_tree(model_dir: Path) -> None:
+    """+0.5 on every leaf of the first tree: every raw score moves by exactly 0.5."""
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_file=str(model_dir / "model.lgb"))
+    for leaf in range(booster.dump_model()["tree_info"][0]["num_leaves"]):
+        booster.set_leaf_output(0, leaf, booster.get_leaf_output(0, leaf) + 0.5)
+    booster.save_model(str(model_dir / "model.lgb"))
+
+
+def _score(base_url: str) -> tuple[int, str | None, float | None]:
+    answer = httpx.post(
+        base_url + "/score",
+        json={"contact": ARRIVAL, "moment": "arrival", "explain": False},
+        headers=_auth(),
+        timeout=30,
+    )
+    if answer.status_code != 200:
+        return answer.status_code, None, None
+    body = answer.json()
+    return 200, body["models"][0]["version"], body["raw_score"]
+
+
+def test_a_different_champion_is_swapped_in_under_load_without_mixing(server, registry, tmp_path):
+    """A new booster (every raw score +0.5) replaces the champion while 4 clients keep scoring:
+    no failed request, and every answer's score is the one of the version it names."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    status, old, old_raw = _score(server.base_url)
+    assert status == 200
+    new = _new_version(registry, tmp_path, _shift_first_tree)
+    deadline = time.monotonic() + 120
+
+    def client() -> list[tuple]:
+        seen = []
+        while time.monotonic() < deadline:
+            seen.append(_score(server.base_url))
+            if seen[-1][1] == new and len(seen) > 3:
+                break
+        return seen
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = [a for seen in pool.map(lambda _: client(), range(4)) for a in seen]
+    assert {a[0] for a in answers} == {200}
+    versions = {a[1] for a in answers}
+    assert new in versions, versions
+    for _, version, raw in answers:
+        expected = old_raw if version == old else old_raw + 0.5
+        assert raw == pytest.approx(expected, abs=1e-9), (version, raw)
+
+
+def test_a_broken_champion_keeps_the_serving_one_and_says_so_once(server, registry, tmp_path):
+    status, serving, _ = _score(server.base_url)
+    assert status == 200
+
+    def truncate(model_dir: Path) -> None:
+        model = model_dir / "model.lgb"
+        model.write_text(model.read_text()[:2000])
+
+    broken = _new_version(registry, tmp_path, truncate)
+    time.sleep(6)  # several registry polls in each worker
+    assert _score(server.base_url)[:2] == (200, serving)
+    ready = httpx.get(server.base_url + "/readyz", timeout=10).json()
+    assert ready["models"][TASK] == serving
+    lines = [
+        line
+        for line in server.log_path.read_text(errors="replace").splitlines()
+        if "models not loaded" in line and f"v{broken}" in line
+    ]
+    assert 1 <= len(lines) <= 2, lines  # once per worker, not once per poll
+    assert all("[WARNING]" in line for line in lines)
+    assert "Traceback" not in server.log_path.read_text(errors="replace")
+
+
+def test_before_any_model_is_registered_readyz_and_routes_answer_503_with_the_reason(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    MlflowClient(tracking_uri=empty, registry_uri=empty).search_registered_models()
+    env = {"CTO_TRACKING_URI": empty, "CTO_EVENT_STORE_URL": f"sqlite:///{tmp_path / 'ev.db'}"}
+    waiting = start_server(env, tmp_path / "server.log", wait_for="/livez")
+    try:
+        deadline = time.monotonic() + 60
+        ready = httpx.get(waiting.base_url + "/readyz", timeout=10)
+        while ready.json()["reason"].startswith("starting") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ready = httpx.get(waiting.base_url + "/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["ready"] is False
+        assert "no model with alias 'champion'" in ready.json()["reason"]
+        answer = httpx.post(
+            waiting.base_url + "/score", json={"contact": ARRIVAL, "moment": "arrival"}, timeout=30
+        )
+        assert answer.status_code == 503
+        assert answer.json()["error"].startswith("models not loaded")
+    finally:
+        waiting.stop()
+
+
 def test_a_second_server_on_the_same_port_fails_fast_and_plainly(server):
     port = server.base_url.rsplit(":", 1)[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
@@ -237,8 +380,12 @@ def test_kill_9_of_the_server_leaves_no_worker_and_a_restart_works(server, serve
         time.sleep(0.2)
     assert _port_is_free(port)
     root, env = server_env
+    # The alias still names the broken version (the test above): the restart serves the last
+    # versions this service loaded instead of answering 503.
     again = start_server(env, Path(root) / "server-restart.log", port=port)
     try:
-        assert httpx.get(again.base_url + "/readyz", timeout=10).status_code == 200
+        ready = httpx.get(again.base_url + "/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert "serving the last versions this service loaded" in again.log_path.read_text()
     finally:
         again.stop()

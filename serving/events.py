@@ -8,10 +8,10 @@ from typing import Any
 
 import polars as pl
 
-from features.schema import TABLES, Table
+from features.schema import AFTER_CONTACT_COLUMNS, TABLES, Table
 from features.validate import validate_frames
 from serving.schemas import MAX_ID_LENGTH, EventsRequest, EventsResponse, RejectedRow
-from serving.store import EventStore
+from serving.store import EventStore, RowProblem
 
 
 def _text(value: Any) -> str | None:
@@ -39,6 +39,24 @@ def raw_frame(rows: list[dict[str, Any]], table: Table | None = None) -> pl.Data
         {name: [_text(row.get(name)) for row in rows] for name in columns},
         schema=dict.fromkeys(columns, pl.String),
     )
+
+
+# Valid values for the handling columns of a contact posted at arrival, only while it is checked.
+_ARRIVAL_PLACEHOLDERS = {
+    "handled_by": "agent",
+    "wait_seconds": 0,
+    "handle_seconds": 0,
+    "transfers": 0,
+    "abandoned": False,
+    "resolved": False,
+    "callback_offered": False,
+    "follow_up_sent": False,
+}
+
+
+def _is_arrival(row: dict[str, Any]) -> bool:
+    """A contact posted as it arrives: none of the handling columns is given."""
+    return all(row.get(c) is None for c in AFTER_CONTACT_COLUMNS)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -117,6 +135,7 @@ def ingest(
     """
     latest = (now or datetime.now(UTC)) + timedelta(seconds=max_clock_skew_seconds)
     accepted: dict[str, pl.DataFrame] = {}
+    positions: dict[str, list[int]] = {}  # accepted frame row -> index in the posted list
     rejected: list[RejectedRow] = []
     coerced: dict[str, int] = {}
     for name in ("customers", "contacts", "orders"):
@@ -132,23 +151,66 @@ def ingest(
                 rejected.append(problem)
         if not clean:
             continue
-        result = validate_frames(
-            {name: raw_frame([rows[i] for i in clean], TABLES[name])}, {name: name}, partial=True
-        )
-        accepted[name] = result.tables[name]
-        for record in result.reject_records(name):
-            rejected.append(
-                RejectedRow(
-                    table=name,
-                    row=clean[int(record["row"]) - 1] + 1,
-                    field=record["column"],
-                    rule=record["rule"],
-                    message=record["message"],
+        # Contacts posted at arrival carry none of the handling columns yet; they are checked
+        # with the rest filled by placeholders, which are cleared again once they pass.
+        groups = [clean]
+        if name == "contacts":
+            groups = [
+                [i for i in clean if not _is_arrival(rows[i])],
+                [i for i in clean if _is_arrival(rows[i])],
+            ]
+        frames = []
+        for group, arrival in zip(groups, (False, True), strict=False):
+            if not group:
+                continue
+            posted = [(rows[i] | _ARRIVAL_PLACEHOLDERS) if arrival else rows[i] for i in group]
+            result = validate_frames(
+                {name: raw_frame(posted, TABLES[name])}, {name: name}, partial=True
+            )
+            bad = set()
+            for record in result.reject_records(name):
+                bad.add(int(record["row"]) - 1)
+                rejected.append(
+                    RejectedRow(
+                        table=name,
+                        row=group[int(record["row"]) - 1] + 1,
+                        field=record["column"],
+                        rule=record["rule"],
+                        message=record["message"],
+                    )
+                )
+            frame = result.tables[name]
+            if arrival:
+                frame = frame.with_columns(
+                    pl.lit(None, dtype=frame.schema[c]).alias(c) for c in AFTER_CONTACT_COLUMNS
+                )
+            frames.append(
+                frame.with_columns(
+                    pl.Series(
+                        "_posted",
+                        [group[j] for j in range(len(group)) if j not in bad],
+                        dtype=pl.Int64,
+                    )
                 )
             )
-        coerced_rows = int(result.coerced.filter(pl.col("table") == name)["rows"].sum())
-        if coerced_rows:
-            coerced[name] = coerced_rows
-    counts = store.append(accepted)
+            coerced_rows = int(result.coerced.filter(pl.col("table") == name)["rows"].sum())
+            if coerced_rows:
+                coerced[name] = coerced.get(name, 0) + coerced_rows
+        if frames:
+            both = pl.concat(frames, how="vertical").sort("_posted")
+            positions[name] = both["_posted"].to_list()
+            accepted[name] = both.drop("_posted")
+    problems: list[RowProblem] = []
+    counts = store.append(accepted, problems)
+    for problem in problems:
+        rejected.append(
+            RejectedRow(
+                table=problem.table,
+                row=positions[problem.table][problem.position] + 1,
+                field=problem.field,
+                rule=problem.rule,
+                message=problem.message,
+            )
+        )
     rejected.sort(key=lambda r: (r.table, r.row, r.field or ""))
     return EventsResponse(accepted=counts, rejected=rejected, coerced_to_other=coerced)

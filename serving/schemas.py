@@ -400,8 +400,11 @@ class EventsRequest(BaseModel):
     contacts: list[dict[str, Any]] = Field(
         default_factory=list,
         max_length=MAX_EVENT_ROWS,
-        description=_table_doc(CONTACTS) + " A contact posted again (same contact_id) replaces "
-        "the stored one, e.g. at arrival and again when it ended.",
+        description=_table_doc(CONTACTS) + " A contact may be posted at arrival (only "
+        "contact_id, customer_id, started_at, channel, direction, intent) and again when it "
+        "ended; a version replaces the stored one unless that one is newer (ended beats "
+        "arrival, a known dropoff_reason or agent_id beats none), and never moves it to "
+        "another customer. Each contact_id once per request.",
         examples=[[_example_row(CONTACTS)]],
     )
     orders: list[dict[str, Any]] = Field(

@@ -18,6 +18,7 @@ from serving import supervision
 if supervision.is_worker_process():
     supervision.exit_with_parent(supervision.supervisor_pid())
 
+import gc
 import logging
 import threading
 import time
@@ -88,6 +89,10 @@ class CTOService:
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
         self._reload()
+        # What is loaded now (libraries, models) lives as long as the worker: out of the
+        # collector's generations, so full collections under load do not walk it again.
+        gc.collect()
+        gc.freeze()
         self._poller = threading.Thread(
             target=self._poll_registry, name="cto-model-poll", daemon=True
         )

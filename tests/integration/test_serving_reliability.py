@@ -219,17 +219,26 @@ def _new_version(registry: str, workdir: Path, change) -> str:
     """A new version of the arrival model: the champion's files, changed by ``change(dir)``."""
     import shutil
 
+    import mlflow
     import mlflow.artifacts
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=registry, registry_uri=registry)
     name = f"cto-{TASK}"
     champion = client.get_model_version_by_alias(name, "champion")
-    source = Path(
-        mlflow.artifacts.download_artifacts(
-            f"models:/{name}/{champion.version}", dst_path=str(workdir / "a"), tracking_uri=registry
+    # models:/ URIs resolve through the process-wide registry URI: point it here meanwhile.
+    before = mlflow.get_registry_uri()
+    mlflow.set_registry_uri(registry)
+    try:
+        source = Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/{name}/{champion.version}",
+                dst_path=str(workdir / "a"),
+                tracking_uri=registry,
+            )
         )
-    )
+    finally:
+        mlflow.set_registry_uri(before)
     target = workdir / "b"
     shutil.copytree(source, target)
     change(target)
@@ -337,9 +346,10 @@ def test_before_any_model_is_registered_readyz_and_routes_answer_503_with_the_re
         waiting.stop()
 
 
-def test_a_second_server_on_the_same_port_fails_fast_and_plainly(server):
+def test_a_second_server_on_the_same_port_fails_fast_and_plainly(server, registry):
     port = server.base_url.rsplit(":", 1)[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
+    env["CTO_TRACKING_URI"] = registry
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "cto.cli", "serve", "--port", port],

@@ -239,3 +239,85 @@ def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path):
         for worker in workers:
             worker.join(timeout=60)
         assert [w.exitcode for w in workers] == [0] * 6
+
+
+def _stored_contact(store: EventStore, contact_id: str) -> dict:
+    import sqlalchemy as sa
+
+    with store.engine.connect() as connection:
+        row = connection.execute(
+            sa.text("SELECT * FROM contacts WHERE contact_id = :id"), {"id": contact_id}
+        ).mappings()
+        return dict(next(iter(row)))
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ("arrival", "ended", "final"),
+        ("final", "ended", "arrival"),
+        ("ended", "final", "arrival", "ended"),
+        ("arrival", "final", "arrival", "ended"),
+    ],
+)
+def test_an_older_contact_version_never_overwrites_a_newer_one(store, order):
+    """arrival -> ended -> final (drop-off reason known), posted and retried in any order."""
+    ended = _text_row(_contact("c-v", "u-v", T0)) | {"resolved": True, "dropoff_reason": None}
+    versions = {
+        "arrival": {
+            k: ended[k]
+            for k in ("contact_id", "customer_id", "started_at", "channel", "direction", "intent")
+        },
+        "ended": ended | {"resolved": False},
+        "final": ended | {"resolved": False, "dropoff_reason": "price"},
+    }
+    answers = [ingest(store, EventsRequest(contacts=[versions[v]]), now=T0) for v in order]
+    stored = _stored_contact(store, "c-v")
+    assert stored["dropoff_reason"] == "price" and stored["handled_by"] == "agent"
+    for version, answer in zip(order, answers, strict=True):
+        superseded = [r.rule for r in answer.rejected] == ["superseded"]
+        assert answer.accepted["contacts"] + superseded == 1, (version, answer)
+    state = store.state("u-v")
+    assert state.contacts["c-v"][8] == "agent"  # handled_by in the online state too
+
+
+def test_an_arrival_only_contact_is_accepted_and_scored_later(store):
+    arrival = {"contact_id": "c-a", "customer_id": "u-a", "started_at": "2026-03-01T09:00:00Z",
+               "channel": "chat", "direction": "inbound", "intent": "delivery"}  # fmt: skip
+    answer = ingest(store, EventsRequest(contacts=[arrival]), now=T0)
+    assert answer.accepted["contacts"] == 1 and answer.rejected == []
+    assert _stored_contact(store, "c-a")["handled_by"] is None
+
+
+def test_an_event_cannot_move_to_another_customer(store):
+    contact = _text_row(_contact("c-m", "u-1", T0))
+    order = {
+        "order_id": "o-m",
+        "customer_id": "u-1",
+        "ordered_at": "2026-03-01T10:00:00Z",
+        "amount": 5,
+    }
+    ingest(store, EventsRequest(contacts=[contact], orders=[order]), now=T0 + timedelta(days=1))
+    moved = ingest(
+        store,
+        EventsRequest(
+            contacts=[contact | {"customer_id": "u-2"}], orders=[order | {"customer_id": "u-2"}]
+        ),
+        now=T0 + timedelta(days=1),
+    )
+    assert moved.accepted == {"contacts": 0, "orders": 0, "customers": 0}
+    assert {(r.table, r.field, r.rule) for r in moved.rejected} == {
+        ("contacts", "customer_id", "customer_changed"),
+        ("orders", "customer_id", "customer_changed"),
+    }
+    assert _stored_contact(store, "c-m")["customer_id"] == "u-1"
+    assert "c-m" not in store.state("u-2").contacts
+
+
+def test_a_request_repeating_an_event_is_told_each_event_once(store):
+    ended = _text_row(_contact("c-r", "u-r", T0))
+    final = ended | {"dropoff_reason": "price", "resolved": False}
+    answer = ingest(store, EventsRequest(contacts=[final, ended]), now=T0)
+    assert answer.accepted["contacts"] == 1
+    assert [(r.row, r.rule) for r in answer.rejected] == [(2, "unique")]  # each event once a request
+    assert _stored_contact(store, "c-r")["dropoff_reason"] == "price"

@@ -319,5 +319,7 @@ def test_a_request_repeating_an_event_is_told_each_event_once(store):
     final = ended | {"dropoff_reason": "price", "resolved": False}
     answer = ingest(store, EventsRequest(contacts=[final, ended]), now=T0)
     assert answer.accepted["contacts"] == 1
-    assert [(r.row, r.rule) for r in answer.rejected] == [(2, "unique")]  # each event once a request
+    assert [(r.row, r.rule) for r in answer.rejected] == [
+        (2, "unique")
+    ]  # each event once a request
     assert _stored_contact(store, "c-r")["dropoff_reason"] == "price"

@@ -150,12 +150,6 @@ def component_schemas() -> dict[str, Any]:
     schemas["ScoreBatchRequest"].setdefault("allOf", []).append(
         _after_contact_rule(["items", "[]", "contact"])
     )
-    # Repeats are refused (each contact once in a batch, each event once in a history). JSON
-    # Schema can say "no two items equal"; "no two items with the same id" it cannot, so the
-    # descriptions say it.
-    schemas["ScoreBatchRequest"]["properties"]["items"]["uniqueItems"] = True
-    for table in ("contacts", "orders"):
-        schemas["History"]["properties"][table]["uniqueItems"] = True
     schemas["EventsRequest"]["anyOf"] = [
         {"required": [table], "properties": {table: {"minItems": 1}}}
         for table in ("contacts", "orders", "customers")

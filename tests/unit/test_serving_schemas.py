@@ -234,11 +234,17 @@ def test_limits_name_the_field_and_the_limit():
         EventsRequest.model_validate({"contacts": [{}] * (MAX_EVENT_ROWS + 1)})
 
 
-def test_repeated_history_rows_and_batch_items_are_errors_not_double_counts():
-    twice = {"contacts": [_history_contact("h1"), _history_contact("h2"), _history_contact("h1")]}
+def test_repeated_history_rows_and_batch_items_count_once_or_are_errors():
+    first, second = _history_contact("h1"), _history_contact("h2")
+    twice = {"contacts": [first, second, first]}
+    request = ScoreRequest.model_validate(
+        {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": twice}
+    )
+    assert [c.contact_id for c in request.history.contacts] == ["h1", "h2"]  # counted once
+    changed = {"contacts": [first, second, first | {"transfers": 3}]}
     with pytest.raises(ValidationError, match=r"contacts\[2\].contact_id: repeats contacts\[0\]"):
         ScoreRequest.model_validate(
-            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": twice}
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": changed}
         )
     order = {
         "order_id": "o1",
@@ -248,8 +254,15 @@ def test_repeated_history_rows_and_batch_items_are_errors_not_double_counts():
     }
     with pytest.raises(ValidationError, match=r"orders\[1\].order_id"):
         ScoreRequest.model_validate(
-            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": {"orders": [order, order]}}
+            {
+                "contact": ARRIVAL_CONTACT,
+                "moment": "arrival",
+                "history": {"orders": [order, order | {"amount": 6}]},
+            }
         )
     item = {"contact": ARRIVAL_CONTACT}
+    batch = ScoreBatchRequest.model_validate({"moment": "arrival", "items": [item, item]})
+    assert len(batch.items) == 1  # one answer per contact
+    other = {"contact": ARRIVAL_CONTACT | {"intent": "delivery"}}
     with pytest.raises(ValidationError, match=r"items\[1\].contact.contact_id: repeats items\[0\]"):
-        ScoreBatchRequest.model_validate({"moment": "arrival", "items": [item, item]})
+        ScoreBatchRequest.model_validate({"moment": "arrival", "items": [item, other]})

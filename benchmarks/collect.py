@@ -7,6 +7,7 @@ from pathlib import Path
 ORDER = [
     "simulate",
     "features",
+    "scale_out",
     "online_features",
     "training",
     "explain",

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often the service checks the registry for a new champion."
     )
 
+    # Scale-out
+    dask: str | None = Field(
+        None,
+        description="Run batch commands on Dask: a scheduler address (tcp://host:8786) or "
+        "local:N (a local cluster of N worker processes); unset: one process.",
+    )
+
     @field_validator("api_token")
     @classmethod
     def _token_not_blank(cls, value: str | None) -> str | None:

@@ -85,6 +85,10 @@ def _load_pyfunc(data_path: str) -> RawRowModel:
     import lightgbm as lgb
 
     path = Path(data_path)
-    booster = lgb.Booster(model_file=str(path / BOOSTER_FILE))
+    # The Booster file sits at the model's root (MLflow copies data_path to <model>/data/<name>),
+    # shared with the lightgbm flavour.
+    candidates = [path / BOOSTER_FILE, path.parent.parent / BOOSTER_FILE]
+    model_file = next((c for c in candidates if c.is_file()), candidates[-1])
+    booster = lgb.Booster(model_file=str(model_file))
     card = json.loads((path / CARD_FILE).read_text())
     return RawRowModel(booster, card)

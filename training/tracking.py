@@ -319,7 +319,6 @@ class RawRowFlavor:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "raw_rows"
             data.mkdir()
-            booster.save_model(str(data / pyfunc_raw.BOOSTER_FILE))
             (data / pyfunc_raw.CARD_FILE).write_text(json.dumps(card, indent=1))
             mlflow.pyfunc.save_model(
                 path,
@@ -331,10 +330,12 @@ class RawRowFlavor:
                 input_example=example,
                 pip_requirements=pip_requirements,
             )
+        # One Booster file at the model's root, read by both flavours (and by serving's checks).
+        booster.save_model(str(Path(path) / pyfunc_raw.BOOSTER_FILE))
         mlflow_model.add_flavor(
             "lightgbm",
             lgb_version=lightgbm.__version__,
-            data=f"data/raw_rows/{pyfunc_raw.BOOSTER_FILE}",  # where pyfunc copies data_path
+            data=pyfunc_raw.BOOSTER_FILE,
             model_class="lightgbm.basic.Booster",
             code=None,
         )

@@ -57,6 +57,14 @@ def run(args: argparse.Namespace) -> dict:
     generated = re.search(r"([\d,]+) generated", proc.stdout)
     cases = int(generated.group(1).replace(",", "")) if generated else 0
     summary = proc.stdout.strip().splitlines()
+    # Each failure: the operation (a "____ POST /x ____" header) and the answer's first line.
+    found, operation = [], ""
+    for index, line in enumerate(summary):
+        if line.startswith("___"):
+            operation = line.strip("_ ")
+        elif re.match(r"^\[\d{3}\]", line.strip()):
+            body = next((b.strip() for b in summary[index + 1 :] if b.strip()), "")
+            found.append(f"{operation}: {line.strip()} {body[:240]}")
     return {
         "returncode": proc.returncode,
         "cases": cases,
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> dict:
         ),
         "failures": [s.strip() for s in summary if s.strip().startswith("❌ ST")],
         "seconds": elapsed,
+        "answers": found,
         "server_5xx_tracebacks": log.count("Traceback"),
         "stdout": proc.stdout,
     }
@@ -87,6 +96,7 @@ def write_results(result: dict, args: argparse.Namespace) -> None:
         f"| {result['seconds'] / 60:.1f} |",
         "",
         f"- schemathesis summary: `{result['summary'].strip('= ')}`",
+        *(f"- failing case: {answer}" for answer in result["answers"]),
     ]
     RESULTS.write_text("\n".join(lines) + "\n")
     print(RESULTS.read_text())

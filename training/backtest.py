@@ -56,7 +56,7 @@ from training.intervals import (
     resample_counts,
     weighted_binary_metrics,
 )
-from training.schemes import EXPANDING, Scheme, fit_out_of_time
+from training.schemes import EXPANDING, Scheme, fit_out_of_time, time_as_float
 
 DEFAULT_FOLDS = 5
 HISTORY_SHARE = 0.5  # rows before the first origin: history only
@@ -186,13 +186,6 @@ class BacktestResult:
 # --- inputs --------------------------------------------------------------------------------------
 
 
-def _time_as_float(series: pl.Series) -> tuple[np.ndarray, str]:
-    if series.dtype.is_temporal():
-        micro = series.cast(pl.Datetime("us")).dt.epoch("us").to_numpy()
-        return micro.astype(np.float64) / 86_400e6, "days"
-    return series.cast(pl.Float64).to_numpy(), "time units"
-
-
 def input_from_table(
     path: Path, label: str, time_column: str, exclude: list[str], seed: int
 ) -> BacktestInput:
@@ -205,7 +198,7 @@ def input_from_table(
     raw = read_table(Path(path))
     frame, features, categorical, _ = prepare_table(raw, label, time_column, exclude, seed)
     frame = frame.sort("started_at", "_row")
-    t, unit = _time_as_float(frame["started_at"])
+    t, unit = time_as_float(frame["started_at"])
     out = frame.select(features).with_columns(
         pl.Series("_t", t),
         pl.Series("_known", t),
@@ -240,8 +233,8 @@ def input_from_directory(data, settings: Settings, task: str, log=None) -> Backt
     frame = prepared.frame.filter(pl.col("label_known_at") <= prepared.windows.end).sort(
         "started_at", "contact_id"
     )
-    t, _ = _time_as_float(frame["started_at"])
-    known, _ = _time_as_float(frame["label_known_at"])
+    t, _ = time_as_float(frame["started_at"])
+    known, _ = time_as_float(frame["label_known_at"])
     out = frame.select(names).with_columns(
         pl.Series("_t", t), pl.Series("_known", known), frame["converted"].cast(pl.Int8).alias("_y")
     )

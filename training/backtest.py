@@ -24,7 +24,7 @@ Choices, each only beyond noise (the paired CI of the gain excludes zero):
 
 - scheme: the best scheme of a family replaces the expanding window only if it beats it;
 - family: LightGBM is the model to register unless the logistic regression beats it; then the
-  run says so in plain words (``cto train --family linear``);
+  run says so in plain words;
 - cadence: every fold's model is also scored, frozen, on every later test window. The loss of
   ROC-AUC against the model retrained for that window, by the age of the frozen model, gives a
   slope; the recommended retrain cadence is the age at which the expected loss reaches
@@ -530,8 +530,9 @@ def _verdict(family_gain: Interval) -> tuple[str, str]:
     if family_gain.high < 0:
         return LINEAR, (
             f"LightGBM loses to its fair logistic-regression baseline on these folds: ROC-AUC "
-            f"gain {gain} (95% CI below zero). Register the linear model: "
-            "cto train --table ... --family linear."
+            f"gain {gain} (95% CI below zero): on this data the linear model is the better "
+            "choice. cto train still registers LightGBM (registering the linear model is not "
+            "built yet); weigh the gap before promoting it."
         )
     if family_gain.low > 0:
         return LIGHTGBM, (

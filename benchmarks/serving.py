@@ -1,99 +1,88 @@
-"""Serving latency and throughput on loopback: our /score and /score_batch vs `mlflow models serve`.
+"""Serving latency for a routing engine: /score from the online store against a bare floor app.
 
-Starts the real service (`cto serve`) and `mlflow models serve --env-manager local` on the same
-champion conversion model, side by side with the same number of workers, and sends each a bounded
-number of requests from 1, 8 and 32 concurrent keep-alive clients on 127.0.0.1, every setting once
-per round for ``--rounds`` rounds (medians reported). Our /score takes raw contacts plus history
-and computes features, priority, drop-off reasons and (optionally) explanations; mlflow serve takes
-the already encoded feature row and returns the raw score: its number is the floor of a bare model
-server. The floor of our server itself is measured under the same load on two endpoints that score
-nothing (BentoML's /livez and our /model_info).
+One run, on loopback, with wrk (a C load generator) and a Lua script that times every request
+itself (clock_gettime through LuaJIT's FFI; benchmarks/timed.lua), 8 clients (one connection each):
 
-    .venv/bin/python -m benchmarks.serving [--quick] [--rounds 3] [--workers 2]
-        [--tracking-uri sqlite:////abs/mlflow.db]
+- the service, `cto serve --workers 2`, on an event store loaded by `cto materialize` from the
+  simulated tables; /score with no history in the request (the state is read from the store), at
+  arrival (explain off) and after contact with explanations (top 5), through the BentoML API route
+  (/score) and through the ASGI app mounted in the service (/fast/score);
+- the floor: a bare Starlette app on one uvicorn process (benchmarks/floor_app.py) doing "look up a
+  precomputed encoded row, LightGBM predict" on the same arrival model, and with pred_contrib on
+  the after-contact model.
 
-Writes benchmarks/results/serving.md.
+Every setting runs once per round for ``--seconds``, the rounds in turn (other work on the machine
+hits all settings alike); p50/p99/p99.9/max and req/s are medians over the rounds; ratios are to
+the floor's medians. One more ``--long-seconds`` run of /fast/score at arrival gives the maximum
+over a long run. In process: a state read + arrival features + predict per contact; /score_batch
+contacts per second; /events ingestion (events per second, one contact per request, state updated
+in the same transaction) and the in-process cost of that update; and a state lookup in SQLite via
+``sqlite3`` against SQLAlchemy Core (why the store reads the way it does).
+
+    .venv/bin/python -m benchmarks.serving [--quick] [--rounds 3] [--seconds 15] [--contacts 50000]
+
+Writes benchmarks/results/serving.md (then `python -m benchmarks.collect`).
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serving.md"
-CONCURRENCY = (1, 8, 32)
+LUA = Path(__file__).resolve().parent / "timed.lua"
+CLIENTS = 8
+WORKERS = 2
 
 
-def run_load(
-    url: str, payloads: list[dict] | None, concurrency: int, total: int
+def wrk(
+    base_url: str,
+    path: str,
+    bodies: list[dict],
+    seconds: float,
+    out_dir: Path,
+    *,
+    token: str | None = None,
 ) -> dict[str, float]:
-    """``total`` requests from ``concurrency`` threads, each with one keep-alive connection.
-
-    POST of the payloads in turn, or GET when ``payloads`` is None. The client is the standard
-    library's ``http.client``: it costs the load generator about half the CPU per request of
-    httpx, and this machine's 2 cores are shared by the client and the servers.
-    """
-    parts = urlsplit(url)
-    # Serialised once up front, so the load generator spends its CPU on sending, not encoding.
-    # json.dumps writes NaN as the JSON extension MLflow reads.
-    bodies = [json.dumps(payload).encode() for payload in payloads] if payloads else [None]
-    method = "POST" if payloads else "GET"
-    headers = {"Content-Type": "application/json"}
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    counter = iter(range(total))
-
-    def worker() -> None:
-        nonlocal errors
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        try:
-            while True:
-                with lock:
-                    index = next(counter, None)
-                if index is None:
-                    return
-                body = bodies[index % len(bodies)]
-                started = time.perf_counter()
-                connection.request(method, parts.path, body=body, headers=headers)
-                response = connection.getresponse()
-                response.read()
-                elapsed = time.perf_counter() - started
-                with lock:
-                    if response.status == 200:
-                        latencies.append(elapsed)
-                    else:
-                        errors += 1
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
-    ordered = np.sort(np.asarray(latencies))
+    """``seconds`` of wrk at CLIENTS connections (one per thread) POSTing ``bodies`` in turn."""
+    bodies_file = out_dir / "bodies.jsonl"
+    bodies_file.write_text("".join(json.dumps(body) + "\n" for body in bodies))
+    out = out_dir / "latencies.txt"
+    out.unlink(missing_ok=True)
+    env = dict(os.environ) | {
+        "WRK_PATH": path,
+        "WRK_BODIES": str(bodies_file),
+        "WRK_OUT": str(out),
+        "WRK_TOKEN": token or "",
+    }
+    command = [
+        shutil.which("wrk") or "/usr/bin/wrk",
+        "-t", str(CLIENTS), "-c", str(CLIENTS), "-d", f"{seconds:g}s", "--timeout", "10s",
+        "-s", str(LUA), base_url,
+    ]  # fmt: skip
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=seconds + 120)
+    lines = out.read_text().splitlines()
+    errors = int(lines[0].split()[1])
+    latencies = np.asarray([float(x) for x in lines[1:]]) / 1000.0  # ms
     return {
         "requests": float(len(latencies)),
         "errors": float(errors),
-        "p50_ms": float(np.percentile(ordered, 50) * 1000) if len(ordered) else float("nan"),
-        "p99_ms": float(np.percentile(ordered, 99) * 1000) if len(ordered) else float("nan"),
-        "rps": len(latencies) / wall,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "p999_ms": float(np.percentile(latencies, 99.9)),
+        "max_ms": float(latencies.max()),
+        "rps": len(latencies) / seconds,
     }
 
 
@@ -101,33 +90,27 @@ def _wait(url: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code in (200, 404, 405):
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.3)
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def start_mlflow_serve(
-    settings, model_name: str, log_path: Path, workers: int
-) -> tuple[subprocess.Popen, str]:
+def start_floor(model_file: Path, rows_file: Path, log: Path) -> tuple[subprocess.Popen, str]:
     from serving.process import free_port
 
     port = free_port()
-    env = dict(os.environ) | {
-        "MLFLOW_TRACKING_URI": settings.tracking_uri,
-        "MLFLOW_REGISTRY_URI": settings.tracking_uri,
-        # mlflow serve runs `uvicorn` from PATH: use the one installed beside this interpreter.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = dict(os.environ) | {"CTO_FLOOR_MODEL": str(model_file), "CTO_FLOOR_ROWS": str(rows_file)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{model_name}@{settings.champion_alias}",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)],
-        env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "uvicorn", "benchmarks.floor_app:app", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    _wait(base + "/ping")
+    _wait(base + "/score")
     return process, base
 
 
@@ -142,163 +125,239 @@ def _stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def build_payloads(contacts, orders, count: int) -> list[dict]:
+def scored_contacts(sim, count: int) -> list[dict]:
+    """The latest contact of ``count`` customers with history (scored from the store)."""
     import polars as pl
 
-    from serving.demo import contact_payload, history_payload
-
-    late = contacts.filter(pl.col("started_at") >= contacts["started_at"].quantile(0.8)).head(count)
-    return [
-        {
-            "contact": contact_payload(row, "after_contact"),
-            "moment": "after_contact",
-            "history": history_payload(row["customer_id"], row["started_at"], contacts, orders),
-        }
-        for row in late.to_dicts()
-    ]
+    contacts = sim.contacts.sort("started_at")
+    nth = contacts.with_columns(pl.int_range(pl.len()).over("customer_id").alias("_n"))
+    late = nth.filter(pl.col("_n") >= 1).unique("customer_id", keep="last", maintain_order=True)
+    return late.tail(count).drop("_n").to_dicts()
 
 
-def mlflow_payloads(settings, contacts, orders, customers, rows: int) -> tuple[list[dict], object]:
-    """Encoded feature rows of the after-contact conversion model (what mlflow serve takes)."""
+def floor_rows(bundle, sim, rows: list[dict], root: Path) -> dict[str, Path]:
+    """The encoded rows each model reads for the scored contacts, and the models as text files."""
+    import polars as pl
+
     from features.pipeline import build_features
-    from serving.models import CONVERSION_AFTER_CONTACT, champion_versions, load_model
+    from serving.models import CONVERSION_TASK
 
-    version = champion_versions(settings)[CONVERSION_AFTER_CONTACT]
-    with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(settings, CONVERSION_AFTER_CONTACT, version, Path(tmp))
-    features = build_features(contacts, orders, customers, model.rates, "after_contact").tail(rows)
-    x = model.encoder.encode(features)
-    columns = list(model.feature_names)
-    bodies = [
-        {
-            "dataframe_split": {
-                "columns": columns,
-                "data": [[float(v) for v in row]],
-            }
-        }
-        for row in x
-    ]
-    return bodies, model.rates
+    ids = [row["contact_id"] for row in rows]
+    files = {}
+    for moment in ("arrival", "after_contact"):
+        model = bundle.models[CONVERSION_TASK[moment]]
+        frame = build_features(
+            sim.contacts, sim.orders, sim.customers, bundle.rates_for(moment), moment
+        ).filter(pl.col("contact_id").is_in(ids))
+        x = model.encoder.encode(frame)
+        np.savez(
+            root / f"rows_{moment}.npz",
+            ids=np.asarray(frame["customer_id"].to_list(), dtype=str),
+            rows=x,
+        )
+        model.booster.save_model(str(root / f"model_{moment}.txt"))
+        files[moment] = root / f"rows_{moment}.npz"
+    return files
 
 
-def feature_path_cost(rates, contacts, orders, samples: int, batch_rows: int) -> dict[str, float]:
-    """In-process cost of the online feature path: one contact's state read into feature values."""
-    import polars as pl
+def in_process(bundle, store, rows: list[dict], windows) -> dict[str, float]:
+    """Median cost of one /score's work without HTTP: state read, features, encode, predict."""
+    from serving.models import CONVERSION_TASK
+    from serving.schemas import ScoreRequest
+    from serving.scoring import score_one
 
-    from features.online import online_values, states_from_frames
+    out = {}
+    for moment, explain in (("arrival", False), ("after_contact", True)):
+        requests = [
+            ScoreRequest.model_validate(
+                {"contact": _contact_payload(row), "moment": moment, "explain": explain}
+            )
+            for row in rows
+        ]
+        for request in requests[:20]:
+            score_one(bundle, request, store, windows)
+        times = []
+        for request in requests:
+            started = time.perf_counter()
+            score_one(bundle, request, store, windows)
+            times.append(time.perf_counter() - started)
+        out[f"score_{moment}_ms"] = statistics.median(times) * 1000
+    # The arrival work alone: state lookup + online features + encode + predict.
+    from features.online import online_values
 
-    late = contacts.filter(pl.col("started_at") >= contacts["started_at"].quantile(0.8))
-    rows = (
-        late.unique("customer_id", keep="first", maintain_order=True)
-        .head(max(samples, batch_rows))
-        .to_dicts()
-    )
-    states = states_from_frames(contacts, orders)
-    wall, cpu = [], []
-    for row in rows[:samples]:
-        started, started_cpu = time.perf_counter(), time.process_time()
-        online_values(
-            states[row["customer_id"]],
+    model = bundle.models[CONVERSION_TASK["arrival"]]
+    rates = bundle.rates_for("arrival")
+    times = []
+    for row in rows:
+        started = time.perf_counter()
+        state = store.state(row["customer_id"])
+        values = online_values(
+            state,
             row,
-            "after_contact",
-            journey_gap_days=14,
-            horizon_days=7,
+            "arrival",
+            journey_gap_days=windows.journey_gap_days,
+            horizon_days=windows.horizon_days,
             rates=rates,
         )
-        wall.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - started_cpu)
-    batch = rows[:batch_rows]
-    started = time.perf_counter()
-    for row in batch:
-        online_values(
-            states[row["customer_id"]],
-            row,
-            "after_contact",
-            journey_gap_days=14,
-            horizon_days=7,
-            rates=rates,
-        )
-    batch_s = time.perf_counter() - started
+        x = model.encoder.encode_rows([tuple(values[n] for n in model.feature_names)])
+        model.booster.predict(x, raw_score=True, num_threads=1)
+        times.append(time.perf_counter() - started)
+    out["arrival_features_predict_ms"] = statistics.median(times) * 1000
+    return out
+
+
+def store_reads(store, customer_ids: list[str]) -> dict[str, float]:
+    """One state lookup: sqlite3 on a per-thread connection vs SQLAlchemy Core, and JSON decode."""
+    import sqlalchemy as sa
+
+    from features.online import CustomerState
+
+    table = store._state
+    statement = sa.select(table.c.state).where(table.c.customer_id == sa.bindparam("customer_id"))
+    raw, orm, decode = [], [], []
+    with store.engine.connect() as connection:
+        for customer_id in customer_ids:
+            started = time.perf_counter()
+            text = store._state_text(customer_id)
+            raw.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            connection.execute(statement, {"customer_id": customer_id}).scalar()
+            orm.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            CustomerState.from_json(text)
+            decode.append(time.perf_counter() - started)
     return {
-        "single_ms": statistics.median(wall) * 1000,
-        "single_cpu_ms": statistics.median(cpu) * 1000,
-        "batch_rows": float(len(batch)),
-        "batch_ms_per_row": batch_s * 1000 / len(batch),
+        "sqlite3_us": statistics.median(raw) * 1e6,
+        "sqlalchemy_us": statistics.median(orm) * 1e6,
+        "decode_us": statistics.median(decode) * 1e6,
     }
 
 
-def write_results(  # noqa: PLR0917 (one call site)
-    ours: dict,
-    floor: dict,
-    batch: dict,
-    theirs: dict,
-    features: dict,
-    quick: bool,
-    workers: int,
-    rounds: int,
-) -> str:
+def append_cost(root: Path, rows: list[dict]) -> dict[str, float]:
+    """In process: one contact appended with its state update vs the event row alone."""
+    import polars as pl
+
+    from features.schema import CONTACTS
+    from serving.store import EventStore, _rows_for_storage
+
+    store = EventStore(f"sqlite:///{root / 'append.db'}", history_days=120)
+    frames = [pl.DataFrame([row], schema=CONTACTS.polars_schema) for row in rows]
+    with_state, events_only = [], []
+    for index, frame in enumerate(frames):
+        started = time.perf_counter()
+        store.append({"contacts": frame})
+        with_state.append(time.perf_counter() - started)
+        other = frame.with_columns(pl.lit(f"x-{index}").alias("contact_id"))
+        started = time.perf_counter()
+        with store._write_lock, store.engine.begin() as connection:
+            connection.execute(store._upsert("contacts"), _rows_for_storage(other, CONTACTS))
+        events_only.append(time.perf_counter() - started)
+    store.close()
+    return {
+        "with_state_ms": statistics.median(with_state) * 1000,
+        "events_only_ms": statistics.median(events_only) * 1000,
+    }
+
+
+def _contact_payload(row: dict) -> dict:
+    return {
+        k: (v.isoformat() if hasattr(v, "isoformat") else v)
+        for k, v in row.items()
+        if k != "dropoff_reason"
+    }
+
+
+def _row(label: str, result: dict, floor: dict | None) -> str:
+    ratio = (
+        f"{result['p99_ms'] / floor['p99_ms']:.1f}x | {result['rps'] / floor['rps']:.2f}x"
+        if floor
+        else "1.0x | 1.00x"
+    )
+    return (
+        f"| {label} | {result['requests']:.0f} | {result['errors']:.0f} | {result['p50_ms']:.2f} | "
+        f"{result['p99_ms']:.2f} | {result['p999_ms']:.1f} | {result['max_ms']:.1f} | "
+        f"{result['rps']:.0f} | {ratio} |"
+    )
+
+
+def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # noqa: PLR0915
+    floor, floor_contrib = runs["floor"], runs["floor_contrib"]
     lines = [
         "## serving",
         "",
-        "Loopback, one run, both servers on this 2-core machine with the load generator (Python threads, "
-        "one keep-alive `http.client` connection each). Both servers run side by side with "
-        f"{workers} worker process(es) each; every setting is measured once per round, {rounds} rounds in "
-        "turn, and p50, p99 and req/s are the medians over the rounds (requests: the total). "
-        "`/score` is our service: "
-        "raw contact + history in, features computed online, conversion probability, drop-off reasons, "
-        "contacts-to-order, priority and next action out; `mlflow` is `mlflow models serve --env-manager local` "
-        "on the same after-contact conversion model, fed the already encoded feature row."
-        + (" Quick run: few requests." if quick else ""),
+        f"wrk, {CLIENTS} clients (one keep-alive connection each), every request timed by the Lua "
+        f"script (benchmarks/timed.lua); {args.rounds} rounds of {args.seconds:g} s per setting, "
+        "settings in turn within each round; figures are medians over the rounds (requests and "
+        "errors: totals). The service runs `cto serve` with "
+        f"{WORKERS} workers on an event store loaded by `cto materialize` "
+        f"({extra['materialize']['states']:,} customers, {extra['materialize']['seconds']:.1f} s); "
+        "every /score reads the customer's state from the store (no history in the request). The "
+        "floor is a bare Starlette app on one uvicorn process (benchmarks/floor_app.py): look up a "
+        "precomputed encoded row, LightGBM predict, same model, same machine, same run. "
+        f"Models trained on {args.contacts:,} simulated contacts."
+        + (" Quick run." if args.quick else ""),
         "",
-        "| server | clients | requests | p50 ms | p99 ms | req/s | ratio vs mlflow req/s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| route | requests | non-2xx | p50 ms | p99 ms | p99.9 ms | max ms | req/s | p99 / floor "
+        "| req/s / floor |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        _row("floor: lookup + predict", floor, None),
+        _row("/score arrival (BentoML API)", runs["api_arrival"], floor),
+        _row("/fast/score arrival (ASGI app in the service)", runs["fast_arrival"], floor),
+        _row("floor: lookup + predict + pred_contrib", floor_contrib, None),
+        _row(
+            "/score after_contact, explain top 5 (BentoML API)", runs["api_explain"], floor_contrib
+        ),
+        _row(
+            "/fast/score after_contact, explain top 5 (ASGI)", runs["fast_explain"], floor_contrib
+        ),
+        "",
     ]
-    for clients in CONCURRENCY:
-        base = theirs.get(clients)
-        for label, result in (
-            ("/score", ours[(clients, False)]),
-            ("/score explain", ours[(clients, True)]),
-            ("mlflow serve", base),
-        ):
-            if result is None:
-                continue
-            ratio = result["rps"] / base["rps"] if base else float("nan")
-            lines.append(
-                f"| {label} | {clients} | {result['requests']:.0f} | {result['p50_ms']:.1f} | "
-                f"{result['p99_ms']:.1f} | {result['rps']:.0f} | {ratio:.2f}x |"
-            )
+    long = extra["long"]
+    lines += [
+        f"One {args.long_seconds:g} s run of /fast/score at arrival: {long['requests']:.0f} "
+        f"requests, {long['errors']:.0f} non-2xx, p50 {long['p50_ms']:.2f} ms, p99 "
+        f"{long['p99_ms']:.2f} ms, p99.9 {long['p999_ms']:.1f} ms, max {long['max_ms']:.1f} ms, "
+        f"{long['rps']:.0f} req/s.",
+        "",
+    ]
+    per_round = extra["per_round"]
+    lines += [
+        "Per round (p99 ms / req/s), to show the spread:",
+        "",
+        "| route | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " |",
+        "| --- | " + " | ".join("---" for _ in range(args.rounds)) + " |",
+    ]
+    for name, results in per_round.items():
+        cells = " | ".join(f"{r['p99_ms']:.2f} / {r['rps']:.0f}" for r in results)
+        lines.append(f"| {name} | {cells} |")
+    process = extra["in_process"]
+    reads = extra["reads"]
+    append = extra["append"]
+    batch = extra["batch"]
+    events = extra["events"]
     lines += [
         "",
-        "The floor of the server on this machine, same load generator, same run: `/livez` (BentoML's "
-        "built-in liveness route, no API machinery) and `/model_info` (one of our API endpoints that "
-        "scores nothing: request parsing, a thread hop and a small JSON answer).",
+        "In process (no HTTP), medians over the scored contacts:",
         "",
-        "| endpoint | clients | requests | p50 ms | p99 ms | req/s |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for (clients, label), result in sorted(floor.items()):
-        lines.append(
-            f"| {label} | {clients} | {result['requests']:.0f} | {result['p50_ms']:.1f} | "
-            f"{result['p99_ms']:.1f} | {result['rps']:.0f} |"
-        )
-    lines += [
+        f"- state read + arrival features + encode + predict: "
+        f"{process['arrival_features_predict_ms']:.3f} ms per contact;",
+        f"- the whole /score work (request model in, answer model out): arrival "
+        f"{process['score_arrival_ms']:.3f} ms, after contact with explanations "
+        f"{process['score_after_contact_ms']:.3f} ms;",
+        f"- one state lookup in SQLite: {reads['sqlite3_us']:.0f} us through `sqlite3` (what the "
+        f"store does), {reads['sqlalchemy_us']:.0f} us through SQLAlchemy Core; decoding the "
+        f"state's JSON {reads['decode_us']:.0f} us;",
+        f"- appending one contact: {append['with_state_ms']:.2f} ms with the state update in the "
+        f"same transaction, {append['events_only_ms']:.2f} ms for the event row alone (each "
+        "commit fsyncs: SQLite's synchronous=FULL).",
         "",
-        f"`/score_batch` ({batch['rows']:.0f} contacts per call, explain off): median "
-        f"{batch['median_s'] * 1000:.0f} ms per call, {batch['rows_per_s']:.0f} contacts/s; "
-        f"single /score at 1 client: {ours[(1, False)]['rps']:.0f} contacts/s "
-        f"({batch['rows_per_s'] / ours[(1, False)]['rps']:.1f}x from batching).",
+        f"/score_batch ({batch['rows']:.0f} contacts from the store, arrival, explain off, over "
+        f"HTTP): median {batch['median_ms']:.0f} ms per call, {batch['rows_per_s']:,.0f} contacts/s.",
         "",
-        f"Online feature path in process (serving.scoring.feature_rows -> "
-        f"features.pipeline.online_features_many, after "
-        f"contact, history in memory): median {features['single_ms']:.1f} ms per contact "
-        f"({features['single_cpu_ms']:.1f} ms CPU); in one call for {features['batch_rows']:.0f} customers "
-        f"{features['batch_ms_per_row']:.2f} ms per contact "
-        f"({features['single_ms'] / features['batch_ms_per_row']:.0f}x less).",
-        "",
-        "Targets (2 cores): p99 < 10 ms without and < 25 ms with explanations at 8 clients; throughput >= 3x "
-        "mlflow serve without explanations and >= 1x with. Concurrent /score requests go through BentoML's "
-        "adaptive batcher (up to 32 per batch: one feature plan of distinct customers, one predict per "
-        "model, one pred_contrib); a lone request still pays one Polars plan (the feature-path row above).",
+        f"/events ingestion (wrk, {CLIENTS} clients, one contact per request, state updated in the "
+        f"same transaction, {args.seconds:g} s): {events['rps']:.0f} events/s, p50 "
+        f"{events['p50_ms']:.1f} ms, p99 {events['p99_ms']:.1f} ms, {events['errors']:.0f} "
+        "non-2xx.",
         "",
     ]
     text = "\n".join(lines)
@@ -307,115 +366,141 @@ def write_results(  # noqa: PLR0917 (one call site)
     return text
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Small smoke run.")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store with champion models.")
-    parser.add_argument(
-        "--contacts", type=int, default=40_000, help="Simulated contacts if training."
-    )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="Worker processes of both servers (one per core)."
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="Times each setting is measured (medians reported)."
-    )
+    parser.add_argument("--contacts", type=int, default=50_000, help="Simulated contacts.")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds (medians reported).")
+    parser.add_argument("--seconds", type=float, default=15.0, help="Seconds per setting.")
+    parser.add_argument("--long-seconds", type=float, default=60.0, help="The long run.")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.contacts, args.rounds, args.seconds, args.long_seconds = 8_000, 1, 3.0, 5.0
 
     from benchmarks.explain import trained_store
     from features.settings import get_settings
     from features.simulate import simulate
+    from serving.models import load_bundle
     from serving.process import start_server
-    from serving.service_config import absolute_sqlite_url
+    from serving.scoring import FeatureWindows
+    from serving.store import EventStore
 
-    requests_per_setting = 30 if args.quick else 300
+    defaults = get_settings()
+    windows = FeatureWindows(defaults.journey_gap_days, defaults.horizon_days)
     with tempfile.TemporaryDirectory(prefix="cto-bench-serving-") as tmp:
         root = Path(tmp)
-        if args.tracking_uri:
-            settings = get_settings(tracking_uri=absolute_sqlite_url(args.tracking_uri))
-        else:
-            settings = trained_store(root, 8_000 if args.quick else args.contacts)
-        sim = simulate(n_contacts=4_000, seed=5)
-        contacts, orders, customers = sim.contacts, sim.orders, sim.customers
-        payloads = build_payloads(contacts, orders, 200)
+        settings = trained_store(root, args.contacts)
+        sim = simulate(n_contacts=args.contacts, seed=11)  # the tables trained on
+        store_url = f"sqlite:///{root / 'events.db'}"
+        started = time.perf_counter()
+        loaded = subprocess.run(
+            [sys.executable, "-m", "cto.cli", "materialize", str(root / "sim"),
+             "--event-store-url", store_url],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        materialize = {
+            "seconds": time.perf_counter() - started,
+            "states": int(
+                loaded.stdout.split("materialized ")[1].split(" customer")[0].replace(",", "")
+            ),
+        }
+        print(loaded.stdout.strip(), flush=True)
 
-        mlflow_bodies, rates = mlflow_payloads(settings, contacts, orders, customers, 200)
-        features = feature_path_cost(
-            rates, contacts, orders, 20 if args.quick else 100, 64 if args.quick else 256
-        )
-        print("feature path", features, flush=True)
-        # Both servers run side by side (the idle one costs next to nothing) and every setting is
-        # measured once per round, the rounds one after the other: a burst of load on the shared
-        # machine hits both servers' numbers alike, and the medians over rounds are reported.
+        bundle = load_bundle(settings)
+        rows = scored_contacts(sim, 2000)
+        floor_rows(bundle, sim, rows, root)
+        store = EventStore(store_url, history_days=defaults.history_days)
+        extra: dict = {
+            "materialize": materialize,
+            "in_process": in_process(bundle, store, rows[:500], windows),
+            "reads": store_reads(store, [r["customer_id"] for r in rows[:500]]),
+            "append": append_cost(root, rows[:200]),
+        }
+        store.close()
+        print(extra, flush=True)
+
+        arrival = [
+            {"contact": _contact_payload(r), "moment": "arrival", "explain": False} for r in rows
+        ]
+        explain = [
+            {"contact": _contact_payload(r), "moment": "after_contact", "explain": True, "top_k": 5}
+            for r in rows
+        ]
+        floor_bodies = [{"customer_id": r["customer_id"]} for r in rows]
         server = start_server(
             {
                 "CTO_TRACKING_URI": settings.tracking_uri,
-                "CTO_EVENT_STORE_URL": f"sqlite:///{root / 'events.db'}",
-                "CTO_WORKERS": str(args.workers),
+                "CTO_EVENT_STORE_URL": store_url,
+                "CTO_WORKERS": str(WORKERS),
             },
             root / "server.log",
         )
-        process = None
+        floors = []
         try:
-            process, mlflow_base = start_mlflow_serve(
-                settings,
-                f"{settings.model_prefix}-conversion-after-contact",
-                root / "mlflow.log",
-                args.workers,
+            floor_a, floor_a_url = start_floor(
+                root / "model_arrival.txt", root / "rows_arrival.npz", root / "floor_a.log"
             )
-            settings_run = []
-            for clients in CONCURRENCY:
-                for explain in (False, True):
-                    bodies = [p | {"explain": explain} for p in payloads]
-                    settings_run.append(("ours", (clients, explain), "/score", bodies, 1))
-                settings_run.append(("theirs", clients, "/invocations", mlflow_bodies, 1))
-                # The floor of this server and machine: endpoints that score nothing.
-                settings_run.append(("floor", (clients, "/livez"), "/livez", None, 3))
-                settings_run.append(("floor", (clients, "/model_info"), "/model_info", [{}], 3))
-            runs: dict = {}
+            floors.append(floor_a)
+            floor_b, floor_b_url = start_floor(
+                root / "model_after_contact.txt",
+                root / "rows_after_contact.npz",
+                root / "floor_b.log",
+            )
+            floors.append(floor_b)
+            settings_run = [
+                ("floor", floor_a_url, "/score", floor_bodies),
+                ("api_arrival", server.base_url, "/score", arrival),
+                ("fast_arrival", server.base_url, "/fast/score", arrival),
+                ("floor_contrib", floor_b_url, "/score_contrib", floor_bodies),
+                ("api_explain", server.base_url, "/score", explain),
+                ("fast_explain", server.base_url, "/fast/score", explain),
+            ]
+            per_round: dict[str, list[dict]] = {name: [] for name, *_ in settings_run}
             for round_number in range(1, args.rounds + 1):
-                for kind, key, path, bodies, scale in settings_run:
-                    base = mlflow_base if kind == "theirs" else server.base_url
-                    clients = key if kind == "theirs" else key[0]
-                    run_load(base + path, bodies[:8] if bodies else None, clients, 2 * clients)
-                    result = run_load(base + path, bodies, clients, scale * requests_per_setting)
-                    runs.setdefault((kind, key), []).append(result)
-                    print(f"round {round_number}", kind, key, result, flush=True)
-            ours, floor, theirs = {}, {}, {}
-            for (kind, key), results in runs.items():
-                median = {
-                    field: statistics.median(result[field] for result in results)
-                    for field in results[0]
-                }
-                median["requests"] = sum(result["requests"] for result in results)
-                {"ours": ours, "floor": floor, "theirs": theirs}[kind][key] = median
-            rows = 64 if args.quick else 256
+                for name, base, path, bodies in settings_run:
+                    wrk(base, path, bodies, 1.0, root)  # warm-up
+                    result = wrk(base, path, bodies, args.seconds, root)
+                    per_round[name].append(result)
+                    print(f"round {round_number} {name}", result, flush=True)
+            runs = {}
+            for name, results in per_round.items():
+                median = {key: statistics.median(r[key] for r in results) for key in results[0]}
+                median["requests"] = sum(r["requests"] for r in results)
+                median["errors"] = sum(r["errors"] for r in results)
+                runs[name] = median
+            extra["per_round"] = per_round
+            extra["long"] = wrk(server.base_url, "/fast/score", arrival, args.long_seconds, root)
+            print("long", extra["long"], flush=True)
+
             body = {
-                "moment": "after_contact",
-                "items": [{k: p[k] for k in ("contact", "history")} for p in payloads[:rows]],
+                "moment": "arrival",
+                "items": [{"contact": _contact_payload(r)} for r in rows[:256]],
             }
             times = []
             with httpx.Client(timeout=300) as client:
-                for _ in range(3):
+                for _ in range(5):
                     started = time.perf_counter()
-                    assert (
-                        client.post(server.base_url + "/score_batch", json=body).status_code == 200
-                    )
+                    response = client.post(server.base_url + "/score_batch", json=body)
+                    assert response.status_code == 200, response.text
                     times.append(time.perf_counter() - started)
             median_s = statistics.median(times)
-            batch = {
+            extra["batch"] = {
                 "rows": float(len(body["items"])),
-                "median_s": median_s,
+                "median_ms": median_s * 1000,
                 "rows_per_s": len(body["items"]) / median_s,
             }
-            print("batch", batch, flush=True)
+            # New contacts of existing customers, one per request (each an insert + state update).
+            events = [
+                {"contacts": [_contact_payload(r) | {"contact_id": f"ev-{i}"}]}
+                for i, r in enumerate(rows)
+            ]
+            extra["events"] = wrk(server.base_url, "/events", events, args.seconds, root)
+            print("events", extra["events"], flush=True)
         finally:
             server.stop()
-            if process is not None:
+            for process in floors:
                 _stop(process)
-    print(
-        write_results(ours, floor, batch, theirs, features, args.quick, args.workers, args.rounds)
-    )
+    print(write_results(runs, extra, args))
 
 
 if __name__ == "__main__":

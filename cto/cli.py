@@ -21,6 +21,7 @@ COMMANDS = {
     "features": "cto.commands.features",
     "import": "cto.commands.import_data",
     "train": "cto.commands.train",
+    "score": "cto.commands.score",
     "backtest": "cto.commands.backtest",
     "promote": "cto.commands.promote",
     "materialize": "cto.commands.materialize",
@@ -28,6 +29,7 @@ COMMANDS = {
     "report": "cto.commands.report",
     "demo": "cto.commands.demo",
     "experiment": "cto.commands.experiment",
+    "policy": "cto.commands.policy",
 }
 
 
@@ -55,6 +57,7 @@ def quiet_libraries() -> None:
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -674,8 +674,13 @@ def render_report(
     settings: Settings | None = None,
     *,
     progress: bool = False,
+    decision_evidence: dict[str, Path | None] | None = None,
 ) -> str:
-    """The report as an HTML string (see :func:`build_report`)."""
+    """The report as an HTML string (see :func:`build_report`).
+
+    ``decision_evidence``: ``{"policy": policy.json, "experiment": analysis.json}`` adds the section
+    "What acting on the scores is worth" (reports.decision_value).
+    """
     from features.rates import compute_rates
     from reports.models import load_champions
 
@@ -717,6 +722,11 @@ def render_report(
         headline.add(
             "<h3>In short</h3>", html.bullet_list([html.esc(f) for f in findings], "findings")
         )
+    extra = []
+    if decision_evidence and any(decision_evidence.values()):
+        from reports.decision_value import decision_value_section
+
+        extra.append(decision_value_section(**decision_evidence))
     generated = datetime.now(UTC)
     footer = (
         f"Generated {generated:%Y-%m-%d %H:%M} UTC from {data.source} (contacts "
@@ -729,7 +739,7 @@ def render_report(
     return html.document(
         title="Contact-to-order driver report",
         subtitle=f"{period.label} · {overall['contacts']:,} contacts",
-        sections=[headline, where, why, what_if, model_health],
+        sections=[headline, where, why, what_if, model_health, *extra],
         footer=footer,
     )
 
@@ -743,6 +753,7 @@ def build_report(
     *,
     fmt: str = "html",
     progress: bool = False,
+    decision_evidence: dict[str, Path | None] | None = None,
 ) -> Path:
     """Write the driver report for ``[since, until]`` (inclusive days, UTC) to ``out``; its path.
 
@@ -753,7 +764,9 @@ def build_report(
         raise CTOError(f"--format must be html or pdf, got {fmt!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    page = render_report(data_dir, since, until, settings, progress=progress)
+    page = render_report(
+        data_dir, since, until, settings, progress=progress, decision_evidence=decision_evidence
+    )
     if fmt == "html":
         out.write_text(page, encoding="utf-8")
         return out

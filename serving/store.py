@@ -22,7 +22,7 @@ ended). Event-table history reads are bounded to ``history_days`` before the sco
 pruned that way, so lifetime features see the whole history (what the model was trained on).
 
 Reading a state is one primary-key lookup: on SQLite it goes through a per-thread ``sqlite3``
-connection (about 10x cheaper than a SQLAlchemy Core execute, measured in
+connection (a fraction of a SQLAlchemy Core execute's cost, measured in
 benchmarks/serving.py); on a database server through SQLAlchemy.
 """
 

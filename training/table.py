@@ -248,6 +248,12 @@ def train_table(
         label=fit.label,
         extra=fit.extra | {"source_label_column": label, "excluded": exclude or []},
     )
+    from training.batch import table_profile
+
+    card["data"] = table_profile(raw, path) | {"data_digest": digest}
+    if time_column:
+        times = frame["started_at"]
+        card["data"]["span"] = {"from": str(times.min()), "until": str(times.max())}
     setup_mlflow(settings)
     tags = {"data_source": str(path), "data_digest": digest, "split_method": method, "label": label}
     run_id, version = log_task(fit, card, settings, rates_frame=None, tags=tags, register_as=name)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +123,7 @@ def log_task(
             }
         )
         mlflow.log_metrics(flat_metrics(fit.metrics))
+        _log_dataset(fit, card)
         extra_numbers = {
             f"{group}_{k}": float(v)
             for group in ("model_shape", "explain_cost")
@@ -171,10 +175,30 @@ def log_task(
             client.log_model_artifact(info.model_id, str(extra_path))
         version = None
         if register_as:
-            registered = mlflow.register_model(info.model_uri, register_as, tags={"task": fit.task})
+            # MLflow prints "Successfully registered..." itself; the caller says what was registered.
+            with contextlib.redirect_stderr(io.StringIO()):
+                registered = mlflow.register_model(
+                    info.model_uri, register_as, tags={"task": fit.task}
+                )
             version = str(registered.version)
             client.set_model_version_tag(register_as, version, "run_id", run.info.run_id)
         return run.info.run_id, version
+
+
+def _log_dataset(fit: TaskFit, card: dict) -> None:
+    """The training rows as the run's MLflow dataset input (name, source, digest, schema, rows)."""
+    import mlflow
+
+    data = card.get("data") or {}
+    source = str(data.get("source") or "unknown")
+    name = f"{data.get('source_kind', 'data')}:{Path(source).name or source}"
+    with warnings.catch_warnings():
+        # MLflow hints about integer columns and ambiguous local sources: not the user's concern.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(
+            fit.train_frame.to_pandas(), source=source, name=name, digest=data.get("data_digest")
+        )
+        mlflow.log_input(dataset, context="training")
 
 
 def _param_text(value: object) -> object:

@@ -119,22 +119,32 @@ def run(args: argparse.Namespace) -> int:
     _done(t0)
 
     if not args.skip_serve:
-        t0 = _stage("6/7 serve: start the BentoML service, score contacts over HTTP, stop it")
+        t0 = _stage("6/7 serve: load the online store, start the BentoML service, score over HTTP")
         from serving.demo import format_answer, run_demo_requests
         from serving.process import start_server
+        from serving.store import EventStore
 
+        store_url = f"sqlite:///{(out / 'events.db').resolve()}"
+        # What `cto materialize DATA_DIR` does: the service scores with full history at once.
+        store = EventStore(store_url, settings.history_days)
+        try:
+            loaded = store.materialize(
+                tables["contacts"], tables["orders"], tables.get("customers")
+            )
+        finally:
+            store.close()
+        print(f"   online store: {loaded['states']:,} customer states -> {out / 'events.db'}")
         env = {
             "CTO_TRACKING_URI": _absolute_sqlite(settings.tracking_uri),
-            "CTO_EVENT_STORE_URL": f"sqlite:///{(out / 'events.db').resolve()}",
+            "CTO_EVENT_STORE_URL": store_url,
         }
         server = start_server(env, out / "serve.log")
         try:
             print(f"   service ready at {server.base_url} (OpenAPI: {server.base_url}/docs.json)")
             latest = tables["contacts"].sort("started_at").tail(200)
             sample = latest.filter(pl.col("channel").is_in(["phone", "chat", "email"])).head(4)
-            answers = run_demo_requests(
-                server.base_url, sample, history=(tables["contacts"], tables["orders"])
-            )
+            # No history in the requests: the service reads each customer's state.
+            answers = run_demo_requests(server.base_url, sample)
             for answer in answers:
                 print(format_answer(answer))
         finally:

@@ -48,6 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="html (default, or from the --out suffix) or pdf (printed with headless Chromium).",
     )
 
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="policy.json of `cto policy`: adds what acting on the scores is worth.",
+    )
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        help="analysis.json of `cto experiment analyse` (a measured effect).",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     from features.settings import get_settings
@@ -57,7 +68,14 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.fmt or ("pdf" if args.out.suffix.lower() == ".pdf" else "html")
     data_dir = args.data_dir if args.data_dir is not None else settings.data_dir
     path = build_report(
-        data_dir, args.since, args.until, args.out, settings, fmt=fmt, progress=True
+        data_dir,
+        args.since,
+        args.until,
+        args.out,
+        settings,
+        fmt=fmt,
+        progress=True,
+        decision_evidence={"policy": args.policy, "experiment": args.experiment},
     )
     print(f"wrote {path}")
     return 0

@@ -39,6 +39,28 @@ def test_cto_train_table_on_online_shoppers_reaches_published_auc(shared_data, t
     booster = mlflow.lightgbm.load_model(f"models:/{name}@champion")
     assert "PageValues" in booster.feature_name() and "Revenue" not in booster.feature_name()
 
+    # Batch scoring: one output row per input row, in input order, input columns plus p_order.
+    import polars as pl
+
+    out = table_env / "scores.parquet"
+    code = main(["score", "--table", str(path), "--model", name, "--out", str(out), "--quiet"])
+    assert code == 0
+    scores = pl.read_parquet(out)
+    source = pl.read_csv(path, infer_schema_length=None)
+    assert scores.columns == [*source.columns, "p_order"]
+    assert scores.drop("p_order").equals(source)
+    # The scores rank the sessions like the held-out metric says (all rows, most seen in training).
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(scores["Revenue"].to_numpy(), scores["p_order"].to_numpy()) > 0.9
+    # A table without a feature column is refused with its name.
+    source.drop("PageValues").write_csv(table_env / "no_pagevalues.csv")
+    code = main(
+        ["score", "--table", str(table_env / "no_pagevalues.csv"), "--model", f"{name}/1",
+         "--out", str(table_env / "x.parquet")]
+    )  # fmt: skip
+    assert code == 2 and "PageValues" in capsys.readouterr().err
+
 
 def test_cto_train_table_names_a_bad_label_column(shared_data, table_env, capsys):
     from cto.cli import main

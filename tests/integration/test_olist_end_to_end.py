@@ -84,3 +84,64 @@ def test_too_long_a_horizon_is_refused_with_the_span(olist_env, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "2017-12-05 to 2018-05-31" in err and "too short" in err and "Traceback" not in err
+
+
+def test_score_writes_every_contact_of_the_period_with_drivers(olist_env, capsys):
+    import polars as pl
+
+    root, data, *_ = olist_env
+    out = root / "scores.parquet"
+    code = main(
+        [
+            "score",
+            str(data),
+            "--model-prefix",
+            PREFIX,
+            "--since",
+            "2018-05-01",
+            "--until",
+            "2018-05-31",
+            "--explain",
+            "2",
+            "--chunk-rows",
+            "500",
+            "--out",
+            str(out),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0
+    scores = pl.read_parquet(out)
+    contacts = pl.read_parquet(data / "contacts.parquet")
+    may = contacts.filter(pl.col("started_at").dt.strftime("%Y-%m") == "2018-05")
+    assert scores.height == may.height and scores["contact_id"].n_unique() == may.height
+    assert set(scores["contact_id"]) == set(may["contact_id"])
+    assert scores["p_order"].is_between(0, 1).all() and scores["p_order"].n_unique() > 5
+    assert set(scores["priority"]) <= {"P1", "P2", "P3", "P4"}
+    assert scores["driver_1"].is_in(["origin", "landing_page_id"]).mean() > 0.5
+    assert (scores["driver_1_effect"].abs() >= scores["driver_2_effect"].abs()).all()
+    assert "model_data_mismatch" not in scores.columns
+    # Chunked with a progress line per chunk.
+    assert captured.err.count("contacts (") >= 2 and f"scored {may.height:,} rows" in captured.out
+
+
+def test_simulator_models_are_refused_on_olist_data(olist_env, trained, mlflow_settings, capsys):
+    """Models trained on the simulator (conftest's store) must not score olist contacts."""
+    import polars as pl
+
+    from features.errors import CTOError
+    from training.batch import score_contacts
+
+    root, data, *_ = olist_env
+    settings = mlflow_settings.model_copy(update={"horizon_days": 30})
+    with pytest.raises(CTOError, match="refusing to score olist data") as refused:
+        score_contacts(data, settings, root / "refused.parquet", progress=False)
+    assert "trained on simulator data" in str(refused.value)
+    assert "contacts.landing_page_id" in str(refused.value)
+    assert not (root / "refused.parquet").exists()
+    # With the flag it scores, and every row says so.
+    marked = score_contacts(
+        data, settings, root / "marked.parquet", allow_other_data=True, progress=False
+    )
+    assert marked.mismatches and "WARNING" in capsys.readouterr().err
+    assert pl.read_parquet(root / "marked.parquet")["model_data_mismatch"].all()

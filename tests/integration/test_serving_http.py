@@ -355,6 +355,41 @@ def test_the_online_store_survives_a_restart(server_env, client, tables, sample)
         assert second["raw_score"] == first["raw_score"]
 
 
+def test_fast_routes_answer_what_the_api_routes_answer(server, client, tables, sample):
+    """/fast/score and /fast/score_batch (the ASGI app in the service): same contract, answers,
+    errors and token as /score and /score_batch."""
+    rows = sample.head(4).to_dicts()
+    for row in rows:
+        for moment in ("arrival", "after_contact"):
+            for with_history in (True, False):
+                payload = _payload(row, tables, moment, with_history, top_k=3)
+                api = client.post("/score", json=payload)
+                fast = client.post("/fast/score", json=payload)
+                assert fast.status_code == api.status_code == 200, fast.text
+                assert fast.json() == api.json()
+    batch = {
+        "moment": "arrival",
+        "items": [{"contact": contact_payload(r, "arrival")} for r in rows],
+    }
+    api, fast = (
+        client.post("/score_batch", json=batch),
+        client.post("/fast/score_batch", json=batch),
+    )
+    assert fast.status_code == 200 and fast.json() == api.json()
+    bad = _payload(rows[0], tables, "after_contact")
+    bad["contact"]["wait_seconds"] = -3
+    answer = client.post("/fast/score", json=bad)
+    assert answer.status_code == 400 and ["contact", "wait_seconds"] in [
+        d["loc"] for d in answer.json()["detail"]
+    ]
+    malformed = client.post(
+        "/fast/score", content=b'{"contact": {', headers={"Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 400
+    anonymous = httpx.post(server.base_url + "/fast/score", json=bad, timeout=30)
+    assert anonymous.status_code == 401
+
+
 def test_events_round_trip_matches_history_in_the_request(client, tables, sample):
     rows = sample.tail(6).to_dicts()
     for row in rows:

@@ -117,6 +117,11 @@ def test_experiment_cli_plans_and_analyses_a_simulated_switchback(sim_dir, tmp_p
     assert result["ci_low"] <= truth <= result["ci_high"]
     assert result["ci_low"] > 0 and result["p_value_randomisation"] < 0.01
 
+    from reports.decision_value import decision_value_section
+
+    page = decision_value_section(experiment=out / "analysis.json").render()
+    assert "switchback" in page and "measured" in page
+
 
 def test_experiment_analyse_names_a_bad_schedule(sim_dir, tmp_path, capsys):
     from cto.cli import main

@@ -1,0 +1,98 @@
+"""The hot scoring routes as a plain ASGI app, mounted in the BentoML service at ``/fast``.
+
+``POST /fast/score`` and ``POST /fast/score_batch`` take and answer exactly what ``/score`` and
+``/score_batch`` do (the same pydantic models, the same scoring code, the same errors), without
+BentoML's per-request API machinery: a routing engine that calls thousands of times a second gets
+the lean path, everything else (lifecycle, /readyz, /metrics, auth, `bentoml build`) stays the
+service's. benchmarks/serving.py measures both paths in the same run.
+
+The app reaches the service instance through ``app.state.service``, set by the service's
+``__init__`` in each worker process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from features.errors import CTOError
+from serving.schemas import ScoreBatchRequest, ScoreRequest
+
+_JSON = "application/json"
+
+
+def error_response(status: int, message: str, field: str | None = None) -> JSONResponse:
+    """The same shape as BentoML's validation errors: ``error`` plus ``detail`` with a loc."""
+    detail = [{"loc": field.split(".") if field else [], "msg": message, "type": "value_error"}]
+    return JSONResponse({"error": message, "detail": detail}, status_code=status)
+
+
+def _invalid(exc: ValidationError) -> JSONResponse:
+    detail = [
+        {"loc": [str(part) for part in error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+    # As BentoML words it: "1 validation error for ScoreRequest", the fields in `detail`.
+    return JSONResponse({"error": str(exc).splitlines()[0], "detail": detail}, status_code=400)
+
+
+async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        return _invalid(exc)
+
+
+def _answer(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(), media_type=_JSON)
+
+
+async def score(request: Request) -> Response:
+    from serving.scoring import score_one
+
+    service: Any = request.app.state.service
+    parsed = await _parse(request, ScoreRequest)
+    if isinstance(parsed, Response):
+        return parsed
+    bundle = service.bundle
+    if bundle is None:
+        return error_response(503, f"models not loaded: {service.last_error}")
+    try:
+        return _answer(score_one(bundle, parsed, service.store, service.windows))  # type: ignore[arg-type]
+    except CTOError as exc:
+        return error_response(400, str(exc))
+
+
+async def score_batch(request: Request) -> Response:
+    from anyio import to_thread
+
+    from serving.scoring import score_batch as score_many
+
+    service: Any = request.app.state.service
+    parsed = await _parse(request, ScoreBatchRequest)
+    if isinstance(parsed, Response):
+        return parsed
+    bundle = service.bundle
+    if bundle is None:
+        return error_response(503, f"models not loaded: {service.last_error}")
+    try:
+        # Thousands of contacts take tens of milliseconds: off the event loop.
+        answer = await to_thread.run_sync(
+            score_many, bundle, parsed, service.store, service.windows
+        )
+    except CTOError as exc:
+        return error_response(400, str(exc))
+    return _answer(answer)
+
+
+app = Starlette(
+    routes=[
+        Route("/score", score, methods=["POST"]),
+        Route("/score_batch", score_batch, methods=["POST"]),
+    ]
+)

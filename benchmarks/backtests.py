@@ -111,7 +111,7 @@ def render(outputs: dict[str, Path], command: str) -> str:
     import json
     import shutil
 
-    from training.backtest import FAMILY_TEXT
+    from training.backtest import FAMILY_TEXT, cadence_text
 
     lines = [
         BEGIN,
@@ -149,7 +149,7 @@ def render(outputs: dict[str, Path], command: str) -> str:
             f"- **{name}** ({result['rows']:,} rows, times in {result['unit']}): "
             f"{result['verdict']} LightGBM's best scheme vs expanding: ROC-AUC gain "
             f"{_cell(gains)}; linear leaves vs LightGBM: {_cell(result['linear_tree_gain_roc_auc'])}. "
-            f"Cadence: {result['cadence_text']}."
+            f"Cadence: {cadence_text(result)}."
             + (
                 f" Skipped: {'; '.join(result['skipped_folds'])}."
                 if result["skipped_folds"]

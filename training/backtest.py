@@ -286,7 +286,7 @@ def make_folds(
                 f"(needs {MIN_TEST_ROWS} / {MIN_TEST_POSITIVES})"
             )
         if reasons:
-            skipped.append(f"origin {origin:g}: " + "; ".join(reasons))
+            skipped.append(f"fold from {origin:g}: " + "; ".join(reasons))
             continue
         folds.append(
             Fold(len(folds), origin, end, int(train.sum()), int(test.sum()), int(y[test].sum()))
@@ -424,11 +424,8 @@ def run_backtest(
         train = frame.filter(pl.Series(fold.train_mask(t, known)))
         later = {j: test_frames[j] for j in test_frames if j >= fold.index}
         for candidate in candidates:
-            wanted = (
-                later
-                if candidate.key == f"{LIGHTGBM}/{EXPANDING.name}"
-                else {fold.index: test_frames[fold.index]}
-            )
+            frozen = candidate.key == f"{LIGHTGBM}/{EXPANDING.name}"
+            wanted = later if frozen else {fold.index: test_frames[fold.index]}
             predictions = _fit_predict(
                 candidate, data, train=train, tests=wanted, origin=fold.origin, settings=settings
             )
@@ -438,12 +435,13 @@ def run_backtest(
             samples.setdefault(candidate.key, {})[fold.index] = weighted_binary_metrics(
                 yt, p, counts[fold.index]
             )
-            for j, pj in predictions.items():
-                frozen_auc[(fold.index, j)] = point_metrics(y_tests[j], pj)["roc_auc"]
+            if frozen:  # the decay is that of the expanding LightGBM model
+                for j, pj in predictions.items():
+                    frozen_auc[(fold.index, j)] = point_metrics(y_tests[j], pj)["roc_auc"]
         best = points[f"{LIGHTGBM}/{EXPANDING.name}"][fold.index]["roc_auc"]
         linear = points[f"{LINEAR}/{EXPANDING.name}"][fold.index]["roc_auc"]
         say(
-            f"fold {fold.index + 1}/{len(fold_list)} (origin {fold.origin:g}, {fold.train_rows:,} "
+            f"fold {fold.index + 1}/{len(fold_list)} (origin {when(fold.origin, data.unit)}, {fold.train_rows:,} "
             f"train / {fold.test_rows:,} test rows): ROC-AUC LightGBM {best:.3f}, "
             f"logistic {linear:.3f}"
         )
@@ -576,19 +574,35 @@ def _decay(frozen_auc, folds: list[Fold], t: np.ndarray) -> tuple[list[dict[str,
 def _cadence(slope: float, points, unit: str) -> tuple[float, str]:
     if not math.isfinite(slope):
         return float("nan"), "one fold only: no frozen model to age, no cadence measured"
-    longest = max(p["extra_age"] for p in points)
+    longest = float(f"{max(p['extra_age'] for p in points):.3g}")
     if slope >= 0 or DECAY_TOLERANCE / -slope >= longest:
         return longest, (
             f"a frozen model lost less than {DECAY_TOLERANCE} ROC-AUC over the "
             f"{longest:g} {unit} the folds span: retrain at least every {longest:g} {unit}"
         )
-    cadence = DECAY_TOLERANCE / -slope
-    cadence = float(f"{cadence:.2g}")
+    cadence = float(f"{DECAY_TOLERANCE / -slope:.2g}")
+    one = unit[:-1] if unit.endswith("s") else unit
     return cadence, (
-        f"a frozen model loses {-slope:.2g} ROC-AUC per {unit[:-1] if unit.endswith('s') else unit}"
-        f" of age against a retrained one: retrain every {cadence:g} {unit} to keep the loss "
-        f"under {DECAY_TOLERANCE}"
+        f"a frozen model loses {-slope:.2g} ROC-AUC per {one} of age against a retrained one: "
+        f"retrain every {cadence:g} {unit} to keep the loss under {DECAY_TOLERANCE}"
     )
+
+
+def cadence_text(result: dict) -> str:
+    """The cadence sentence of a backtest's JSON result."""
+    return _cadence(result["decay_slope_roc_auc_per_unit"], result["decay_points"], result["unit"])[
+        1
+    ]
+
+
+def when(value: float, unit: str) -> str:
+    """A fold boundary as people read it: a date for date/time columns, else the number."""
+    if unit == "days" and math.isfinite(value):
+        from datetime import UTC, datetime, timedelta
+
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=value)
+        return moment.strftime("%Y-%m-%d %H:%M").removesuffix(" 00:00")
+    return f"{value:g}"
 
 
 # --- outputs -------------------------------------------------------------------------------------

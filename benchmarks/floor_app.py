@@ -6,7 +6,8 @@ framework. ``benchmarks/serving.py`` starts it beside the service on the same mo
     CTO_FLOOR_MODEL=model.txt CTO_FLOOR_ROWS=rows.npz uvicorn benchmarks.floor_app:app
 
 ``POST /score {"customer_id": ...}`` answers the raw score; ``POST /score_contrib`` also the
-per-feature contributions (TreeSHAP, ``pred_contrib``).
+per-feature contributions (TreeSHAP, ``pred_contrib``); ``GET /livez`` does nothing (the
+server's own cost).
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ async def score_contrib(request: Request) -> Response:
     return Response(json.dumps(body), media_type="application/json")
 
 
+async def livez(_request: Request) -> Response:
+    return Response("ok")
+
+
 app = Starlette(
     routes=[
+        Route("/livez", livez, methods=["GET"]),
         Route("/score", score, methods=["POST"]),
         Route("/score_contrib", score_contrib, methods=["POST"]),
     ]

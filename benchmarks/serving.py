@@ -54,8 +54,10 @@ def wrk(
     out_dir: Path,
     *,
     token: str | None = None,
+    method: str = "POST",
 ) -> dict[str, float]:
-    """``seconds`` of wrk at CLIENTS connections (one per thread) POSTing ``bodies`` in turn."""
+    """``seconds`` of wrk at CLIENTS connections (one per thread) POSTing ``bodies`` in turn
+    (``method="GET"``: GET ``path``, bodies ignored)."""
     bodies_file = out_dir / "bodies.jsonl"
     bodies_file.write_text("".join(json.dumps(body) + "\n" for body in bodies))
     out = out_dir / "latencies.txt"
@@ -65,6 +67,7 @@ def wrk(
         "WRK_BODIES": str(bodies_file),
         "WRK_OUT": str(out),
         "WRK_TOKEN": token or "",
+        "WRK_METHOD": method,
     }
     command = [
         shutil.which("wrk") or "/usr/bin/wrk",
@@ -282,6 +285,7 @@ def _row(label: str, result: dict, floor: dict | None) -> str:
 
 def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # noqa: PLR0915
     floor, floor_contrib = runs["floor"], runs["floor_contrib"]
+    floor_livez = runs["floor_livez"]
     lines = [
         "## serving",
         "",
@@ -289,7 +293,7 @@ def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # 
         f"script (benchmarks/timed.lua); {args.rounds} rounds of {args.seconds:g} s per setting, "
         "settings in turn within each round; figures are medians over the rounds (requests and "
         "errors: totals). The service runs `cto serve` with "
-        f"{WORKERS} workers on an event store loaded by `cto materialize` "
+        f"{args.workers} workers on an event store loaded by `cto materialize` "
         f"({extra['materialize']['states']:,} customers, {extra['materialize']['seconds']:.1f} s); "
         "every /score reads the customer's state from the store (no history in the request). The "
         "floor is a bare Starlette app on one uvicorn process (benchmarks/floor_app.py): look up a "
@@ -300,6 +304,10 @@ def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # 
         "| route | requests | non-2xx | p50 ms | p99 ms | p99.9 ms | max ms | req/s | p99 / floor "
         "| req/s / floor |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        _row("GET /livez, floor app (the server alone)", floor_livez, None),
+        _row(
+            "GET /livez, the BentoML service (no API machinery)", runs["bentoml_livez"], floor_livez
+        ),
         _row("floor: lookup + predict", floor, None),
         _row("/score arrival (BentoML API)", runs["api_arrival"], floor),
         _row("/fast/score arrival (ASGI app in the service)", runs["fast_arrival"], floor),
@@ -310,6 +318,15 @@ def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # 
         _row(
             "/fast/score after_contact, explain top 5 (ASGI)", runs["fast_explain"], floor_contrib
         ),
+        "",
+    ]
+    bento = runs["bentoml_livez"]
+    lines += [
+        "What the framework costs: BentoML's own `/livez`, which runs none of our code, answers at "
+        f"p50 {bento['p50_ms']:.2f} ms against {floor_livez['p50_ms']:.2f} ms for the floor app's "
+        f"(p99 {bento['p99_ms'] / floor_livez['p99_ms']:.1f}x, req/s "
+        f"{bento['rps'] / floor_livez['rps']:.2f}x): the server and middleware stack a request "
+        "crosses before any route, /fast/score's included (the mounted app sits under it).",
         "",
     ]
     long = extra["long"]
@@ -373,6 +390,13 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     parser.add_argument("--rounds", type=int, default=3, help="Rounds (medians reported).")
     parser.add_argument("--seconds", type=float, default=15.0, help="Seconds per setting.")
     parser.add_argument("--long-seconds", type=float, default=60.0, help="The long run.")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="Service worker processes.")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="Keep the trained models and tables here and reuse them on the next run.",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.contacts, args.rounds, args.seconds, args.long_seconds = 8_000, 1, 3.0, 5.0
@@ -389,7 +413,18 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     windows = FeatureWindows(defaults.journey_gap_days, defaults.horizon_days)
     with tempfile.TemporaryDirectory(prefix="cto-bench-serving-") as tmp:
         root = Path(tmp)
-        settings = trained_store(root, args.contacts)
+        if args.work_dir is not None:
+            trained = args.work_dir.resolve() / str(args.contacts)
+            if not (trained / "mlflow.db").is_file():
+                trained.mkdir(parents=True, exist_ok=True)
+                trained_store(trained, args.contacts)
+            settings = get_settings(
+                tracking_uri=f"sqlite:///{(trained / 'mlflow.db').resolve()}",
+                artifact_location=str(trained / "mlruns"),
+            )
+            shutil.copytree(trained / "sim", root / "sim")
+        else:
+            settings = trained_store(root, args.contacts)
         sim = simulate(n_contacts=args.contacts, seed=11)  # the tables trained on
         store_url = f"sqlite:///{root / 'events.db'}"
         started = time.perf_counter()
@@ -431,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             {
                 "CTO_TRACKING_URI": settings.tracking_uri,
                 "CTO_EVENT_STORE_URL": store_url,
-                "CTO_WORKERS": str(WORKERS),
+                "CTO_WORKERS": str(args.workers),
             },
             root / "server.log",
         )
@@ -448,6 +483,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             )
             floors.append(floor_b)
             settings_run = [
+                ("floor_livez", floor_a_url, "/livez", None),
+                ("bentoml_livez", server.base_url, "/livez", None),
                 ("floor", floor_a_url, "/score", floor_bodies),
                 ("api_arrival", server.base_url, "/score", arrival),
                 ("fast_arrival", server.base_url, "/fast/score", arrival),
@@ -457,9 +494,11 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             ]
             per_round: dict[str, list[dict]] = {name: [] for name, *_ in settings_run}
             for round_number in range(1, args.rounds + 1):
-                for name, base, path, bodies in settings_run:
-                    wrk(base, path, bodies, 1.0, root)  # warm-up
-                    result = wrk(base, path, bodies, args.seconds, root)
+                for name, base, path, given in settings_run:
+                    method = "GET" if given is None else "POST"
+                    bodies = given or [{}]
+                    wrk(base, path, bodies, 1.0, root, method=method)  # warm-up
+                    result = wrk(base, path, bodies, args.seconds, root, method=method)
                     per_round[name].append(result)
                     print(f"round {round_number} {name}", result, flush=True)
             runs = {}

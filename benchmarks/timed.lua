@@ -1,4 +1,4 @@
--- wrk script: POST bodies in turn (one JSON body per line of $WRK_BODIES) to $WRK_PATH, and time
+-- wrk script: POST bodies in turn (or GET $WRK_PATH when $WRK_METHOD is GET) (one JSON body per line of $WRK_BODIES) to $WRK_PATH, and time
 -- every request itself with clock_gettime(CLOCK_MONOTONIC) through LuaJIT's FFI. Run with as many
 -- threads as connections (-t N -c N): one connection per thread, so each response belongs to the
 -- request sent just before it. At the end the latencies (microseconds) of every thread and the
@@ -33,8 +33,13 @@ function init(args)
   if token and token ~= "" then
     headers["Authorization"] = "Bearer " .. token
   end
+  local method = os.getenv("WRK_METHOD") or "POST"
   for line in io.lines(os.getenv("WRK_BODIES")) do
-    table.insert(requests, wrk.format("POST", path, headers, line))
+    if method == "GET" then
+      table.insert(requests, wrk.format("GET", path, headers))
+    else
+      table.insert(requests, wrk.format("POST", path, headers, line))
+    end
   end
 end
 

@@ -15,6 +15,7 @@ the reference says how often they occurred.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -160,3 +161,43 @@ def categorical_drift(
     else:
         detail = "no data"
     return FeatureDrift(feature, value, "categorical", detail)
+
+
+@dataclass(frozen=True)
+class ExpectedMove:
+    """A declared reason why a feature moves after training without anything being wrong."""
+
+    pattern: str  # regular expression on the feature name
+    reason: str
+
+
+# Features declared expected to move: they depend on how much history the data holds, which only
+# grows after training. They are drawn grey and never raise the drift warning.
+EXPECTED_TO_MOVE = (
+    ExpectedMove(r"_lifetime$|^tenure_days$", "lifetime counts and tenure grow with every contact"),
+    ExpectedMove(r"_conversion_rate$", "pooled conversion rates settle as outcomes accumulate"),
+    ExpectedMove(
+        r"^days_since_", "gaps to the previous contact or order lengthen as history grows"
+    ),
+    ExpectedMove(r"^prev_", "more contacts have a previous one as history grows"),
+)
+_WINDOW = re.compile(r"_(\d+)d$")
+
+
+def expected_move(feature: str, warm_up_days: float | None = None) -> str | None:
+    """Why ``feature`` is expected to move after training, or None.
+
+    ``warm_up_days``: days of data before the training window began. A feature over an N-day
+    window was partly empty for training rows when fewer than N days preceded them (the data had
+    no older history), so it is expected to fill up afterwards.
+    """
+    for move in EXPECTED_TO_MOVE:
+        if re.search(move.pattern, feature):
+            return move.reason
+    window = _WINDOW.search(feature)
+    if window and warm_up_days is not None and warm_up_days < int(window.group(1)):
+        return (
+            f"its {window.group(1)}-day window was not yet full of history when training began "
+            f"({warm_up_days:.0f} days of data before it)"
+        )
+    return None

@@ -1,9 +1,9 @@
 """Why contacts convert or not: global drivers from the champion's TreeSHAP, and drop-off reasons.
 
-Drivers rank features by mean |SHAP| (log-odds, LightGBM's ``pred_contrib``) over the period's
-contacts, the standard global importance. For managers each driver is also expressed as a
-change in the chance to order: per contact, the calibrated probability with the feature's
-contribution minus the probability without it, in percentage points.
+Drivers come from TreeSHAP (log-odds, LightGBM's ``pred_contrib``) over the period's contacts.
+For managers each driver is one number: its mean absolute change in the chance to order, per
+contact the calibrated probability with the feature's contribution minus the probability without
+it, in percentage points. Drivers are ranked by that number, and the list and the chart print it.
 """
 
 from __future__ import annotations
@@ -133,11 +133,26 @@ def _direction(x: np.ndarray, effect: np.ndarray) -> float:
     return float(np.corrcoef(ranks_x, ranks_e)[0, 1])
 
 
+def points_text(effect: float) -> str:
+    """A driver's one number as the list and the chart both print it."""
+    return f"{effect * 100:.1f} points"
+
+
+def is_flag(values: np.ndarray) -> bool:
+    """A yes/no feature: only 0 and 1 (and missing) among its values."""
+    finite = values[np.isfinite(values)]
+    return finite.size > 0 and bool(np.all(np.isin(finite, (0.0, 1.0))))
+
+
 def _sentence(
     values: np.ndarray, effect: np.ndarray, levels: tuple[str, ...] | None
 ) -> tuple[str, str]:
-    """(direction, plain-language phrase) for one driver, read after its name."""
-    size = float(np.mean(np.abs(effect))) * 100
+    """(direction, plain-language phrase) for one driver, read after its name.
+
+    Every phrase carries the driver's one number, its mean absolute effect in points (the same
+    number its bar shows); the rest says which way it acts, in words.
+    """
+    size = points_text(float(np.mean(np.abs(effect))))
     if levels is not None:
         means = {
             levels[int(code)]: float(effect[values == code].mean())
@@ -145,32 +160,31 @@ def _sentence(
             if np.sum(values == code) >= 20
         }
         if len(means) < 2:
-            return "mixed", f"moves the chance to order by {size:.1f} points on average."
+            return "mixed", f"moves the chance to order by {size} on average."
         best = max(means, key=means.get)
         worst = min(means, key=means.get)
         return (
             "mixed",
-            f"{best.replace('_', ' ')} contacts order most, {worst.replace('_', ' ')} "
-            f"least ({means[best] * 100:+.1f} vs {means[worst] * 100:+.1f} points).",
+            f"moves the chance to order by {size} on average; {best.replace('_', ' ')} contacts "
+            f"order most, {worst.replace('_', ' ')} least.",
         )
-    correlation = _direction(values, effect)
-    finite = values[np.isfinite(values)]
-    is_flag = finite.size > 0 and bool(np.all(np.isin(finite, (0.0, 1.0))))
-    if abs(correlation) < 0.2:
-        return "mixed", f"matters ({size:.1f} points on average), but not in one direction."
-    direction = "raises" if correlation > 0 else "lowers"
-    if is_flag:
+    if is_flag(values):
         with_flag = effect[values == 1]
         without_flag = effect[values == 0]
         gap = (with_flag.mean() if with_flag.size else 0.0) - (
             without_flag.mean() if without_flag.size else 0.0
         )
         verb = "raises" if gap > 0 else "lowers"
-        return verb, f"{verb} the chance to order by about {abs(gap) * 100:.1f} points."
+        return verb, f"moves the chance to order by {size} on average; a yes {verb} it."
+    correlation = _direction(values, effect)
+    if abs(correlation) < 0.2:
+        return "mixed", f"moves the chance to order by {size} on average, not in one direction."
+    direction = "raises" if correlation > 0 else "lowers"
     consequence = "higher" if direction == "raises" else "lower"
     return (
         direction,
-        f"the higher it is, the {consequence} the chance to order ({size:.1f} points on average).",
+        f"moves the chance to order by {size} on average; the higher it is, the {consequence} "
+        "the chance.",
     )
 
 
@@ -187,7 +201,8 @@ def conversion_drivers(champion: Champion, features: pl.DataFrame, top: int = 8)
     names = champion.feature_names
     levels = champion.encoding.category_levels
     descriptions = champion.card.get("feature_descriptions", {})
-    order = np.argsort(-np.abs(shap_values).mean(axis=0))
+    # Ranked by the number managers read (mean absolute effect in points), so list and chart agree.
+    order = np.argsort(-np.abs(effects).mean(axis=0), kind="stable")
     drivers = []
     for index in order[:top]:
         feature = names[index]

@@ -31,6 +31,79 @@ SHOWN_METRICS = {
 }
 
 
+def _grade(value: float, cuts: tuple[float, float, float]) -> str:
+    """'weak' / 'fair' / 'good' / 'strong' against three ascending cut points."""
+    weak, fair, good = cuts
+    if value < weak:
+        return "weak"
+    if value < fair:
+        return "fair"
+    if value < good:
+        return "good"
+    return "strong"
+
+
+# Per test figure: what it means in words, given its value.
+METRIC_MEANINGS = {
+    "roc_auc": lambda v: (
+        f"Ranking quality {v:.3f}: pick a contact that ordered and one that did not; the model gives "
+        f"the one that ordered the higher chance {v:.0%} of the time (50% = coin flip). "
+        f"{_grade(v, (0.6, 0.7, 0.8)).capitalize()}."
+    ),
+    "captured_top20": lambda v: (
+        f"Orders found in the top 20%: the fifth of contacts the model rates highest held {v:.0%} "
+        "of the orders (20% if it ranked at random)."
+    ),
+    "ece": lambda v: (
+        f"Calibration error {v:.3f}: a predicted chance is off from what actually happened by "
+        f"{v * 100:.1f} points on average ({'small' if v < 0.02 else 'noticeable'})."
+    ),
+    "macro_f1": lambda v: (
+        f"Reason accuracy {v:.3f} (macro-F1): how well the model names each drop-off reason, every "
+        f"reason counting equally (1 = always right). {_grade(v, (0.3, 0.5, 0.7)).capitalize()}."
+    ),
+    "accuracy": lambda v: (
+        f"Share of reasons named right {v:.0%}: for contacts with a recorded reason, how often the "
+        "model's most likely reason was the recorded one."
+    ),
+    "mae": lambda v: (
+        f"Average error {v:.2f}: the predicted number of further contacts before an order is off by "
+        f"{v:.2f} contacts on average."
+    ),
+    "spearman": lambda v: (
+        f"Rank agreement {v:.2f}: whether contacts the model expects to need more further contacts "
+        f"really needed more (1 = same order, 0 = no relation). "
+        f"{_grade(v, (0.2, 0.4, 0.6)).capitalize()}"
+        + (": treat its numbers as rough guidance only." if v < 0.2 else ".")
+    ),
+}
+
+
+def metric_meanings(champion: Champion) -> list[str]:
+    """Plain-language explanation of each test figure the report shows for ``champion``."""
+    metrics = (champion.card.get("test_metrics") or {}).get("model") or {}
+    objective = champion.card.get("objective", "binary")
+    shown = SHOWN_METRICS.get(objective, SHOWN_METRICS["poisson"])
+    return [
+        METRIC_MEANINGS[key](metrics[key])
+        for key, _label, _fmt in shown
+        if isinstance(metrics.get(key), int | float) and key in METRIC_MEANINGS
+    ]
+
+
+def test_window(champion: Champion) -> tuple[str, str] | None:
+    """The held-out test window (from, until) as ISO text, from the card."""
+    test = (champion.card.get("data_windows") or {}).get("test") or {}
+    if not test.get("from") or not test.get("until"):
+        return None
+    return str(test["from"]), str(test["until"])
+
+
+def training_start(champion: Champion) -> str | None:
+    train = (champion.card.get("data_windows") or {}).get("train") or {}
+    return str(train["from"]) if train.get("from") else None
+
+
 def metric_lines(champion: Champion) -> list[str]:
     metrics = (champion.card.get("test_metrics") or {}).get("model") or {}
     objective = champion.card.get("objective", "binary")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -58,6 +59,9 @@ figcaption { font-size: 13px; color: var(--muted); }
            padding: 8px 12px; font-size: 13.5px; margin: 8px 0; }
 .tag { display: inline-block; font-size: 11.5px; padding: 1px 7px; border-radius: 10px; background: var(--soft);
        color: var(--muted); margin-left: 6px; vertical-align: middle; }
+p.csv { margin: 2px 0 12px; font-size: 12.5px; } p.csv a { color: var(--accent); }
+.ci { color: var(--muted); font-size: 12px; white-space: nowrap; }
+.rule { font-size: 12.5px; color: var(--muted); margin: 2px 0 10px; }
 ul.drivers { padding-left: 20px; } ul.drivers li { margin: 3px 0; }
 footer { margin-top: 36px; color: var(--muted); font-size: 12.5px; border-top: 1px solid var(--line);
          padding-top: 8px; }
@@ -112,10 +116,14 @@ class Kpi:
     change_text: str
     higher_is_better: bool
     explain: str
+    # False when a test finds the change within chance: then it is not coloured.
+    significant: bool | None = None
 
     @property
     def tone(self) -> Tone:
         if self.raw is None or self.previous_raw is None or self.raw == self.previous_raw:
+            return "neutral"
+        if self.significant is False:
             return "neutral"
         improved = (self.raw > self.previous_raw) == self.higher_is_better
         return "good" if improved else "bad"
@@ -135,12 +143,69 @@ class Kpi:
 
 @dataclass(frozen=True)
 class ColumnFormat:
-    """How one frame column shows in a table: heading, formatter, numeric alignment."""
+    """How one frame column shows in a table: heading, formatter, numeric alignment.
+
+    ``cell`` (optional) renders the cell from the whole row (a dict), for a value whose look
+    depends on another column (a change coloured only when a test marks it).
+    """
 
     name: str
     heading: str
     formatter: Callable[[object], str] = esc
     numeric: bool = False
+    cell: Callable[[dict], str] | None = None
+
+    def render(self, row: dict) -> str:
+        return self.cell(row) if self.cell is not None else self.formatter(row[self.name])
+
+
+@dataclass
+class Exports:
+    """Every table of the page as a CSV file in ``folder`` beside the HTML, linked from the page.
+
+    A CSV holds exactly the rows and columns of its table (headings as column names) with the
+    unrounded values, so a manager can take it to a spreadsheet.
+    """
+
+    folder: str
+    frames: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+    def href(self, ident: str) -> str:
+        return f"{self.folder}/{ident}.csv"
+
+    def add(self, ident: str, frame: pl.DataFrame, what: str = "this table") -> str:
+        if ident in self.frames:
+            raise ValueError(f"two exported tables share the id {ident!r}")
+        self.frames[ident] = frame
+        return (
+            f'<p class="csv"><a href="{esc(self.href(ident))}" data-csv="{esc(ident)}" download>'
+            f"Download {esc(what)} as CSV</a></p>"
+        )
+
+    def write(self, directory: Path) -> list[Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for ident, frame in self.frames.items():
+            path = directory / f"{ident}.csv"
+            csv_ready(frame).write_csv(path)
+            written.append(path)
+        return written
+
+
+def csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
+    """Columns a CSV can hold: dates as ISO text, lists joined by '; '."""
+    return frame.with_columns(
+        [
+            pl.col(name).cast(pl.List(pl.String)).list.join("; ")
+            for name, dtype in frame.schema.items()
+            if isinstance(dtype, pl.List)
+        ]
+    )
+
+
+def export_frame(frame: pl.DataFrame, columns: Sequence[ColumnFormat]) -> pl.DataFrame:
+    """The table's columns of ``frame`` under their headings, values unformatted."""
+    return frame.select([pl.col(c.name).alias(c.heading) for c in columns])
 
 
 def table(
@@ -148,33 +213,54 @@ def table(
     columns: Sequence[ColumnFormat],
     row_class: Sequence[str] | None = None,
     table_id: str | None = None,
+    *,
+    exports: Exports | None = None,
+    row_attributes: Sequence[str] | None = None,
 ) -> str:
-    """An HTML table of ``frame``; ``row_class`` gives each row a CSS class (best, worst, warn)."""
+    """An HTML table of ``frame``; ``row_class`` gives each row a CSS class (best, worst, warn).
+
+    With ``exports`` (and a ``table_id``) the same rows and columns are exported as CSV and the
+    table is followed by its download link. ``row_attributes`` are extra attributes per row.
+    """
     head = "".join(
         f'<th class="num">{esc(c.heading)}</th>' if c.numeric else f"<th>{esc(c.heading)}</th>"
         for c in columns
     )
-    values = [frame.get_column(c.name).to_list() for c in columns]
     classes = list(row_class) if row_class is not None else [""] * frame.height
     body = []
-    for row_index in range(frame.height):
+    for row_index, row in enumerate(frame.iter_rows(named=True)):
         cells = "".join(
-            f'<td class="num">{c.formatter(values[i][row_index])}</td>'
-            if c.numeric
-            else f"<td>{c.formatter(values[i][row_index])}</td>"
-            for i, c in enumerate(columns)
+            f'<td class="num">{c.render(row)}</td>' if c.numeric else f"<td>{c.render(row)}</td>"
+            for c in columns
         )
         css = f' class="{esc(classes[row_index])}"' if classes[row_index] else ""
-        body.append(f"<tr{css}>{cells}</tr>")
+        extra = f" {row_attributes[row_index]}" if row_attributes is not None else ""
+        body.append(f"<tr{css}{extra}>{cells}</tr>")
     ident = f' id="{esc(table_id)}"' if table_id else ""
-    return (
+    rendered = (
         f'<table class="data"{ident}><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>"
     )
+    if exports is not None and table_id:
+        rendered += exports.add(table_id, export_frame(frame, columns))
+    return rendered
 
 
-def figure(svg: str, caption: str) -> str:
-    return f"<figure>{svg}<figcaption>{esc(caption)}</figcaption></figure>"
+def figure(
+    svg: str,
+    caption: str,
+    *,
+    exports: Exports | None = None,
+    data_id: str | None = None,
+    data: pl.DataFrame | None = None,
+) -> str:
+    """A chart with its caption; with ``exports`` its data goes to CSV, linked under the caption."""
+    link = ""
+    attribute = ""
+    if exports is not None and data_id and data is not None:
+        link = exports.add(data_id, data, "the data behind this chart")
+        attribute = f' data-chart="{esc(data_id)}"'
+    return f"<figure{attribute}>{svg}<figcaption>{esc(caption)}</figcaption>{link}</figure>"
 
 
 def note(text: str) -> str:

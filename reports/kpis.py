@@ -8,6 +8,7 @@ after it, even when that order falls after the period's end.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -15,12 +16,10 @@ import polars as pl
 
 from features.errors import CTOError
 from features.kpis import kpi_table
+from reports import stats
 
 DEFAULT_PERIOD_DAYS = 28
 TREND_WEEKS = 12
-# A group needs this many contacts in the period to be ranked best or worst: a ratio over a
-# handful of contacts is noise, not a finding.
-MIN_GROUP_CONTACTS = 50
 MIN_AGENT_CONTACTS = 30
 AGENTS_SHOWN = 5
 UNKNOWN = "unknown"
@@ -131,13 +130,25 @@ def headline(labeled: pl.DataFrame, period: Period) -> list[HeadlineValue]:
     ]
 
 
-def breakdown(
-    labeled: pl.DataFrame, period: Period, by: str, min_contacts: int = MIN_GROUP_CONTACTS
-) -> pl.DataFrame:
-    """KPIs per value of ``by`` in the period, with last period's ratio and a best/worst mark.
+def with_rate_interval(table: pl.DataFrame) -> pl.DataFrame:
+    """Add the 95% interval of ``contact_to_order_ratio`` (``ratio_low``, ``ratio_high``)."""
+    low, high = stats.rate_interval(
+        table["converted_contacts"].to_numpy(), table["contacts"].to_numpy()
+    )
+    return table.with_columns(
+        pl.Series("ratio_low", low, pl.Float64).fill_nan(None),
+        pl.Series("ratio_high", high, pl.Float64).fill_nan(None),
+    )
 
-    Columns: ``group`` (text), the KPI columns, ``previous_ratio``, ``ratio_change`` and ``rank``
-    (``best``/``worst``/empty; only groups with at least ``min_contacts`` contacts are ranked).
+
+def breakdown(labeled: pl.DataFrame, period: Period, by: str) -> pl.DataFrame:
+    """KPIs per value of ``by`` in the period, with intervals, the change and best/worst marks.
+
+    Columns: ``group`` (text), the KPI columns, ``ratio_low``/``ratio_high`` (95% interval),
+    ``vs_overall`` (``above``/``below`` where the interval excludes the overall rate, else
+    ``within``), ``previous_ratio``, ``ratio_change``, ``change_p_value`` (two-proportion test) and
+    ``change_marked`` (p < 0.05), and ``rank``: ``best`` for the highest group credibly above the
+    overall rate, ``worst`` for the lowest credibly below it, else empty.
     """
 
     def grouped(p: Period) -> pl.DataFrame:
@@ -146,25 +157,45 @@ def breakdown(
         )
         return kpi_table(frame, by=["group"])
 
-    current = grouped(period)
+    current = with_rate_interval(grouped(period))
     previous = grouped(period.previous()).select(
-        "group", pl.col("contact_to_order_ratio").alias("previous_ratio")
+        "group",
+        pl.col("contacts").alias("previous_contacts"),
+        pl.col("converted_contacts").alias("previous_converted"),
+        pl.col("contact_to_order_ratio").alias("previous_ratio"),
     )
     table = (
         current.join(previous, on="group", how="left")
         .with_columns(
             (pl.col("contact_to_order_ratio") - pl.col("previous_ratio")).alias("ratio_change")
         )
-        .sort("contact_to_order_ratio", descending=True)
+        .sort("contact_to_order_ratio", "contacts", descending=[True, True], nulls_last=True)
     )
-    eligible = pl.col("contacts") >= min_contacts
-    ranked = table.filter(eligible)
-    best = ranked.head(1)["group"].to_list() if ranked.height >= 3 else []
-    worst = ranked.tail(1)["group"].to_list() if ranked.height >= 3 else []
+    p_value = stats.two_proportion_p_value(
+        table["converted_contacts"].to_numpy(),
+        table["contacts"].to_numpy(),
+        table["previous_converted"].fill_null(0).to_numpy(),
+        table["previous_contacts"].fill_null(0).to_numpy(),
+    )
+    contacts = int(table["contacts"].sum())
+    overall_ratio = int(table["converted_contacts"].sum()) / contacts if contacts else 0.0
+    verdict = stats.versus_reference(
+        table["ratio_low"].fill_null(0.0).to_numpy(),
+        table["ratio_high"].fill_null(1.0).to_numpy(),
+        overall_ratio,
+    )
+    table = table.with_columns(
+        pl.Series("change_p_value", p_value, pl.Float64).fill_nan(None),
+        pl.Series("vs_overall", verdict, pl.String),
+    ).with_columns(
+        (pl.col("change_p_value") < stats.ALPHA_TEST).fill_null(False).alias("change_marked")
+    )
+    above = table.filter(pl.col("vs_overall") == "above")["group"].head(1).to_list()
+    below = table.filter(pl.col("vs_overall") == "below")["group"].tail(1).to_list()
     return table.with_columns(
-        pl.when(pl.col("group").is_in(best))
+        pl.when(pl.col("group").is_in(above))
         .then(pl.lit("best"))
-        .when(pl.col("group").is_in(worst))
+        .when(pl.col("group").is_in(below))
         .then(pl.lit("worst"))
         .otherwise(pl.lit(""))
         .alias("rank")
@@ -177,30 +208,76 @@ def agent_extremes(
     shown: int = AGENTS_SHOWN,
     min_contacts: int = MIN_AGENT_CONTACTS,
 ) -> tuple[pl.DataFrame, int, int]:
-    """Top and bottom ``shown`` agents by contact-to-order ratio among those with enough contacts.
+    """Top and bottom ``shown`` agents by raw contact-to-order ratio (used without a model).
 
-    Returns (table with ``rank`` = best/worst, agents ranked, agents left out for low volume).
-    Bots have no agent id and are not agents.
+    Returns (table with ``rank`` = best/worst only where the interval excludes the overall
+    rate, agents ranked, agents left out for low volume). Bots have no agent id and are not agents.
     """
     humans = labeled.filter(pl.col("agent_id").is_not_null())
-    table = breakdown(humans, period, "agent_id", min_contacts)
+    table = breakdown(humans, period, "agent_id")
     eligible = table.filter(pl.col("contacts") >= min_contacts).sort(
         "contact_to_order_ratio", "contacts", descending=[True, True]
     )
     left_out = table.height - eligible.height
     count = min(shown, eligible.height // 2)
-    top = eligible.head(count).with_columns(pl.lit("best").alias("rank"))
-    bottom = eligible.tail(count).with_columns(pl.lit("worst").alias("rank"))
-    return pl.concat([top, bottom]), eligible.height, left_out
+    credible = (
+        pl.when(pl.col("vs_overall") == "above")
+        .then(pl.lit("best"))
+        .when(pl.col("vs_overall") == "below")
+        .then(pl.lit("worst"))
+        .otherwise(pl.lit(""))
+        .alias("rank")
+    )
+    shown_rows = pl.concat([eligible.head(count), eligible.tail(count)]).with_columns(credible)
+    return shown_rows, eligible.height, left_out
 
 
 def weekly_trend(labeled: pl.DataFrame, period: Period, weeks: int = TREND_WEEKS) -> pl.DataFrame:
-    """Weekly KPIs for the ``weeks`` weeks up to the period's end (Monday-start weeks)."""
+    """Weekly KPIs (with the rate's 95% interval) for ``weeks`` weeks up to the period's end."""
     first_day = (period.end - timedelta(weeks=weeks)).date()
     monday = first_day - timedelta(days=first_day.weekday())
     start = datetime(monday.year, monday.month, monday.day, tzinfo=UTC)
     window = Period(min(start, period.start), period.end)
-    return kpi_table(labeled.filter(window.contains()), period="1w")
+    return with_rate_interval(kpi_table(labeled.filter(window.contains()), period="1w"))
+
+
+@dataclass(frozen=True)
+class RateChange:
+    """The period's contact-to-order share against the previous period, with the test."""
+
+    converted: int
+    contacts: int
+    previous_converted: int
+    previous_contacts: int
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        low, high = stats.rate_interval(self.converted, self.contacts)
+        return float(low), float(high)
+
+    @property
+    def p_value(self) -> float | None:
+        value = float(
+            stats.two_proportion_p_value(
+                self.converted, self.contacts, self.previous_converted, self.previous_contacts
+            )
+        )
+        return value if math.isfinite(value) else None
+
+    @property
+    def marked(self) -> bool:
+        return self.p_value is not None and self.p_value < stats.ALPHA_TEST
+
+
+def rate_change(labeled: pl.DataFrame, period: Period) -> RateChange:
+    current = overall(labeled, period)
+    previous = overall(labeled, period.previous())
+    return RateChange(
+        int(current["converted_contacts"] or 0),
+        int(current["contacts"] or 0),
+        int(previous["converted_contacts"] or 0),
+        int(previous["contacts"] or 0),
+    )
 
 
 def unknown_outcomes(labeled: pl.DataFrame, period: Period, observed_until: datetime) -> int:

@@ -117,24 +117,49 @@ def ranked_bars(
     higher_is_better: bool = True,
     annotations: Sequence[str] | None = None,
     title: str | None = None,
+    low: Sequence[float] | None = None,
+    high: Sequence[float] | None = None,
+    marks: Sequence[str] | None = None,
+    keep_order: bool = False,
 ) -> str:
-    """Horizontal bars sorted best to worst; the best ``highlight`` green, the worst red.
+    """Horizontal bars sorted best to worst, with 95% intervals as error bars when given.
 
-    ``values`` come in any order; bars show top to bottom from best to worst.
+    ``values`` come in any order; bars show top to bottom from best to worst (or in the given
+    order with ``keep_order``). ``marks`` ("best"/"worst"/"") colour bars green and red; without
+    them the first ``highlight`` bars are green and the last red.
     """
-    order = np.argsort(np.asarray(values, dtype=float))
-    if higher_is_better:
-        order = order[::-1]
+    order = np.arange(len(values))
+    if not keep_order:
+        order = np.argsort(np.asarray(values, dtype=float), kind="stable")
+        if higher_is_better:
+            order = np.argsort(-np.asarray(values, dtype=float), kind="stable")
     sorted_labels = [labels[i] for i in order]
     sorted_values = np.asarray(values, dtype=float)[order]
     colors = [ACCENT] * len(order)
-    if len(order) > 2 * highlight:
+    if marks is not None:
+        palette = {"best": GOOD, "worst": BAD}
+        colors = [palette.get(marks[i], ACCENT) for i in order]
+    elif len(order) > 2 * highlight:
         for i in range(highlight):
             colors[i] = GOOD
             colors[-(i + 1)] = BAD
     fig, ax = _new(6.2, 0.27 * len(order) + 0.9)
     y = np.arange(len(order))
     ax.barh(y, sorted_values, color=colors, height=0.65)
+    reach = sorted_values
+    if low is not None and high is not None:
+        lows = np.asarray(low, dtype=float)[order]
+        highs = np.asarray(high, dtype=float)[order]
+        ax.errorbar(
+            sorted_values,
+            y,
+            xerr=np.vstack([sorted_values - lows, highs - sorted_values]),
+            fmt="none",
+            ecolor="#1d2433",
+            elinewidth=1,
+            capsize=2.5,
+        )
+        reach = highs
     ax.set_yticks(y, sorted_labels)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
@@ -153,7 +178,7 @@ def ranked_bars(
         )
     if annotations is not None:
         texts = [annotations[i] for i in order]
-        for yi, value, text in zip(y, sorted_values, texts, strict=True):
+        for yi, value, text in zip(y, reach, texts, strict=True):
             ax.annotate(
                 text,
                 xy=(value, yi),
@@ -169,7 +194,7 @@ def ranked_bars(
                     "alpha": 0.85,
                 },
             )
-        ax.set_xlim(0, max(float(np.nanmax(sorted_values)) * 1.25, 1e-9))
+        ax.set_xlim(0, max(float(np.nanmax(reach)) * 1.3, 1e-9))
     ax.set_xlabel(xlabel)
     if title:
         ax.set_title(title, loc="left")
@@ -188,8 +213,13 @@ def weekly_lines(
     shade_label: str = "this period",
     bars: Sequence[float] | None = None,
     bars_label: str = "contacts",
+    bands: dict[str, tuple[Sequence[float | None], Sequence[float | None]]] | None = None,
 ) -> str:
-    """One line per series over weeks; the report period shaded; optional volume bars behind."""
+    """One line per series over weeks; the report period shaded; optional volume bars behind.
+
+    ``bands`` draw a series' 95% interval as a shaded band. The value axis starts at zero, so a
+    swing looks as big as it is.
+    """
     fig, ax = _new(7.2, 3.0)
     if bars is not None:
         volume_axis = ax.twinx()
@@ -202,19 +232,33 @@ def weekly_lines(
         volume_axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     for i, (name, values) in enumerate(series.items()):
         clean = np.asarray([np.nan if v is None else v for v in values], dtype=float)
-        ax.plot(
-            weeks, clean, marker="o", markersize=3.5, color=PALETTE[i % len(PALETTE)], label=name
-        )
+        color = PALETTE[i % len(PALETTE)]
+        ax.plot(weeks, clean, marker="o", markersize=3.5, color=color, label=name)
+        if bands and name in bands:
+            band_low, band_high = (
+                np.asarray([np.nan if v is None else v for v in side], dtype=float)
+                for side in bands[name]
+            )
+            ax.fill_between(
+                weeks,
+                band_low,
+                band_high,
+                color=color,
+                alpha=0.18,
+                linewidth=0,
+                label="95% interval",
+            )
     if shade_from is not None and len(weeks):
         until = shade_until if shade_until is not None else weeks[-1]
         ax.axvspan(shade_from, until, color="#dbe6fb", alpha=0.6, zorder=0, label=shade_label)
     if percent:
         percent_axis(ax.yaxis)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel(ylabel)
     ax.set_xlabel("week starting")
     date_axis(ax)
     ax.legend(
-        loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8.5, ncols=min(4, len(series) + 1)
+        loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8.5, ncols=min(4, len(series) + 2)
     )
     return to_svg(fig)
 
@@ -361,17 +405,34 @@ def reliability(series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> s
 
 
 @_styled
-def drift_bars(features: Sequence[str], psi: Sequence[float], *, threshold: float = 0.2) -> str:
-    """Population stability index per feature, the alert threshold as a line."""
+def drift_bars(
+    features: Sequence[str],
+    psi: Sequence[float],
+    *,
+    threshold: float = 0.2,
+    expected: Sequence[bool] | None = None,
+) -> str:
+    """Population stability index per feature, the alert threshold as a line.
+
+    Features ``expected`` to move are grey and labelled so, whatever their PSI: never an alert.
+    """
     values = np.asarray(psi, dtype=float)
+    expected = list(expected) if expected is not None else [False] * len(values)
     order = np.argsort(values)[::-1]
     fig, ax = _new(6.2, 0.28 * len(order) + 1.0)
     y = np.arange(len(order))
     colors = [
-        BAD if values[i] > threshold else (ACCENT if values[i] > 0.1 else MUTED) for i in order
+        PREVIOUS
+        if expected[i]
+        else (BAD if values[i] > threshold else (ACCENT if values[i] > 0.1 else MUTED))
+        for i in order
     ]
     ax.barh(y, values[order], color=colors, height=0.7)
-    ax.set_yticks(y, [features[i] for i in order], fontsize=8.5)
+    ax.set_yticks(
+        y,
+        [f"{features[i]} (expected to move)" if expected[i] else features[i] for i in order],
+        fontsize=8.5,
+    )
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
     ax.axvline(threshold, color=BAD, linestyle="--", linewidth=1)
@@ -390,27 +451,96 @@ def drift_bars(features: Sequence[str], psi: Sequence[float], *, threshold: floa
 
 
 @_styled
-def lever_bars(labels: Sequence[str], extra_orders: Sequence[float], *, xlabel: str) -> str:
-    """Extra orders per lever, labelled with the number."""
+def lever_bars(
+    labels: Sequence[str],
+    extra_orders: Sequence[float],
+    *,
+    xlabel: str,
+    low: Sequence[float] | None = None,
+    high: Sequence[float] | None = None,
+) -> str:
+    """Extra orders per lever, labelled with the number; the 95% range as error bars when given."""
     values = np.asarray(extra_orders, dtype=float)
     fig, ax = _new(6.2, 0.55 * len(labels) + 1.0)
     y = np.arange(len(labels))
     ax.barh(y, values, color=[GOOD if v >= 0 else BAD for v in values], height=0.6)
+    extent = np.abs(values)
+    if low is not None and high is not None:
+        lows, highs = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+        ax.errorbar(
+            values,
+            y,
+            xerr=np.vstack([values - lows, highs - values]),
+            fmt="none",
+            ecolor="#1d2433",
+            elinewidth=1,
+            capsize=3,
+        )
+        extent = np.maximum(np.abs(lows), np.abs(highs))
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
     ax.axvline(0, color="#1d2433", linewidth=0.8)
-    for yi, value in zip(y, values, strict=True):
+    for yi, value, reach in zip(y, values, extent, strict=True):
         ax.annotate(
             f"{value:+,.0f}",
-            xy=(value, yi),
+            xy=(np.sign(value or 1.0) * reach, yi),
             xytext=(4 if value >= 0 else -4, 0),
             textcoords="offset points",
             va="center",
             ha="left" if value >= 0 else "right",
             fontsize=9,
         )
-    span = float(np.nanmax(np.abs(values), initial=1.0)) or 1.0
-    ax.set_xlim(min(0.0, float(np.nanmin(values, initial=0)) * 1.3), span * 1.3)
+    span = float(np.nanmax(extent, initial=1.0)) or 1.0
+    lowest = float(np.nanmin(np.minimum(values, -extent * (values < 0)), initial=0))
+    ax.set_xlim(min(0.0, lowest * 1.3), span * 1.3)
     ax.set_xlabel(xlabel)
+    return to_svg(fig)
+
+
+@_styled
+def ratio_intervals(
+    labels: Sequence[str],
+    ratio: Sequence[float],
+    low: Sequence[float],
+    high: Sequence[float],
+    *,
+    xlabel: str,
+    raw: Sequence[float] | None = None,
+    verdict: Sequence[str] | None = None,
+    dot_label: str = "shrunk ratio (95% interval)",
+) -> str:
+    """Observed/expected ratios as dots with 95% intervals, in the given order; 1 marked.
+
+    Green where the interval lies above 1, red below, grey otherwise; ``raw`` (unshrunk) as hollow
+    rings, to show how far each small group was pulled towards 1.
+    """
+    values = np.asarray(ratio, dtype=float)
+    lows, highs = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    fig, ax = _new(6.2, 0.24 * len(labels) + 1.1)
+    y = np.arange(len(labels))
+    palette = {"above": GOOD, "below": BAD}
+    colors = [palette.get(v, MUTED) for v in (verdict or ["within"] * len(labels))]
+    ax.hlines(y, lows, highs, colors=colors, linewidth=2)
+    ax.scatter(values, y, color=colors, s=24, zorder=3, label=dot_label)
+    if raw is not None:
+        ax.scatter(
+            np.asarray(raw, dtype=float),
+            y,
+            facecolors="none",
+            edgecolors="#3d4556",
+            s=18,
+            linewidths=0.8,
+            zorder=2,
+            label="raw observed / expected",
+        )
+    ax.axvline(1.0, color="#1d2433", linestyle="--", linewidth=1)
+    ax.set_yticks(y, labels, fontsize=8.5)
+    ax.invert_yaxis()
+    ax.grid(axis="y", visible=False)
+    ax.xaxis.set_major_formatter(
+        FuncFormatter(lambda v, _: f"{v:.2f}".rstrip("0").rstrip(".") + "×")
+    )
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8.5, ncols=2)
     return to_svg(fig)

@@ -3,8 +3,10 @@
 For each lever the period's contacts are changed as the lever says, their features are rebuilt
 with the same pipeline (so later contacts' history features see the change too), the champion
 after-contact model scores both versions, and the estimate is the sum of the probability
-differences over the period's contacts. These are model estimates of association, not proof of
-cause: the model learnt how outcomes went with these fields in the past.
+differences over the period's contacts. The range resamples the period's contacts (bootstrap,
+1,000 resamples): how much the estimate depends on which contacts happened to come. These are
+model estimates of association, not proof of cause: the model learnt how outcomes went with these
+fields in the past.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from features.rates import RateTables
 from features.schema import WRITTEN_CHANNELS
 from reports.kpis import Period
 from reports.models import Champion
+from reports.stats import bootstrap_sum_range
 
+BOOTSTRAP_SEED = 17
 LONG_WAIT_SECONDS = 300.0
 TARGET_WAIT_SECONDS = 120.0
 # Pre-sales requests: the customer is asking before buying.
@@ -89,6 +93,9 @@ class LeverEstimate:
     contacts_changed: int
     extra_orders: float
     baseline_orders: float
+    # 95% range of extra_orders over bootstrap resamples of the period's contacts.
+    low: float = float("nan")
+    high: float = float("nan")
 
     @property
     def relative(self) -> float | None:
@@ -139,12 +146,16 @@ def estimate_levers(
             changed = baseline.filter(in_scope).height
             scenario = _changed_where(baseline, in_scope, lever.feature_changes())
         scenario_probability = champion.probability(champion.matrix(scenario))
+        difference = scenario_probability - baseline_probability
+        low, high = bootstrap_sum_range(difference, seed=BOOTSTRAP_SEED)
         estimates.append(
             LeverEstimate(
                 lever=lever,
                 contacts_changed=changed,
-                extra_orders=float(np.sum(scenario_probability - baseline_probability)),
+                extra_orders=float(np.sum(difference)),
                 baseline_orders=baseline_orders,
+                low=low,
+                high=high,
             )
         )
     return estimates

@@ -487,6 +487,13 @@ def score_table(
 
     started = time.perf_counter()
     name, alias, version = parse_model_ref(model_ref, settings.champion_alias)
+    from training.uplift_table import score_uplift_table, uplift_version
+
+    uplift = uplift_version(settings, name, alias, version)
+    if (
+        uplift is not None
+    ):  # an uplift model (cto train --treatment): uplift and both arms' P(order)
+        return score_uplift_table(Path(path), name, uplift, settings, Path(out))
     model = load_model(settings, name, alias, version)
     if model.card.get("objective") != "binary":
         raise CTOError(f"{model.label} is not a conversion (binary) model")

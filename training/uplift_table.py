@@ -441,3 +441,46 @@ def _log(
         version = str(registered.version)
         mlflow.MlflowClient().set_model_version_tag(name, version, "run_id", run.info.run_id)
         return run.info.run_id, version
+
+
+def uplift_version(
+    settings: Settings, name: str, alias: str | None, version: str | None
+) -> str | None:
+    """The version number when NAME@ALIAS / NAME/VERSION is a registered uplift model, else None."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    try:
+        found = (
+            client.get_model_version(name, version)
+            if version is not None
+            else client.get_model_version_by_alias(name, alias or settings.champion_alias)
+        )
+    except mlflow.exceptions.MlflowException:
+        return None  # the conversion path reports the missing model with its own message
+    return str(found.version) if found.tags.get("task") == "uplift" else None
+
+
+def score_uplift_table(path: Path, name: str, version: str, settings: Settings, out: Path):
+    """``cto score --table`` with an uplift model: the input columns plus uplift and both arms' P(order)."""
+    import time
+
+    import mlflow
+
+    from training.batch import ScoreResult
+
+    started = time.perf_counter()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+    model, encoding = load_uplift(Path(local) / "artifacts" / "uplift")
+    frame = read_table(Path(path))
+    uplift, p1, p0 = model.predict(encoding.matrix(frame))
+    scored = frame.with_columns(
+        pl.Series("uplift", uplift),
+        pl.Series("p_order_treated", p1),
+        pl.Series("p_order_control", p0),
+    )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    scored.write_parquet(out)
+    label = f"{name} v{version} (uplift, {LEARNER_NAMES.get(model.learner, model.learner)})"
+    return ScoreResult(Path(out), scored.height, [label], time.perf_counter() - started, [])

@@ -41,6 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=Path("report.html"), help="Output file (default report.html)."
     )
     parser.add_argument(
+        "--filter",
+        dest="filters",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="Report only contacts with this value, e.g. --filter channel=phone; repeat to combine "
+        "(values of one column are alternatives, different columns must all hold). Columns: "
+        "channel, intent, segment, direction, handled_by, agent_id.",
+    )
+    parser.add_argument(
         "--format",
         dest="fmt",
         choices=("html", "pdf"),
@@ -62,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from features.settings import get_settings
-    from reports.driver import build_report
+    from reports.driver import build_report, parse_filters
 
     settings = get_settings()
     fmt = args.fmt or ("pdf" if args.out.suffix.lower() == ".pdf" else "html")
@@ -75,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         settings,
         fmt=fmt,
         progress=True,
+        filters=parse_filters(args.filters),
         decision_evidence={"policy": args.policy, "experiment": args.experiment},
     )
     print(f"wrote {path}")

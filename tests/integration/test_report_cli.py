@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date
+
+import polars as pl
 import pytest
 
 from cto.cli import main
@@ -74,3 +77,39 @@ def test_report_rejects_a_bad_period(sim_dir, empty_registry, capsys, arguments,
 def test_report_names_a_missing_data_directory(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_filters_contacts_by_channel_and_segment(sim_dir, empty_registry):
+    from features.kpis import kpi_table
+    from features.labels import label_contacts
+    from features.validate import load_and_validate
+    from reports.kpis import Period, with_segment
+
+    out = empty_registry / "phone.html"
+    arguments = ["report", str(sim_dir), "--since", "2026-03-02", "--until", "2026-03-29"]
+    filters = ["--filter", "channel=phone", "--filter", "segment=enterprise"]
+    assert main([*arguments, *filters, "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "only contacts with channel phone and customer segment enterprise" in page
+    tables = load_and_validate(sim_dir).tables
+    labeled = with_segment(
+        label_contacts(tables["contacts"], tables["orders"], 7, 14), tables["customers"]
+    )
+    period = Period.from_dates(date(2026, 3, 2), date(2026, 3, 29))
+    subset = labeled.filter(
+        period.contains()
+        & (pl.col("channel").cast(pl.String) == "phone")
+        & (pl.col("segment") == "enterprise")
+    )
+    expected = kpi_table(subset).row(0, named=True)["contact_to_order_ratio"]
+    assert f'data-value="{expected!r}"' in page
+    by_channel = pl.read_csv(empty_registry / "phone_tables" / "by-channel.csv")
+    assert by_channel["Group"].to_list() == ["phone"]
+    assert by_channel["Contacts"].sum() == subset.height
+
+
+def test_report_names_a_filter_value_that_does_not_exist(sim_dir, empty_registry, capsys):
+    out = empty_registry / "r.html"
+    assert main(["report", str(sim_dir), "--filter", "channel=fax", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "channel=fax" in err and "values in the data" in err

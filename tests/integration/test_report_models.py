@@ -47,13 +47,16 @@ def test_all_four_champions_load_with_their_cards(setup, trained):
         assert champion.card["feature_names"]
 
 
-def test_drivers_are_ranked_by_mean_absolute_shap_and_add_up(setup):
+def test_drivers_are_ranked_by_their_effect_in_points_and_add_up(setup):
     champion = setup["models"].get("conversion-after-contact")
     sample = setup["features"].head(2_000)
     analysis = explain.conversion_drivers(champion, sample, top=len(champion.feature_names))
-    importance = [d.mean_abs_shap for d in analysis.drivers]
+    # Ranked by the one number the list and the chart print: mean |effect| in points.
+    importance = [d.mean_abs_effect for d in analysis.drivers]
     assert importance == sorted(importance, reverse=True)
     assert len(importance) == len(champion.feature_names)
+    for driver in analysis.drivers:
+        assert explain.points_text(driver.mean_abs_effect) in driver.sentence
     # TreeSHAP adds up to the raw score, so the per-contact probability effects are consistent.
     x = champion.matrix(sample)
     contributions = champion.contributions(x)

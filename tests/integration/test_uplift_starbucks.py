@@ -55,6 +55,19 @@ def test_uplift_on_starbucks_beats_the_t_learner_and_the_reference_nir(
     ).abs().max() < 0.05
     assert scored["uplift"].std() > 0
 
+    # cto score --table knows an uplift model: input columns plus uplift and both arms' P(order).
+    import polars as pl
+
+    out = uplift_env / "scores.parquet"
+    ref = f"{name}/{version.version}"
+    assert (
+        main(["score", "--table", str(data / "test.csv"), "--model", ref, "--out", str(out)]) == 0
+    )
+    table = pl.read_parquet(out)
+    assert table.height == 41_650 and table.columns[:3] == ["ID", "Promotion", "purchase"]
+    assert {"uplift", "p_order_treated", "p_order_control"} <= set(table.columns)
+    assert abs(table["uplift"][:200].to_numpy() - scored["uplift"].to_numpy()).max() < 1e-9
+
 
 def test_uplift_names_a_bad_treatment_column(shared_data, uplift_env, capsys):
     from cto.cli import main

@@ -116,6 +116,7 @@ def histories(draw) -> dict:
         }
         for i in range(draw(st.integers(0, 5)))
     ]
+    edge = None
     if history and draw(st.booleans()):  # an order exactly at the horizon after a contact
         anchor = draw(st.sampled_from(history))["started_at"]
         shift = timedelta(days=HORIZON_DAYS) + draw(
@@ -130,6 +131,7 @@ def histories(draw) -> dict:
                 "contact_id": None,
             }
         )
+        edge = anchor + shift
     customer = None
     if draw(st.booleans()):
         customer = {
@@ -139,8 +141,10 @@ def histories(draw) -> dict:
             "first_seen_at": draw(st.none() | offsets.map(lambda o: BASE + o)),
         }
     scored = draw(contacts(999, complete=True))
-    tie = draw(st.integers(0, 3)) if history else 0
-    if tie == 1:  # the same instant as a history contact
+    tie = draw(st.integers(0, 4)) if history else 0
+    if tie == 4 and edge is not None:  # soon after that order: does it end the journey?
+        scored["started_at"] = edge + timedelta(hours=draw(st.integers(1, 48)))
+    elif tie == 1:  # the same instant as a history contact
         scored["started_at"] = draw(st.sampled_from(history))["started_at"]
     elif tie == 2:  # within the millisecond after a history contact's outcome became known
         known = draw(st.sampled_from(history))

@@ -75,18 +75,48 @@ def test_headline_compares_with_the_previous_period():
     assert values["contacts_per_order"].current == pytest.approx(4 / 3)
 
 
-def test_breakdown_ranks_only_groups_with_enough_contacts():
-    rows = [("a1", "phone", i % 5, i < 30) for i in range(60)]  # 50%
-    rows += [("a1", "chat", i % 5, i < 10) for i in range(60)]  # 17%
-    rows += [("a1", "email", i % 5, i < 50) for i in range(60)]  # 83%
-    rows += [("a1", "sms", i % 5, True) for i in range(5)]  # 100% but only 5 contacts
+def test_breakdown_marks_best_and_worst_only_where_the_interval_excludes_the_overall_rate():
+    rows = [("a1", "phone", i % 5, i < 100) for i in range(200)]  # 50%
+    rows += [("a1", "chat", i % 5, i < 20) for i in range(200)]  # 10%: credibly below
+    rows += [("a1", "email", i % 5, i < 170) for i in range(200)]  # 85%: credibly above
+    rows += [("a1", "sms", i % 5, i < 4) for i in range(5)]  # 80% but of 5: not credible
     labeled = _labeled(rows)
     period = Period(START.replace(hour=0), START.replace(hour=0) + timedelta(days=7))
-    table = breakdown(labeled, period, "channel", min_contacts=50)
+    table = breakdown(labeled, period, "channel")
     ranks = dict(zip(table["group"], table["rank"], strict=True))
     assert ranks == {"email": "best", "chat": "worst", "phone": "", "sms": ""}
+    verdict = dict(zip(table["group"], table["vs_overall"], strict=True))
+    assert verdict == {"email": "above", "chat": "below", "phone": "within", "sms": "within"}
     expected = kpi_table(labeled, by=["channel"]).sort("channel")
     assert sorted(table["contacts"].to_list()) == sorted(expected["contacts"].to_list())
+    row = table.filter(pl.col("group") == "email").row(0, named=True)
+    assert row["ratio_low"] < row["contact_to_order_ratio"] < row["ratio_high"]
+
+
+def test_breakdown_marks_nothing_when_groups_differ_only_by_chance():
+    rows = [("a1", "phone", i % 5, i % 7 == 0) for i in range(80)]
+    rows += [("a1", "chat", i % 5, i % 6 == 0) for i in range(80)]
+    rows += [("a1", "email", i % 5, i % 8 == 0) for i in range(80)]
+    period = Period(START.replace(hour=0), START.replace(hour=0) + timedelta(days=7))
+    table = breakdown(_labeled(rows), period, "channel")
+    assert set(table["rank"]) == {""}
+    assert set(table["vs_overall"]) == {"within"}
+
+
+def test_a_change_is_marked_only_when_the_test_says_so():
+    # Previous week phone 20/100 and chat 20/100; this week phone 45/100 (real), chat 23/100.
+    rows = [("a1", "phone", i % 5, i < 20) for i in range(100)]
+    rows += [("a1", "chat", i % 5, i < 20) for i in range(100)]
+    rows += [("a1", "phone", 7 + i % 5, i < 45) for i in range(100)]
+    rows += [("a1", "chat", 7 + i % 5, i < 23) for i in range(100)]
+    period = Period(
+        START.replace(hour=0) + timedelta(days=7), START.replace(hour=0) + timedelta(days=14)
+    )
+    table = breakdown(_labeled(rows), period, "channel")
+    marked = dict(zip(table["group"], table["change_marked"], strict=True))
+    assert marked == {"phone": True, "chat": False}
+    change = dict(zip(table["group"], table["ratio_change"], strict=True))
+    assert change["phone"] == pytest.approx(0.25) and change["chat"] == pytest.approx(0.03)
 
 
 def test_agent_extremes_leave_out_low_volume_agents():
@@ -157,3 +187,53 @@ def test_every_registered_feature_gets_a_plain_name():
         assert "_" not in name, feature.name
     assert plain_name("wait_mean_30d") == "Average wait in the last 30 days"
     assert axis_label("wait_seconds") == "Waiting time (minutes)"
+
+
+def test_exported_csv_holds_exactly_the_rows_and_columns_of_its_table(tmp_path):
+    """The CSV beside the page equals the table: same headings, rows, and values behind the text."""
+    frame = pl.DataFrame(
+        {
+            "group": ["phone", "chat", "web_form"],
+            "contacts": [1200, 340, 75],
+            "contact_to_order_ratio": [0.1512345, 0.12, None],
+            "note": ["a, b", 'say "hi"', None],
+        }
+    )
+    columns = (
+        html.ColumnFormat("group", "Group"),
+        html.ColumnFormat("contacts", "Contacts", html.fmt_count, numeric=True),
+        html.ColumnFormat("contact_to_order_ratio", "Led to an order", html.fmt_percent, True),
+        html.ColumnFormat("note", "Note"),
+    )
+    exports = html.Exports("report_tables")
+    rendered = html.table(frame, columns, table_id="by-channel", exports=exports)
+    assert 'href="report_tables/by-channel.csv"' in rendered
+    (path,) = exports.write(tmp_path / "report_tables")
+    back = pl.read_csv(path)
+    assert back.columns == ["Group", "Contacts", "Led to an order", "Note"]
+    assert back["Group"].to_list() == ["phone", "chat", "web_form"]
+    assert back["Contacts"].to_list() == [1200, 340, 75]
+    assert back["Led to an order"].to_list() == [0.1512345, 0.12, None]
+    assert back["Note"].to_list() == ["a, b", 'say "hi"', None]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rendered)
+    assert cells[:4] == ["phone", "1,200", "15.1%", "a, b"]
+    with pytest.raises(ValueError, match="share the id"):
+        html.table(frame, columns, table_id="by-channel", exports=exports)
+
+
+def test_filters_parse_and_reject_unknown_columns_and_values():
+    from reports.driver import apply_filters, parse_filters
+
+    filters = parse_filters(["channel=phone", "channel=chat", "segment=enterprise"])
+    assert filters == {"channel": ("phone", "chat"), "segment": ("enterprise",)}
+    with pytest.raises(CTOError, match="filterable columns"):
+        parse_filters(["colour=red"])
+    with pytest.raises(CTOError, match="COLUMN=VALUE"):
+        parse_filters(["channel"])
+    labeled = _labeled(
+        [("a1", "phone", 0, True), ("a2", "chat", 0, False), ("a3", "email", 1, True)]
+    )
+    kept = apply_filters(labeled, {"channel": ("phone", "chat")})
+    assert sorted(kept["channel"].to_list()) == ["chat", "phone"]
+    with pytest.raises(CTOError, match="values in the data: chat, email, phone"):
+        apply_filters(labeled, {"channel": ("fax",)})

@@ -91,3 +91,16 @@ def test_categorical_drift_names_the_level_that_moved():
     assert moved.detail.startswith("email") or moved.detail.startswith("phone")
     new_level = categorical_drift("channel", {"phone": 500, "sms": 500}, reference)
     assert new_level.psi > PSI_ALERT
+
+
+def test_features_declared_expected_to_move_never_alert_and_windows_warm_up():
+    from reports.drift import expected_move
+
+    for feature in ("contacts_lifetime", "tenure_days", "agent_conversion_rate"):
+        assert expected_move(feature) is not None
+    assert expected_move("days_since_last_order") is not None
+    assert expected_move("wait_seconds") is None and expected_move("channel") is None
+    # A 90-day window of training rows that began 40 days into the data was not full yet.
+    assert "90-day window" in expected_move("contacts_90d", warm_up_days=40)
+    assert expected_move("contacts_7d", warm_up_days=40) is None
+    assert expected_move("contacts_90d", warm_up_days=120) is None

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = ["simulate", "features", "online_features", "training", "explain", "serving"]
+ORDER = [
+    "simulate",
+    "features",
+    "scale_out",
+    "online_features",
+    "training",
+    "explain",
+    "serving",
+    "crash",
+    "soak",
+    "fuzz",
+]
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from pydantic import ValidationError
+
 from features.errors import CTOError
 
 COMMANDS = {
@@ -73,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     except CTOError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ValidationError as exc:  # settings from CTO_* variables or options
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(part) for part in error["loc"]) or exc.title
+            print(f"error: {exc.title} {where}: {error['msg']}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -279,6 +279,54 @@ def label_contacts(
     return labeled.collect(engine=_ENGINE)
 
 
+def label_conversions(
+    contacts: pl.DataFrame | pl.LazyFrame,
+    orders: pl.DataFrame | pl.LazyFrame,
+    horizon_days: int | None = None,
+) -> pl.DataFrame:
+    """``converted`` and ``label_known_at`` of every contact, as :func:`label_contacts` gives them.
+
+    The global rate step needs only these two labels, not journeys: one as-of join of each
+    contact to its customer's first order at or after its start, on frames sorted by time alone
+    (each customer's rows are then in time order, all ``join_asof(by=...)`` needs), a fraction of
+    the full labelling's cost. Rows keep the input order; all input columns are kept.
+    """
+    horizon_days, _ = resolve_days(horizon_days, 1)
+    contacts_lf = contacts.lazy()
+    orders_lf = orders.lazy()
+    time_dtype = _require_columns(contacts_lf, "contacts", CONTACT_KEYS)["started_at"]
+    _require_columns(orders_lf, "orders", ORDER_KEYS)
+    horizon = pl.duration(days=horizon_days)
+    first_order_from = (
+        orders_lf.select(
+            pl.col("customer_id"), pl.col("ordered_at").cast(time_dtype).alias("_next_order_at")
+        )
+        .drop_nulls()
+        .sort("_next_order_at")
+    )
+    labeled = (
+        contacts_lf.with_row_index("_row")
+        .sort("started_at")
+        .join_asof(
+            first_order_from,
+            left_on="started_at",
+            right_on="_next_order_at",
+            by="customer_id",
+            strategy="forward",
+            check_sortedness=False,
+        )
+        .sort("_row")
+        .with_columns(
+            (pl.col("_next_order_at") <= pl.col("started_at") + horizon)
+            .fill_null(False)
+            .alias("converted"),
+            (pl.col("started_at") + horizon).alias("label_known_at"),
+        )
+        .drop("_row", "_next_order_at")
+    )
+    return labeled.collect(engine=_ENGINE)
+
+
 def _dropoff_label(contact_schema: pl.Schema) -> pl.Expr:
     """The recorded drop-off reason of a contact that did not convert (null for converted ones)."""
     if "dropoff_reason" not in contact_schema:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -137,38 +137,54 @@ def compute_rates(
         *[expr.alias(f"_key_{name}") for name, expr in keys.items()],
     ).filter(pl.col("_converted").is_not_null())
 
+    # One sort by time and one per key (by a dense integer key id), then running sums read at the
+    # last row of each instant: no group-by over nearly unique instants, no string sorts.
+    outcomes = outcomes.collect(engine=ENGINE)
     global_rate = (
-        outcomes.group_by(KNOWN_AT)
-        .agg(pl.len().alias("outcomes"), pl.col("_converted").sum().alias("conversions"))
+        outcomes.lazy()
+        .select(KNOWN_AT, "_converted")
         .sort(KNOWN_AT)
-        .with_columns(pl.col("outcomes").cum_sum(), pl.col("conversions").cum_sum())
-        .with_columns((pl.col("conversions") / pl.col("outcomes")).alias("rate"))
+        .with_columns(
+            pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("outcomes"),
+            pl.col("_converted").cum_sum().alias("conversions"),
+        )
+        .filter(_last_of_run(KNOWN_AT))
+        .select(
+            KNOWN_AT,
+            "outcomes",
+            "conversions",
+            (pl.col("conversions") / pl.col("outcomes")).alias("rate"),
+        )
         .collect(engine=ENGINE)
     )
+    prior = global_rate.lazy().select(KNOWN_AT, pl.col("rate").alias("prior"))
     tables = {}
     for name in keys:
+        key = f"_key_{name}"
+        present = outcomes.lazy().filter(pl.col(key).is_not_null())
+        names = present.select(pl.col(key).unique().sort()).collect(engine=ENGINE).to_series()
+        ids = pl.col(key).replace_strict(
+            names, pl.int_range(names.len(), dtype=pl.UInt32, eager=True)
+        )
         per_key = (
-            outcomes.filter(pl.col(f"_key_{name}").is_not_null())
-            .group_by(pl.col(f"_key_{name}").alias("key"), KNOWN_AT)
-            .agg(pl.len().alias("outcomes"), pl.col("_converted").sum().alias("conversions"))
-            .sort("key", KNOWN_AT)
-            .with_columns(
-                pl.col("outcomes").cum_sum().over("key"),
-                pl.col("conversions").cum_sum().over("key"),
-            )
-            .sort(KNOWN_AT)
-            .join_asof(
-                global_rate.lazy().select(KNOWN_AT, pl.col("rate").alias("prior")),
-                on=KNOWN_AT,
-                strategy="backward",
-            )
-            .with_columns(
+            present.select(ids.alias("_key_id"), pl.col(key).alias("key"), KNOWN_AT, "_converted")
+            .sort("_key_id", KNOWN_AT)
+            .with_columns(_running_within_key())
+            .filter(_last_of_run("_key_id", KNOWN_AT))
+            # Every instant of a key is an instant of the global table: an equi-join finds the
+            # global rate known then (the asof backward match).
+            .join(prior, on=KNOWN_AT, how="left", maintain_order="left")
+            .select(
+                "key",
+                KNOWN_AT,
+                "outcomes",
+                "conversions",
+                "prior",
                 (
                     (pl.col("conversions") + prior_strength * pl.col("prior"))
                     / (pl.col("outcomes") + prior_strength)
-                ).alias("rate")
+                ).alias("rate"),
             )
-            .sort("key", KNOWN_AT)
             .collect(engine=ENGINE)
         )
         tables[name] = per_key
@@ -178,6 +194,29 @@ def compute_rates(
         tables=tables,
         global_rate=global_rate,
     )
+
+
+def _last_of_run(*columns: str) -> pl.Expr:
+    """True on the last row of each run of equal ``columns`` (of a frame sorted by them)."""
+    changes = [(pl.col(c) != pl.col(c).shift(-1)).fill_null(True) for c in columns]
+    return pl.any_horizontal(changes)
+
+
+def _running_within_key() -> list[pl.Expr]:
+    """Cumulative outcomes and conversions of each key (rows sorted by key id, then time).
+
+    Global running sums minus their value before the key's first row: exact integer sums, no
+    per-key window.
+    """
+    first = (pl.col("_key_id") != pl.col("_key_id").shift(1)).fill_null(True)
+    index = pl.int_range(pl.len(), dtype=pl.Int64)
+    start = pl.when(first).then(index).forward_fill()
+    conversions = pl.col("_converted").cum_sum()
+    before = conversions - pl.col("_converted")
+    return [
+        (index - start + 1).cast(pl.UInt32).alias("outcomes"),
+        (conversions - before.gather(start)).alias("conversions"),
+    ]
 
 
 def join_rates(
@@ -221,7 +260,10 @@ def _join_rates_lazy(
             ).with_columns(_snapshot_known(name))
         joined = keyed.with_columns(lookup.global_expr)
     else:
-        joined = keyed.with_row_index("_rate_row").sort("started_at")
+        # The joins run on the few columns they need (sorting moves every column), and their
+        # results are put back beside the rows in input order.
+        rate_columns = ["started_at", *[f"_rate_key_{name}" for name in names]]
+        joined = keyed.select(rate_columns).with_row_index("_rate_row").sort("started_at")
         joined = joined.join_asof(
             lookup.global_table,
             left_on="started_at",
@@ -229,17 +271,22 @@ def _join_rates_lazy(
             strategy="backward",
             allow_exact_matches=False,
         )
-        for name in names:
-            joined = joined.join_asof(
-                lookup.tables[name],
-                left_on="started_at",
-                right_on=f"_known_at_{name}",
-                by=f"_rate_key_{name}",
-                strategy="backward",
-                allow_exact_matches=False,
-                check_sortedness=False,
-            )
-        joined = joined.sort("_rate_row").drop("_rate_row")
+        if lookup.composite is not None:
+            joined = _join_composite(joined, lookup.composite, names)
+        else:
+            for name in names:
+                joined = joined.join_asof(
+                    lookup.tables[name],
+                    left_on="started_at",
+                    right_on=f"_known_at_{name}",
+                    by=f"_rate_key_{name}",
+                    strategy="backward",
+                    allow_exact_matches=False,
+                    check_sortedness=False,
+                )
+        joined = pl.concat(
+            [keyed, joined.sort("_rate_row").drop("_rate_row", *rate_columns)], how="horizontal"
+        )
     return joined.with_columns(_smoothed_rate_exprs(names, rates.prior_strength))
 
 
@@ -284,6 +331,22 @@ class _RateLookup:
     tables: dict[str, pl.LazyFrame]
     global_table: pl.LazyFrame
     global_expr: pl.Expr
+    composite: _CompositeTables | None = None
+
+
+@dataclass(frozen=True)
+class _CompositeTables:
+    """Rate tables keyed by one Int64: the key's rank in the high bits, microseconds below.
+
+    An as-of join on one sorted integer costs a merge, where ``join_asof(by=key)`` hashes every
+    row of the (nearly contact-sized) tables again for each batch it joins: with batches of a few
+    hundred thousand contacts that was most of the feature job's time (docs/benchmarks.md).
+    """
+
+    base_us: int
+    time_bits: int
+    keys: dict[str, pl.Series]
+    tables: dict[str, pl.LazyFrame]
 
 
 # Keyed by id(rates); the RateTables object is kept in the entry so its id cannot be reused.
@@ -295,16 +358,13 @@ def _rate_lookup(rates: RateTables) -> _RateLookup:
     cached = _LOOKUPS.get(id(rates))
     if cached is not None and cached[0] is rates:
         return cached[1]
-    tables = {
-        name: table.lazy()
-        .select(
+    renamed = {
+        name: table.select(
             pl.col("key").alias(f"_rate_key_{name}"),
             pl.col(KNOWN_AT).alias(f"_known_at_{name}"),
             pl.col("conversions").alias(f"_rate_{name}_conversions"),
             pl.col("outcomes").alias(f"_rate_{name}_outcomes"),
         )
-        .sort(f"_known_at_{name}")
-        .collect(engine=ENGINE)
         for name, table in rates.tables.items()
     }
     global_table = rates.global_rate.select(
@@ -312,9 +372,10 @@ def _rate_lookup(rates: RateTables) -> _RateLookup:
     ).sort("_global_known_at")
     # A snapshot (one row per key, one global row: what the service loads) needs no as-of join.
     snapshot = global_table.height == 1 and all(
-        table.height == table[f"_rate_key_{name}"].n_unique() for name, table in tables.items()
+        table.height == table[f"_rate_key_{name}"].n_unique() for name, table in renamed.items()
     )
     global_expr = pl.lit(None, pl.Float64).alias("_rate_global")
+    composite = None
     if snapshot:
         known_at, rate = global_table.row(0)
         global_expr = (
@@ -324,9 +385,19 @@ def _rate_lookup(rates: RateTables) -> _RateLookup:
             .then(pl.lit(rate, pl.Float64))
             .alias("_rate_global")
         )
+    else:
+        composite = _composite_tables(renamed)
+    # Sorted by time for join_asof(by=key) only when the composite key cannot be used.
+    tables = {
+        name: table.lazy()
+        if snapshot or composite is not None
+        else table.sort(f"_known_at_{name}").lazy()
+        for name, table in renamed.items()
+    }
     lookup = _RateLookup(
+        composite=composite,
         snapshot=snapshot,
-        tables={name: table.lazy() for name, table in tables.items()},
+        tables=tables,
         global_table=global_table.lazy(),
         global_expr=global_expr,
     )
@@ -334,6 +405,100 @@ def _rate_lookup(rates: RateTables) -> _RateLookup:
         _LOOKUPS.clear()
     _LOOKUPS[id(rates)] = (rates, lookup)
     return lookup
+
+
+def _composite_tables(tables: dict[str, pl.DataFrame]) -> _CompositeTables | None:
+    """The tables keyed as :class:`_CompositeTables` (None if keys and time need over 62 bits)."""
+    times = [
+        table[f"_known_at_{name}"].cast(pl.Datetime("us", "UTC")) for name, table in tables.items()
+    ]
+    lows = [t.min() for t in times if t.len()]
+    if not lows:
+        return None
+    base = min(lows)
+    span = max(t.max() for t in times if t.len()) - base
+    time_bits = (int(span / timedelta(microseconds=1)) + 2).bit_length()
+    keys, keyed = {}, {}
+    for name, table in tables.items():
+        names = table[f"_rate_key_{name}"].unique().drop_nulls().sort()
+        if time_bits + (names.len() + 1).bit_length() > 62:
+            return None
+        keys[name] = names
+        keyed[name] = (
+            table.lazy()
+            .select(
+                _key_ids(f"_rate_key_{name}", names).alias(f"_rate_kid_{name}"),
+                _offset(f"_known_at_{name}", base, time_bits).alias("_offset"),
+                f"_rate_{name}_conversions",
+                f"_rate_{name}_outcomes",
+            )
+            .select(
+                (pl.col(f"_rate_kid_{name}") * (1 << time_bits) + pl.col("_offset")).alias(
+                    f"_rate_c_{name}"
+                ),
+                pl.exclude("_offset"),
+            )
+            .sort(f"_rate_c_{name}")
+            .collect(engine=ENGINE)
+            .lazy()
+        )
+    base_us = int((base - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+    return _CompositeTables(base_us=base_us, time_bits=time_bits, keys=keys, tables=keyed)
+
+
+def _key_ids(column: str, names: pl.Series) -> pl.Expr:
+    """Rank of each key among ``names`` (sorted); null for a key the tables never saw."""
+    ids = pl.int_range(names.len(), dtype=pl.Int64, eager=True)
+    return pl.col(column).replace_strict(names, ids, default=None, return_dtype=pl.Int64)
+
+
+def _offset(time: str, base: object, time_bits: int) -> pl.Expr:
+    """Microseconds since ``base``, clipped to the key's bit field.
+
+    A time before ``base`` becomes -1 (below the key's first row: no match); one after the last
+    row keeps its key's bits and sorts after every row of the key.
+    """
+    micros = (pl.col(time).cast(pl.Datetime("us", "UTC")) - pl.lit(base)).dt.total_microseconds()
+    return micros.clip(-1, (1 << time_bits) - 1)
+
+
+def _join_composite(
+    joined: pl.LazyFrame, composite: _CompositeTables, names: tuple[str, ...]
+) -> pl.LazyFrame:
+    """Each key's outcomes known strictly before ``started_at`` (rows come back in any order)."""
+    base = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=composite.base_us)
+    for name in names:
+        names_ = composite.keys[name]
+        key = f"_rate_key_{name}"
+        left = f"_rate_lc_{name}"
+        kid = f"_rate_lkid_{name}"
+        joined = (
+            joined.with_columns(_key_ids(key, names_).alias(kid))
+            .with_columns(
+                (
+                    pl.col(kid) * (1 << composite.time_bits)
+                    + _offset("started_at", base, composite.time_bits)
+                ).alias(left)
+            )
+            .sort(left)
+            .join_asof(
+                composite.tables[name],
+                left_on=left,
+                right_on=f"_rate_c_{name}",
+                strategy="backward",
+                allow_exact_matches=False,
+                check_sortedness=False,
+            )
+            .with_columns(
+                # A match in the previous key's rows means this key had no outcome yet.
+                pl.when(pl.col(f"_rate_kid_{name}") == pl.col(kid))
+                .then(pl.col(f"_rate_{name}_{column}"))
+                .alias(f"_rate_{name}_{column}")
+                for column in ("conversions", "outcomes")
+            )
+            .drop(left, kid, f"_rate_c_{name}", f"_rate_kid_{name}")
+        )
+    return joined
 
 
 RATE_INPUTS = (
@@ -351,36 +516,37 @@ def compute_rates_partitioned(
     input_dir: Path | str,
     n_partitions: int,
     horizon_days: int,
-    journey_gap_days: int,
 ) -> RateTables:
     """:func:`compute_rates` for data larger than memory.
 
-    Labels are per customer, so each customer-hash partition is labeled on its own; only the few
+    A contact's outcome depends on its own customer's orders only, so each customer-hash
+    partition is labelled on its own (:func:`features.labels.label_conversions`); only the few
     columns a rate needs are kept from each, then the global step runs once on all of them.
     """
-    from features.labels import label_contacts
-
     scans = scan_tables(Path(input_dir))
-    observed_until = (
-        pl.concat(
-            [
-                scans["contacts"].select(pl.col("started_at").max().alias("at")),
-                scans["orders"].select(pl.col("ordered_at").max().alias("at")),
-            ]
+    pieces = [
+        rate_inputs(
+            scans["contacts"].filter(customer_partition(n_partitions) == part),
+            scans["orders"].filter(customer_partition(n_partitions) == part),
+            horizon_days,
         )
-        .select(pl.col("at").max())
-        .collect(engine=ENGINE)
-        .item()
-    )
-    pieces = []
-    for part in range(n_partitions):
-        mine = customer_partition(n_partitions) == part
-        labeled = label_contacts(
-            scans["contacts"].filter(mine),
-            scans["orders"].filter(mine),
-            horizon_days=horizon_days,
-            journey_gap_days=journey_gap_days,
-            observed_until=observed_until,
-        )
-        pieces.append(labeled.select([c for c in RATE_INPUTS if c in labeled.columns]))
+        for part in range(n_partitions)
+    ]
     return compute_rates(pl.concat(pieces), horizon_days=horizon_days)
+
+
+def rate_inputs(
+    contacts: pl.DataFrame | pl.LazyFrame, orders: pl.DataFrame | pl.LazyFrame, horizon_days: int
+) -> pl.DataFrame:
+    """The labelled columns :func:`compute_rates` reads, for contacts and their customers' orders.
+
+    Per customer: a customer-hash partition gives exactly its contacts' rows of the whole table.
+    """
+    from features.labels import label_conversions
+
+    schema = contacts.lazy().collect_schema()
+    keep = ["contact_id", "customer_id", *[c for c in RATE_INPUTS if c in schema]]
+    labeled = label_conversions(
+        contacts.lazy().select(list(dict.fromkeys(keep))), orders, horizon_days
+    )
+    return labeled.select([c for c in RATE_INPUTS if c in labeled.columns])

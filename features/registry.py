@@ -808,8 +808,10 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "Larger than memory: `features.pipeline.build_features_partitioned"
         "(input_dir, out_dir, n_partitions)` (`cto features --partitions N`) reads one customer-hash "
         "partition at a time from Parquet and writes `part-NNNNN.parquet` per partition: Polars' "
-        "streaming engine cannot run `over`/rolling windows out of core, partitions can. On Dask, "
-        "the same function runs one task per partition with the rate tables broadcast.",
+        "streaming engine cannot run `over`/rolling windows out of core, partitions can. On Dask "
+        "(`cto features --dask`, [scale-out.md](scale-out.md)), `build_features` runs as one task "
+        "per partition with the rate tables computed once and broadcast; the files are identical "
+        "to `--partitions N`.",
         "",
         "## Real data: the Olist marketing funnel",
         "",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,15 +42,46 @@ class Settings(BaseSettings):
     # Serving
     host: str = Field("127.0.0.1", description="Address the service binds to.")
     port: int = Field(3000, ge=1, le=65535, description="Port the service binds to.")
-    api_token: str | None = Field(None, description="Bearer token; when set, requests need it.")
+    api_token: str | None = Field(
+        None,
+        description="Bearer token; when set, requests need it. Unset runs without auth; an empty or "
+        "blank value is an error (a template that forgot to fill it in must not open the API).",
+    )
     event_store_url: str = Field(
         "sqlite:///events.db", description="Event store: a SQLite file or a database server URL."
     )
     history_days: int = Field(120, ge=1, description="Bounded history window kept per customer.")
     workers: int = Field(1, ge=1, description="Service worker processes.")
+    max_clock_skew_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="/events rejects rows dated later than the server's clock plus this.",
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted; larger ones get 413 before they are parsed.",
+    )
     model_poll_seconds: float = Field(
         30.0, gt=0, description="How often the service checks the registry for a new champion."
     )
+
+    # Scale-out
+    dask: str | None = Field(
+        None,
+        description="Run batch commands on Dask: a scheduler address (tcp://host:8786) or "
+        "local:N (a local cluster of N worker processes); unset: one process.",
+    )
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value != value.strip()):
+            raise ValueError(
+                "CTO_API_TOKEN is empty or has surrounding spaces: set a token, or unset the "
+                "variable to run without authentication"
+            )
+        return value
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -44,6 +44,7 @@ class ReportData:
     observed_until: datetime
     rejected_rows: int
     source: str
+    tables: dict | None = None  # the validated tables (for the data profile)
 
 
 def load_report_data(data_dir: Path, settings: Settings) -> ReportData:
@@ -75,6 +76,7 @@ def load_report_data(data_dir: Path, settings: Settings) -> ReportData:
         observed_until=observed_until,
         rejected_rows=rejected,
         source=str(data_dir),
+        tables=result.tables,
     )
 
 
@@ -1119,6 +1121,7 @@ def render_report(
     settings: Settings | None = None,
     *,
     progress: bool = False,
+    allow_other_data: bool = False,
     filters: dict[str, tuple[str, ...]] | None = None,
     tables_folder: str = "report_tables",
     decision_evidence: dict[str, Path | None] | None = None,
@@ -1137,9 +1140,22 @@ def render_report(
     say = _progress(progress)
     say(f"reading {data_dir}")
     data = load_report_data(Path(data_dir), settings)
+    last_contact = data.contacts["started_at"].max()
     period = report_kpis.resolve_period(
-        since, until, data.observed_from, data.observed_until, settings.horizon_days
+        since,
+        until,
+        data.observed_from,
+        data.observed_until,
+        settings.horizon_days,
+        last_contact=last_contact,
     )
+    in_period = data.contacts.filter(period.contains()).height
+    if in_period == 0:
+        raise CTOError(
+            f"the period {period.label} has no contacts: the data's contacts run from "
+            f"{data.observed_from:%Y-%m-%d} to {last_contact:%Y-%m-%d} (orders until "
+            f"{data.observed_until:%Y-%m-%d}); choose --since/--until inside that span"
+        )
     # Rates and history features use every contact; the filter picks the contacts reported on.
     all_labeled = data.labeled
     if filters:
@@ -1156,6 +1172,7 @@ def render_report(
 
     say(f"loading champion models from {settings.tracking_uri}")
     models = load_champions(settings)
+    header_html = _models_header(models, data, settings, allow_other_data)
     features = rates = arrival_features = None
     if models.champions:
         say("building the period's features")
@@ -1174,9 +1191,22 @@ def render_report(
                 horizon_days=settings.horizon_days,
             ).join(reported, on="contact_id", how="semi")
 
-        features = period_features("after_contact")
+        # The data's own columns some champions learnt from (e.g. an import's lead origin).
+        from training.data import with_data_columns
+
+        data_columns = sorted(
+            {
+                c
+                for champion in models.champions.values()
+                for c in (champion.card.get("feature_set") or {}).get("data_columns", [])
+            }
+        )
+
+        features = with_data_columns(period_features("after_contact"), data.contacts, data_columns)
         if models.get("conversion-arrival") is not None:
-            arrival_features = period_features("arrival")
+            arrival_features = with_data_columns(
+                period_features("arrival"), data.contacts, data_columns
+            )
     ctx = Context(
         data, period, models, features, rates, settings, say, findings, exports, arrival_features
     )
@@ -1214,8 +1244,43 @@ def render_report(
         subtitle=subtitle,
         sections=[headline, where, why, what_if, model_health, *extra],
         footer=footer,
+        header_html=header_html,
     )
     return RenderedReport(page, exports)
+
+
+def _models_header(models, data: ReportData, settings: Settings, allow_other_data: bool) -> str:
+    """The header's line naming each champion and its training data; refuses (or, allowed, marks
+    in red) champions that learnt from data of another source or schema than this report's."""
+    from training.batch import check_models_fit_data, describe_data
+    from training.data import directory_profile
+
+    if not models.champions:
+        return ""
+    profile = directory_profile(Path(data.source), data.tables)
+    loaded = [_as_loaded(champion) for champion in models.champions.values()]
+    problems = check_models_fit_data(loaded, profile, allow_other_data, what="explain")
+    trained_on = {}
+    for champion in models.champions.values():
+        trained_on.setdefault(describe_data(champion.card.get("data") or {}), []).append(
+            f"{champion.name} v{champion.version}"
+        )
+    lines = "; ".join(
+        f"{', '.join(names)} trained on {where}" for where, names in trained_on.items()
+    )
+    out = f'<p class="models">Models: {html.esc(lines)}</p>'
+    if problems:
+        out += html.warning(
+            "These models were trained on other data than this report's and explain it anyway "
+            "(--allow-other-data): " + " | ".join(problems)
+        )
+    return out
+
+
+def _as_loaded(champion):
+    from training.batch import LoadedModel
+
+    return LoadedModel(champion.name, champion.version, "champion", champion.card, champion.booster)
 
 
 def build_report(
@@ -1227,6 +1292,7 @@ def build_report(
     *,
     fmt: str = "html",
     progress: bool = False,
+    allow_other_data: bool = False,
     filters: dict[str, tuple[str, ...]] | None = None,
     decision_evidence: dict[str, Path | None] | None = None,
 ) -> Path:
@@ -1248,6 +1314,7 @@ def build_report(
         until,
         settings,
         progress=progress,
+        allow_other_data=allow_other_data,
         filters=filters,
         tables_folder=folder,
         decision_evidence=decision_evidence,

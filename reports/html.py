@@ -300,7 +300,13 @@ class Section:
         )
 
 
-def document(title: str, subtitle: str, sections: Sequence[Section], footer: str) -> str:
+def document(
+    title: str,
+    subtitle: str,
+    sections: Sequence[Section],
+    footer: str,
+    header_html: str = "",
+) -> str:
     """The whole page. A strict Content-Security-Policy makes the no-external-resources promise
     enforceable: a browser refuses any script, font or remote image that slips in."""
     toc = "".join(f'<a href="#{esc(s.ident)}">{esc(s.title)}</a>' for s in sections)
@@ -311,7 +317,7 @@ def document(title: str, subtitle: str, sections: Sequence[Section], footer: str
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{STYLE}</style></head><body><main>"
-        f'<header class="report"><h1>{esc(title)}</h1><p>{esc(subtitle)}</p>'
+        f'<header class="report"><h1>{esc(title)}</h1><p>{esc(subtitle)}</p>{header_html}'
         f'<nav class="toc">{toc}</nav></header>'
         + "".join(s.render() for s in sections)
         + f"<footer>{esc(footer)}</footer></main></body></html>\n"

@@ -64,16 +64,21 @@ def resolve_period(
     data_start: datetime,
     data_end: datetime,
     horizon_days: int,
+    *,
+    last_contact: datetime | None = None,
 ) -> Period:
-    """The report period; defaults end at the last day whose outcomes are all known."""
+    """The report period; by default the last complete period with data: it ends at the last day
+    whose outcomes are all known, or at the last contact when orders run on past the contacts."""
     if until is None:
         until = (data_end - timedelta(days=horizon_days)).date() - timedelta(days=1)
+        if last_contact is not None:
+            until = min(until, last_contact.date())
     if since is None:
         since = until - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
     period = Period.from_dates(since, until)
     if period.end <= data_start or period.start > data_end:
         raise CTOError(
-            f"the period {period.label} has no data: contacts run from {data_start:%Y-%m-%d} "
+            f"the period {period.label} has no data: contacts and orders run from {data_start:%Y-%m-%d} "
             f"to {data_end:%Y-%m-%d}"
         )
     return period

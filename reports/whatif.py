@@ -141,6 +141,12 @@ def estimate_levers(
             scenario = rebuilt.filter(
                 pl.col("contact_id").is_in(baseline["contact_id"].implode())
             ).sort("contact_id")
+            # Columns joined onto the features after they were built (the data's own columns).
+            kept = [c for c in baseline.columns if c not in scenario.columns]
+            if kept:
+                scenario = scenario.join(
+                    baseline.select("contact_id", *kept), on="contact_id", how="left"
+                )
         else:
             in_scope = lever.feature_selects().fill_null(False)
             changed = baseline.filter(in_scope).height

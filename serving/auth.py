@@ -1,14 +1,17 @@
 """Bearer-token authentication as a plain ASGI middleware.
 
 When ``CTO_API_TOKEN`` is set every request needs ``Authorization: Bearer <token>``, except the
-probes and metrics that orchestrators and Prometheus scrape without credentials.
+probes and metrics that orchestrators and Prometheus scrape without credentials. The scheme name
+is case-insensitive (RFC 7235 section 2.1: ``bearer`` and ``BEARER`` are ``Bearer``); the token is
+compared exactly, in constant time.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
+
+from serving.guard import error_body, send_error
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 
@@ -18,7 +21,7 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: Any, token: str | None = None) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._expected = token.encode() if token else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self._expected is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -29,23 +32,17 @@ class BearerTokenMiddleware:
             if name == b"authorization":
                 supplied = value
                 break
+        scheme, _, credentials = supplied.partition(b" ")
         # Constant-time comparison: the answer time must not leak how much of the token matched.
-        if hmac.compare_digest(supplied, self._expected):
+        if scheme.lower() == b"bearer" and hmac.compare_digest(
+            credentials.strip(b" "), self._expected
+        ):
             await self.app(scope, receive, send)
             return
         reason = "missing bearer token" if not supplied else "invalid bearer token"
-        body = json.dumps(
-            {"error": f"unauthorized: {reason}", "detail": "send 'Authorization: Bearer <token>'"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b'Bearer realm="cto"'),
-                ],
-            }
+        body = error_body(
+            f"unauthorized: {reason}: send 'Authorization: Bearer <token>'",
+            ["header", "authorization"],
+            "unauthorized",
         )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 401, body, [(b"www-authenticate", b'Bearer realm="cto"')])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -113,6 +114,68 @@ def champion_versions(settings: Settings) -> dict[str, str]:
     return versions
 
 
+def check_feature_set(model: str, card: dict[str, Any]) -> None:
+    """The model was trained on the features this service computes, or it is not served.
+
+    The card names the feature set (name, version, digest) the model was trained on; a model of
+    another set would read columns this code computes differently, or not at all (once a
+    KeyError and a 500 on every request).
+    """
+    from features.registry import FEATURE_SET
+
+    trained = card.get("feature_set") or {}
+    if trained.get("name") != FEATURE_SET.name or trained.get("digest") != FEATURE_SET.digest:
+        raise CTOError(
+            f"{model}: trained on feature set {trained.get('name')} v{trained.get('version')} "
+            f"(digest {trained.get('digest')}), this service computes {FEATURE_SET.name} "
+            f"v{FEATURE_SET.version} (digest {FEATURE_SET.digest}): retrain and promote, or serve "
+            "it with the code it was trained with"
+        )
+    known = {f.name for f in FEATURE_SET.features}
+    missing = [f for f in card["feature_names"] if f not in known]
+    if missing:
+        raise CTOError(f"{model}: features not computed by this service: {', '.join(missing[:5])}")
+
+
+def check_model_file(model: str, path: Path) -> None:
+    """A LightGBM text model whose trees are all there, checked before LightGBM parses it.
+
+    LightGBM aborts the whole process (std::terminate, from its parallel tree parser) on a
+    truncated model file, which would take the serving worker down with it. The header lists
+    every tree's size in characters; the trees between ``Tree=0`` and ``end of trees`` must add
+    up to exactly that.
+    """
+    if not path.is_file():
+        return
+    text = path.read_text(errors="replace")
+    header = re.search(r"^tree_sizes=(.*)$", text, re.MULTILINE)
+    if header is None:
+        return  # an older format without sizes: LightGBM's own checks only
+    start, end = text.find("Tree=0"), text.find("end of trees")
+    sizes = [int(size) for size in header.group(1).split()]
+    if start < 0 or end < 0 or end - start != sum(sizes):
+        raise CTOError(
+            f"{model}: model file truncated or corrupt (its trees do not match its header)"
+        )
+
+
+def check_tracking_store(uri: str) -> None:
+    """A tracking URI that names a missing SQLite file is a typo, not an empty registry.
+
+    MLflow would create the file and the service would answer 503 for ever; fail at start.
+    """
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and uri != "sqlite:///:memory:":
+        path = Path(uri.removeprefix(prefix))
+        if not path.is_file():
+            raise CTOError(
+                f"tracking store {uri} does not exist: check CTO_TRACKING_URI / --tracking-uri "
+                "(or train first: cto train)"
+            )
+    elif "://" not in uri and not Path(uri).exists():
+        raise CTOError(f"tracking store {uri} does not exist: check CTO_TRACKING_URI")
+
+
 def _load_booster(model_dir: Path) -> lgb.Booster:
     import mlflow.lightgbm
 
@@ -168,8 +231,21 @@ def load_model(settings: Settings, task: str, version: str, workdir: Path) -> Lo
                 tracking_uri=settings.tracking_uri,
             )
         )
-    card = json.loads(card_path.read_text())
-    booster = _load_booster(local)
+    try:
+        card = json.loads(card_path.read_text())
+        card["feature_names"]  # noqa: B018 (a card without its feature list is unusable)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CTOError(f"{name} v{version}: model card unreadable ({type(exc).__name__})") from None
+    check_feature_set(f"{name} v{version}", card)
+    check_model_file(f"{name} v{version}", local / "model.lgb")
+    try:
+        booster = _load_booster(local)
+    except CTOError:
+        raise
+    except Exception as exc:  # a corrupt or truncated model file
+        raise CTOError(
+            f"{name} v{version}: model unreadable ({type(exc).__name__}: {exc})"
+        ) from None
     encoder = CardEncoder(card["feature_names"], card.get("category_levels") or {})
     if booster.num_feature() != len(encoder.feature_names):
         raise CTOError(

@@ -54,10 +54,15 @@ class Server:
 
 
 def start_server(
-    env_overrides: dict[str, str], log_path: Path, ready_timeout: float = 180.0
+    env_overrides: dict[str, str],
+    log_path: Path,
+    ready_timeout: float = 180.0,
+    port: int | None = None,
+    wait_for: str = "/readyz",
 ) -> Server:
-    """`cto serve` on a free loopback port; returns once /readyz answers 200."""
-    port = free_port()
+    """`cto serve` on a loopback port (a free one by default); returns once ``wait_for`` (a
+    probe path) answers 200: /readyz (models loaded) or /livez (the process is up)."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
     env |= {"CTO_HOST": "127.0.0.1", "CTO_PORT": str(port)} | env_overrides
     log_file = log_path.open("w")
@@ -77,7 +82,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_tail()}")
         try:
-            if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{server.base_url}{wait_for}", timeout=2).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from features.schema import (
     AFTER_CONTACT_COLUMNS,
@@ -37,6 +45,26 @@ NEXT_ACTIONS = (
     "nurture",
     "none",
 )
+
+
+def _not_text_or_bool(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise ValueError("Input should be a JSON integer, not a string or boolean")
+    return value
+
+
+def _json_integers(*names: str) -> Any:
+    """A before-validator for integer fields: 3 and 3.0 (JSON Schema's integer), never "3" or
+    true. (A validator on the model, not on the type, keeps the bounds in the JSON schema.)"""
+    return field_validator(*names, mode="before")(_not_text_or_bool)
+
+
+# Limits (docs/operations.md#limits): a request past one gets 400 naming the field and the limit,
+# before any work is done for it.
+MAX_ID_LENGTH = 128  # contact_id, customer_id, order_id, agent_id
+MAX_HISTORY_ROWS = 5_000  # contacts, and orders, in one request's history
+MAX_BATCH_ITEMS = 10_000  # items in one /score_batch
+MAX_EVENT_ROWS = 10_000  # rows per table in one /events
 
 # An unknown field is an error, not silently ignored: a misspelt `wait_secs` must not score as missing.
 _STRICT_FIELDS = ConfigDict(extra="forbid")
@@ -70,6 +98,11 @@ def _field(column: Column, optional: bool) -> tuple[Any, Any]:
         constraints["le"] = column.maximum
     if column.dtype == pl.String:
         constraints["min_length"] = 1
+        constraints["max_length"] = MAX_ID_LENGTH
+    if typ in (float, bool):
+        # JSON types as declared: "5" for a number or 1 for a boolean is an error, not a guess
+        # (the OpenAPI document says number/boolean, and means it).
+        constraints["strict"] = True
     examples = [column.example] if column.example is not None else None
     if optional:
         return (
@@ -84,8 +117,14 @@ def model_from_table(
 ) -> type[BaseModel]:
     """A pydantic model with one field per contract column; ``optional`` columns may be omitted."""
     fields = {c.name: _field(c, optional=c.nullable or c.name in optional) for c in table.columns}
+    integers = [c.name for c in table.columns if python_type(c) is int]
+    validators = {"_json_integers": _json_integers(*integers)} if integers else {}
     model = create_model(
-        model_name, __config__=_STRICT_FIELDS, __doc__=doc or table.description, **fields
+        model_name,
+        __config__=_STRICT_FIELDS,
+        __doc__=doc or table.description,
+        __validators__=validators,
+        **fields,
     )
     model.__module__ = __name__
     return model
@@ -119,15 +158,51 @@ class History(BaseModel):
 
     contacts: list[HistoryContactIn] = Field(  # type: ignore[valid-type]
         default_factory=list,
-        description="Past contacts of the customer, any order; only those that started before the "
-        "scored contact count (the window is the caller's: all given rows are used).",
+        max_length=MAX_HISTORY_ROWS,
+        description="Past contacts of the customer, any order, each contact_id once; only those "
+        "that started before the scored contact count (the window is the caller's: all given rows "
+        f"are used). At most {MAX_HISTORY_ROWS:,}.",
     )
     orders: list[OrderIn] = Field(  # type: ignore[valid-type]
-        default_factory=list, description="Past orders of the customer."
+        default_factory=list,
+        max_length=MAX_HISTORY_ROWS,
+        description=f"Past orders of the customer, each order_id once. At most {MAX_HISTORY_ROWS:,}.",
     )
     customer: CustomerIn | None = Field(  # type: ignore[valid-type]
         None, description="The customer's profile row, if known."
     )
+
+    @model_validator(mode="after")
+    def _each_event_once(self) -> History:
+        # A repeated row counted twice in every window (a repeated order moved a score from
+        # 0.25 to 0.35). An exact copy is the same event: counted once. Two different rows
+        # under one id: an error, not a guess at which copy is right.
+        self.contacts = _once("contacts", self.contacts, "contact_id")
+        self.orders = _once("orders", self.orders, "order_id")
+        return self
+
+
+def _once(where: str, rows: list[Any], key: str) -> list[Any]:
+    """``rows`` without exact repeats; a different row under a repeated id is an error."""
+    first: dict[str, int] = {}
+    kept = []
+    for index, row in enumerate(rows):
+        value = _dig(row, key)
+        if value not in first:
+            first[value] = index
+            kept.append(row)
+        elif row != rows[first[value]]:
+            raise ValueError(
+                f"{where}[{index}].{key}: repeats {where}[{first[value]}] with other values "
+                "(each id once)"
+            )
+    return kept
+
+
+def _dig(row: Any, key: str) -> Any:
+    for part in key.split("."):
+        row = getattr(row, part)
+    return row
 
 
 def _check_moment(moment: str, contact: BaseModel | None, where: str) -> None:
@@ -160,8 +235,12 @@ class ScoreRequest(BaseModel):
         description="The customer's history. Omitted: read from the service's event store "
         "(POST /events). Given (even empty): used instead of the store.",
     )
-    explain: bool = Field(True, description="Return the top drivers of the conversion score.")
+    explain: bool = Field(
+        True, strict=True, description="Return the top drivers of the conversion score."
+    )
     top_k: int = Field(5, ge=0, le=50, description="How many drivers to return.", examples=[5])
+
+    _top_k_is_an_integer = _json_integers("top_k")
 
     @model_validator(mode="after")
     def _after_contact_needs_handling_columns(self) -> ScoreRequest:
@@ -186,16 +265,24 @@ class ScoreBatchRequest(BaseModel):
     model_config = _STRICT_FIELDS
 
     items: list[BatchItem] = Field(
-        min_length=1, max_length=10_000, description="The contacts to score (1 to 10,000)."
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS,
+        description=f"The contacts to score (1 to {MAX_BATCH_ITEMS:,}). An exact repeat of an "
+        "item is answered once; two different items with one contact_id are an error.",
     )
     moment: Moment = Field("after_contact", description="Scoring moment for every item.")
-    explain: bool = Field(False, description="Return the top drivers for every item.")
+    explain: bool = Field(False, strict=True, description="Return the top drivers for every item.")
     top_k: int = Field(3, ge=0, le=50, description="Drivers per item when explain is true.")
+
+    _top_k_is_an_integer = _json_integers("top_k")
 
     @model_validator(mode="after")
     def _after_contact_needs_handling_columns(self) -> ScoreBatchRequest:
         for index, item in enumerate(self.items):
             _check_moment(self.moment, item.contact, f"items[{index}].contact.")
+        # One answer per contact: an exact copy of an item is scored once, two different items
+        # for one contact_id are an error.
+        self.items = _once("items", self.items, "contact.contact_id")
         return self
 
 
@@ -330,15 +417,23 @@ class EventsRequest(BaseModel):
 
     contacts: list[dict[str, Any]] = Field(
         default_factory=list,
-        description=_table_doc(CONTACTS) + " A contact posted again (same contact_id) replaces "
-        "the stored one, e.g. at arrival and again when it ended.",
+        max_length=MAX_EVENT_ROWS,
+        description=_table_doc(CONTACTS) + " A contact may be posted at arrival (only "
+        "contact_id, customer_id, started_at, channel, direction, intent) and again when it "
+        "ended; a version replaces the stored one unless that one is newer (ended beats "
+        "arrival, a known dropoff_reason or agent_id beats none), and never moves it to "
+        "another customer. Each contact_id once per request.",
         examples=[[_example_row(CONTACTS)]],
     )
     orders: list[dict[str, Any]] = Field(
-        default_factory=list, description=_table_doc(ORDERS), examples=[[_example_row(ORDERS)]]
+        default_factory=list,
+        max_length=MAX_EVENT_ROWS,
+        description=_table_doc(ORDERS),
+        examples=[[_example_row(ORDERS)]],
     )
     customers: list[dict[str, Any]] = Field(
         default_factory=list,
+        max_length=MAX_EVENT_ROWS,
         description=_table_doc(CUSTOMERS),
         examples=[[_example_row(CUSTOMERS)]],
     )

@@ -17,6 +17,13 @@ request for hundreds of milliseconds.
 
 from __future__ import annotations
 
+from serving import supervision
+
+# A worker must not outlive the server process (serving.supervision): asked for first, before
+# the imports and the model load that take seconds.
+if supervision.is_worker_process():
+    supervision.exit_with_parent(supervision.supervisor_pid())
+
 import gc
 import logging
 import threading
@@ -28,8 +35,11 @@ import bentoml
 from features.errors import CTOError
 from features.settings import get_settings
 from serving.auth import BearerTokenMiddleware
+from serving.guard import RequestGuardMiddleware
 from serving.hot_routes import app as hot_routes
 from serving.hot_routes import error_response as _error
+from serving.openapi import OpenApiMiddleware
+from serving.probes import READINESS, ReadyzMiddleware
 from serving.schemas import (
     EventsRequest,
     EventsResponse,
@@ -76,14 +86,19 @@ class CTOService:
     """Contact-to-Order scoring: conversion probability, priority, drop-off reasons, next action."""
 
     def __init__(self) -> None:
+        from serving.logs import install_client_error_filter
+        from serving.models import check_tracking_store
         from serving.scoring import FeatureWindows
         from serving.store import EventStore
 
+        install_client_error_filter()
         self.settings = get_settings()
+        check_tracking_store(self.settings.tracking_uri)
         self.windows = FeatureWindows(self.settings.journey_gap_days, self.settings.horizon_days)
         self.store = EventStore(self.settings.event_store_url, self.settings.history_days)
         self._bundle = None
         self._last_error: str | None = None
+        self._failed_versions: dict[str, str] | None = None
         self._swap_lock = threading.Lock()
         self._stop = threading.Event()
         hot_routes.state.service = self
@@ -96,30 +111,77 @@ class CTOService:
     # ------------------------------------------------------------------ models
 
     def _reload(self) -> bool:
-        """Load the champion versions if they differ from the serving ones; True when swapped."""
+        """Load the champion versions if they differ from the serving ones; True when swapped.
+
+        A set that failed to load is not tried again (nor downloaded again) until the alias
+        moves; the serving set stays. A worker that starts with no loadable champion falls back
+        to the versions this service last served, and says so in /readyz and the log.
+        """
         from serving.models import champion_versions, load_bundle
 
         try:
             versions = champion_versions(self.settings)
-            current = self._bundle
-            if current is not None and current.versions() == versions:
-                return False
-            bundle = load_bundle(self.settings, versions)
-        except CTOError as exc:
-            if str(exc) != self._last_error:
-                log.warning("models not loaded: %s", exc)
-            self._last_error = str(exc)
-            return False
         except Exception as exc:  # the registry may be briefly unavailable: keep serving
-            log.exception("loading models failed; keeping the current ones")
-            self._last_error = f"{type(exc).__name__}: {exc}"
+            self._failed(f"registry unavailable ({type(exc).__name__}: {exc})")
             return False
+        current = self._bundle
+        if (current is not None and current.versions() == versions) or (
+            versions == self._failed_versions
+        ):
+            return False
+        try:
+            bundle = load_bundle(self.settings, versions)
+        except Exception as exc:
+            self._failed_versions = versions
+            reason = str(exc) if isinstance(exc, CTOError) else f"{type(exc).__name__}: {exc}"
+            self._failed(reason)
+            if self._bundle is None:
+                self._fall_back(versions, reason)
+            return False
+        self._swap(bundle)
+        return True
+
+    def _failed(self, reason: str) -> None:
+        if reason != self._last_error:  # one line per new failure, not one per poll
+            serving = self._bundle.versions() if self._bundle is not None else None
+            log.warning("models not loaded: %s; serving %s", reason, serving or "nothing")
+        self._last_error = reason
+        if self._bundle is None:
+            READINESS.not_serving(f"models not loaded: {reason}")
+
+    def _fall_back(self, failed: dict[str, str], reason: str) -> None:
+        from serving.models import load_bundle
+
+        last = self.store.last_served(self.settings.champion_alias)
+        if not last or last == failed:
+            return
+        try:
+            bundle = load_bundle(self.settings, last)
+        except Exception as exc:
+            log.warning("the last served versions %s do not load either: %s", last, exc)
+            return
+        log.warning(
+            "%s %s cannot be loaded (%s): serving the last versions this service loaded, %s",
+            self.settings.champion_alias,
+            failed,
+            reason,
+            last,
+        )
+        self._swap(bundle, record=False)
+
+    def _swap(self, bundle: Any, record: bool = True) -> None:
         with self._swap_lock:
             self._bundle = bundle  # one assignment: requests see the old or the new set
         self._last_error = None
+        self._failed_versions = None
+        READINESS.serving(bundle.versions())
+        if record:
+            try:
+                self.store.record_served(self.settings.champion_alias, bundle.versions())
+            except Exception as exc:  # a read-only store must not stop serving
+                log.warning("could not record the served versions: %s", exc)
         _settle_heap()
         log.info("serving %s", bundle.versions())
-        return True
 
     @property
     def bundle(self) -> Any:
@@ -138,7 +200,11 @@ class CTOService:
             if time.monotonic() - last_prune >= PRUNE_EVERY_SECONDS:
                 last_prune = time.monotonic()
                 try:
-                    self.store.prune()
+                    deleted = self.store.prune()
+                    if any(deleted.values()):
+                        log.info(
+                            "pruned events older than %d days: %s", self.store.history_days, deleted
+                        )
                 except Exception:
                     log.exception("pruning the event store failed")
 
@@ -188,7 +254,9 @@ class CTOService:
         from serving.events import ingest
 
         try:
-            return ingest(self.store, request)
+            return ingest(
+                self.store, request, max_clock_skew_seconds=self.settings.max_clock_skew_seconds
+            )
         except CTOError as exc:
             return _error(400, str(exc))  # type: ignore[return-value]
 
@@ -221,4 +289,8 @@ class CTOService:
         }
 
 
+# Auth first (an unauthenticated client learns nothing about limits), then the body checks.
 CTOService.add_asgi_middleware(BearerTokenMiddleware, token=get_settings().api_token)
+CTOService.add_asgi_middleware(ReadyzMiddleware)
+CTOService.add_asgi_middleware(OpenApiMiddleware, auth=get_settings().api_token is not None)
+CTOService.add_asgi_middleware(RequestGuardMiddleware, max_body_bytes=get_settings().max_body_bytes)

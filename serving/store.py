@@ -30,16 +30,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
 
 from features.online import CustomerState, states_from_frames, to_micros
-from features.schema import CONTACTS, CUSTOMERS, ORDERS, Table
+from features.schema import AFTER_CONTACT_COLUMNS, CONTACTS, CUSTOMERS, ORDERS, Table
 
 _KEYS = {"contacts": "contact_id", "orders": "order_id", "customers": "customer_id"}
 STATE_TABLE = "customer_state"
@@ -68,14 +69,51 @@ def _storage_dtype(dtype: pl.DataType) -> pl.DataType:
 
 def _define(metadata: sa.MetaData, table: Table) -> sa.Table:
     key = _KEYS[table.name]
+    # A contact is stored from its arrival on, before its handling columns are known.
+    optional = AFTER_CONTACT_COLUMNS if table.name == "contacts" else ()
     columns = [
-        sa.Column(c.name, _sql_type(c.dtype), primary_key=c.name == key, nullable=c.nullable)
+        sa.Column(
+            c.name,
+            _sql_type(c.dtype),
+            primary_key=c.name == key,
+            nullable=c.nullable or c.name in optional,
+        )
         for c in table.columns
     ]
     indexes = []
     if table.time_column is not None:
         indexes.append(sa.Index(f"ix_{table.name}_customer_time", "customer_id", table.time_column))
     return sa.Table(table.name, metadata, *columns, *indexes)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row :meth:`EventStore.append` did not store: its table, 0-based position, reason."""
+
+    table: str
+    position: int
+    field: str
+    rule: str
+    message: str
+
+
+_SUPERSEDED = "a newer version of this event is stored (or posted later in this request)"
+# What makes one version of a contact newer than another, most significant first: its handling
+# is known (it ended), its drop-off reason is known, its agent is known.
+_RANK_COLUMNS = ("handled_by", "dropoff_reason", "agent_id")
+
+
+def contact_rank() -> pl.Expr:
+    """Version rank of contact rows: an ended contact outranks its arrival, a known drop-off
+    reason or agent outranks none. Equal ranks: the later post wins."""
+    return sum(
+        pl.col(c).is_not_null().cast(pl.Int32) * (1 << (len(_RANK_COLUMNS) - 1 - i))
+        for i, c in enumerate(_RANK_COLUMNS)
+    ).alias("_rank")
+
+
+def _rank_of(values: Any) -> int:
+    return sum((1 << (len(_RANK_COLUMNS) - 1 - i)) for i, v in enumerate(values) if v is not None)
 
 
 @dataclass(frozen=True)
@@ -102,6 +140,15 @@ class EventStore:
             sa.Column("customer_id", sa.String(), primary_key=True),
             sa.Column("state", sa.Text(), nullable=False),
         )
+        # The model versions this service last loaded, per alias: what a restart falls back to
+        # when the alias points at a version that cannot be loaded.
+        self._served = sa.Table(
+            "served_models",
+            self._metadata,
+            sa.Column("alias", sa.String(), primary_key=True),
+            sa.Column("task", sa.String(), primary_key=True),
+            sa.Column("version", sa.String(), nullable=False),
+        )
         engine_options: dict[str, Any] = {}
         if url.startswith("sqlite"):
             # One connection per thread; BentoML serves requests from a thread pool.
@@ -109,7 +156,7 @@ class EventStore:
         self.engine = sa.create_engine(url, **engine_options)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._metadata.create_all(self.engine)
+        _create_tables(self._metadata, self.engine)
         self._write_lock = threading.Lock()
         self._history_sql = self._history_statements()
         self._sqlite_path = _sqlite_file(self.engine)
@@ -117,26 +164,83 @@ class EventStore:
 
     # ------------------------------------------------------------------ writes
 
-    def append(self, tables: dict[str, pl.DataFrame]) -> dict[str, int]:
-        """Store validated rows (contract dtypes) in one transaction; returns rows per table."""
+    def append(
+        self, tables: dict[str, pl.DataFrame], problems: list[RowProblem] | None = None
+    ) -> dict[str, int]:
+        """Store validated rows (contract dtypes) in one transaction; returns rows per table.
+
+        Rows are versions of events: a contact or order posted again under its id replaces the
+        stored one, unless the stored one is newer (:func:`contact_rank`: an arrival never
+        replaces the ended contact, a version without the drop-off reason never replaces one
+        with it), or unless it names another customer (an id belongs to one customer). Those rows
+        are not stored; with ``problems`` given, each is reported there by its position in its
+        frame.
+        """
         counts = {name: 0 for name in self._tables_by_name}
-        statements = []
-        for name, frame in tables.items():
-            if name not in self._sql or frame.height == 0:
-                continue
-            rows = _rows_for_storage(frame, self._tables_by_name[name])
-            statements.append((name, rows))
-            counts[name] = len(rows)
-        if not statements:
+        tables = {n: f for n, f in tables.items() if n in self._sql and f is not None and f.height}
+        if not tables:
             return counts
         # SQLite has one writer at a time; serialising here avoids busy retries under load.
         with self._write_lock, self.engine.begin() as connection:
+            found: list[RowProblem] = []
+            tables = {n: self._current_versions(connection, n, f, found) for n, f in tables.items()}
+            if problems is not None:
+                problems.extend(found)
             # Events first: on SQLite the first write takes the database's write lock, so the
             # states read below cannot change under this transaction (nor can another process's).
-            for name, rows in statements:
-                connection.execute(self._upsert(name), rows)
+            for name, frame in tables.items():
+                if frame.height:
+                    rows = _rows_for_storage(frame, self._tables_by_name[name])
+                    connection.execute(self._upsert(name), rows)
+                    counts[name] = len(rows)
             self._update_states(connection, states_from_frames(*_state_inputs(tables)))
         return counts
+
+    def _current_versions(
+        self, connection: Any, name: str, frame: pl.DataFrame, problems: list[RowProblem]
+    ) -> pl.DataFrame:
+        """The rows of ``frame`` that become the stored version of their event."""
+        if name == "customers":
+            return frame
+        key = _KEYS[name]
+        table = self._sql[name]
+        ranked = frame.with_row_index("_pos").with_columns(
+            contact_rank() if name == "contacts" else pl.lit(0).alias("_rank")
+        )
+        # Within the request: per id the highest rank; among equals the last posted.
+        best = ranked.sort("_rank", "_pos").unique(key, keep="last", maintain_order=False)
+        for position in sorted(set(ranked["_pos"]) - set(best["_pos"])):
+            problems.append(RowProblem(name, position, key, "superseded", _SUPERSEDED))
+        ids = best[key].to_list()
+        stored: dict[str, tuple[str, int]] = {}
+        rank_columns = [table.c[c] for c in _RANK_COLUMNS] if name == "contacts" else []
+        for start in range(0, len(ids), 500):
+            statement = sa.select(table.c[key], table.c.customer_id, *rank_columns).where(
+                table.c[key].in_(ids[start : start + 500])
+            )
+            for row in connection.execute(statement):
+                rank = _rank_of(row[2:]) if name == "contacts" else 0
+                stored[row[0]] = (row[1], rank)
+        keep = []
+        for event_id, customer_id, rank, position in best.select(
+            key, "customer_id", "_rank", "_pos"
+        ).iter_rows():
+            previous = stored.get(event_id)
+            if previous is not None and previous[0] != customer_id:
+                problems.append(
+                    RowProblem(
+                        name,
+                        position,
+                        "customer_id",
+                        "customer_changed",
+                        f"{key} is stored under another customer; an id belongs to one customer",
+                    )
+                )
+            elif previous is not None and rank < previous[1]:
+                problems.append(RowProblem(name, position, key, "superseded", _SUPERSEDED))
+            else:
+                keep.append(position)
+        return ranked.filter(pl.col("_pos").is_in(keep)).sort("_pos").drop("_pos", "_rank")
 
     def materialize(
         self,
@@ -244,22 +348,16 @@ class EventStore:
         )
 
     def prune(self, now: datetime | None = None) -> dict[str, int]:
-        """Delete contacts and orders older than the history window (before ``now``).
+        """Delete contacts and orders older than the history window before ``now``.
 
-        ``now`` defaults to the newest event time in the store, so replayed data (whose clock is
-        not the wall clock) keeps its window too.
+        ``now`` defaults to the wall clock (UTC). It used to be the newest event in the store, so
+        one contact posted with a far-future date emptied the store; /events now rejects rows
+        beyond the clock-skew allowance, and the window is measured from the clock the rows are
+        checked against. Customer states are not pruned (lifetime features need them).
         """
         deleted: dict[str, int] = {}
+        cutoff = to_micros((now or datetime.now(UTC)) - timedelta(days=self.history_days))
         with self._write_lock, self.engine.begin() as connection:
-            if now is None:
-                newest = connection.execute(
-                    sa.select(sa.func.max(self._sql["contacts"].c.started_at))
-                ).scalar()
-                if newest is None:
-                    return {"contacts": 0, "orders": 0}
-                cutoff = newest - self.history_days * 86_400 * 1_000_000
-            else:
-                cutoff = to_micros(now - timedelta(days=self.history_days))
             for name in ("contacts", "orders"):
                 table = self._sql[name]
                 time_column = table.c[self._tables_by_name[name].time_column]
@@ -321,6 +419,24 @@ class EventStore:
                 )
         return results
 
+    def record_served(self, alias: str, versions: dict[str, str]) -> None:
+        """Remember the versions loaded for ``alias`` (replacing the previous record)."""
+        table = self._served
+        with self._write_lock, self.engine.begin() as connection:
+            connection.execute(sa.delete(table).where(table.c.alias == alias))
+            connection.execute(
+                sa.insert(table),
+                [{"alias": alias, "task": t, "version": v} for t, v in versions.items()],
+            )
+
+    def last_served(self, alias: str) -> dict[str, str]:
+        table = self._served
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(table.c.task, table.c.version).where(table.c.alias == alias)
+            )
+            return {task: version for task, version in rows}
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as connection:
             return {
@@ -334,6 +450,23 @@ class EventStore:
             connection.close()
             self._local.connection = None
         self.engine.dispose()
+
+
+def _create_tables(metadata: sa.MetaData, engine: sa.Engine, attempts: int = 5) -> None:
+    """``create_all``, safe when several workers open a new store at once.
+
+    Each worker checks which tables exist, then creates the missing ones; two workers starting
+    together both see "missing" and one fails with "table ... already exists". A retry sees the
+    tables and creates nothing.
+    """
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -516,11 +516,25 @@ def score_table(
     bar = Progress(progress, frame.height)
     threads = settings.num_threads
 
+    from training.distributed import active_client, score_table_dask
+
+    client = active_client()
+    # On Dask the workers score the table (map_partitions); the scores come back in input order.
+    on_cluster = None
+    if client is not None:
+        if Path(path).suffix != ".parquet":
+            raise CTOError(f"{path}: scoring on Dask reads Parquet (every worker reads its part)")
+        on_cluster = score_table_dask(client, str(path), model, threads)
+
     def chunks() -> Iterator[pl.DataFrame]:
         for offset in range(0, frame.height, chunk_rows):
             part = frame.slice(offset, chunk_rows)
-            x = encode(features.slice(offset, chunk_rows), model.encoding)
-            scored = part.with_columns(pl.Series("p_order", _binary_probability(model, x, threads)))
+            if on_cluster is not None:
+                p_order = on_cluster[offset : offset + chunk_rows]
+            else:
+                x = encode(features.slice(offset, chunk_rows), model.encoding)
+                p_order = _binary_probability(model, x, threads)
+            scored = part.with_columns(pl.Series("p_order", p_order))
             if mismatches:
                 scored = scored.with_columns(pl.lit(True).alias("model_data_mismatch"))
             bar.step(scored.height)

@@ -85,7 +85,23 @@ def fit_booster(
     encoding: FeatureEncoding,
     max_rounds: int = MAX_ROUNDS,
 ) -> lgb.Booster:
-    """Train with early stopping on the validation window (no early stopping without one)."""
+    """Train with early stopping on the validation window (no early stopping without one).
+
+    Inside :func:`training.distributed.use_dask` the booster is trained on the Dask cluster.
+    """
+    from training.distributed import active_client, fit_booster_dask
+
+    client = active_client()
+    if client is not None:
+        return fit_booster_dask(
+            client,
+            params,
+            train,
+            valid,
+            encoding,
+            max_rounds=max_rounds,
+            patience=EARLY_STOPPING_ROUNDS,
+        )
     x_train, y_train, w_train = train
     train_set = make_dataset(x_train, y_train, encoding, w_train)
     callbacks = []

@@ -151,7 +151,6 @@ def prepare_table(
         (_time_expr(frame, time_column) if time_column else pl.lit(None, pl.Datetime("us"))).alias(
             "started_at"
         ),
-        *[pl.col(c).cast(pl.Int8) for c in features if frame.schema[c] == pl.Boolean],
     )
     if time_column:
         nulls = prepared["started_at"].null_count()

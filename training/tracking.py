@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.encoding import encoded_frame
 from features.settings import Settings
 from training import plots
 from training.card import flat_metrics
@@ -108,7 +107,6 @@ def log_task(
 ) -> tuple[str, str | None]:
     """Log one trained model as an MLflow run; register it. Returns (run_id, version or None)."""
     import mlflow
-    from mlflow.models import infer_signature
 
     client = mlflow.MlflowClient()
     with mlflow.start_run(run_name=fit.task) as run, tempfile.TemporaryDirectory() as tmp:
@@ -154,13 +152,14 @@ def log_task(
         for path in _plots(fit, plot_dir):
             mlflow.log_artifact(str(path), artifact_path="plots")
 
-        example = encoded_frame(fit.test_frame.head(INPUT_EXAMPLE_ROWS), fit.encoding).to_pandas()
-        output = fit.booster.predict(example.to_numpy(), raw_score=True, num_threads=1)
-        info = mlflow.lightgbm.log_model(
-            fit.booster,
+        info = mlflow.models.Model.log(
+            None,
             name=MODEL_ARTIFACT,
-            signature=infer_signature(example, np.asarray(output)),
-            input_example=example,
+            flavor=RawRowFlavor,
+            booster=fit.booster,
+            card=card,
+            raw_frame=fit.train_frame,
+            example_frame=fit.test_frame,
             pip_requirements=_model_requirements(),
         )
         # The card and rates travel inside the model directory too, so models:/name@champion
@@ -199,6 +198,87 @@ def _log_dataset(fit: TaskFit, card: dict) -> None:
             fit.train_frame.to_pandas(), source=source, name=name, digest=data.get("data_digest")
         )
         mlflow.log_input(dataset, context="training")
+
+
+def raw_signature(frame: pl.DataFrame, names: list[str]):
+    """MLflow input schema of raw feature rows: text for categories, long for whole numbers
+    without gaps, double for the rest, boolean for booleans (what a CSV of the rows reads as)."""
+    from mlflow.types.schema import ColSpec, Schema
+
+    specs = []
+    for name in names:
+        dtype = frame.schema[name]
+        if dtype == pl.Boolean:
+            kind = "boolean"
+        elif dtype.is_integer() and frame[name].null_count() == 0:
+            kind = "long"
+        elif dtype.is_numeric():
+            kind = "double"
+        else:
+            kind = "string"
+        specs.append(ColSpec(kind, name))
+    return Schema(specs)
+
+
+def raw_rows(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
+    """The features as a user has them: categories as text, everything else as it is."""
+    return frame.select(
+        pl.col(n).cast(pl.String)
+        if frame.schema[n] in (pl.Categorical,) or isinstance(frame.schema[n], pl.Enum)
+        else pl.col(n)
+        for n in names
+    )
+
+
+class RawRowFlavor:
+    """An MLflow flavour writer: the pyfunc of raw rows (training/pyfunc_raw.py, shipped in the
+    model) and the native ``lightgbm`` flavour on the same Booster file."""
+
+    @staticmethod
+    def save_model(
+        path, mlflow_model, *, booster, card, raw_frame, example_frame, pip_requirements
+    ) -> None:
+        import lightgbm
+        import mlflow
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import ColSpec, Schema
+
+        from training import pyfunc_raw
+
+        names = list(card["feature_names"])
+        rows = raw_rows(raw_frame, names)
+        example = raw_rows(example_frame.head(INPUT_EXAMPLE_ROWS), names).to_pandas()
+        objective = card["objective"]
+        if objective == "binary":
+            outputs = [ColSpec("double", "p_order")]
+        elif objective == "multiclass":
+            outputs = [ColSpec("double", f"p_{c}") for c in card.get("class_names") or []]
+        else:
+            outputs = [ColSpec("double", "expected_further_contacts")]
+        signature = ModelSignature(inputs=raw_signature(rows, names), outputs=Schema(outputs))
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "raw_rows"
+            data.mkdir()
+            booster.save_model(str(data / pyfunc_raw.BOOSTER_FILE))
+            (data / pyfunc_raw.CARD_FILE).write_text(json.dumps(card, indent=1))
+            mlflow.pyfunc.save_model(
+                path,
+                loader_module="pyfunc_raw",
+                data_path=str(data),
+                code_paths=[pyfunc_raw.__file__],
+                mlflow_model=mlflow_model,
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements,
+            )
+        mlflow_model.add_flavor(
+            "lightgbm",
+            lgb_version=lightgbm.__version__,
+            data=f"data/raw_rows/{pyfunc_raw.BOOSTER_FILE}",  # where pyfunc copies data_path
+            model_class="lightgbm.basic.Booster",
+            code=None,
+        )
+        mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
 def _param_text(value: object) -> object:

@@ -6,6 +6,8 @@ import argparse
 from datetime import date
 from pathlib import Path
 
+from cto.options import add_label_arguments, add_model_prefix_argument, command_settings
+
 HELP = "Write the driver report: where and why contacts fail to become orders (HTML or PDF)."
 
 
@@ -34,12 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--until",
         type=_date,
         default=None,
-        help="Last day of the report period (inclusive); default: the last day whose outcomes are "
-        "known (the data's end minus the order horizon).",
+        help="Last day of the report period (inclusive); default: the last day with contacts whose "
+        "outcomes are known (the data's end minus the order horizon, at most the last contact).",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("report.html"), help="Output file (default report.html)."
     )
+    parser.add_argument(
+        "--allow-other-data",
+        action="store_true",
+        help="Explain data of another source or schema than the champions learnt from (refused "
+        "by default); the report then says so in red under its title.",
+    )
+    add_label_arguments(parser)
+    add_model_prefix_argument(parser)
     parser.add_argument(
         "--filter",
         dest="filters",
@@ -74,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
     from features.settings import get_settings
     from reports.driver import build_report, parse_filters
 
-    settings = get_settings()
     fmt = args.fmt or ("pdf" if args.out.suffix.lower() == ".pdf" else "html")
-    data_dir = args.data_dir if args.data_dir is not None else settings.data_dir
+    data_dir = args.data_dir if args.data_dir is not None else get_settings().data_dir
+    settings = command_settings(args, data_dir)
     path = build_report(
         data_dir,
         args.since,
@@ -85,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         settings,
         fmt=fmt,
         progress=True,
+        allow_other_data=args.allow_other_data,
         filters=parse_filters(args.filters),
         decision_evidence={"policy": args.policy, "experiment": args.experiment},
     )

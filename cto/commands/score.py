@@ -78,12 +78,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="Contacts scored per chunk (memory bound; default 100,000).",
     )
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="--table FILE.parquet: score on a Dask cluster (map_partitions over the file's row "
+        "groups), a scheduler address or local:N; default CTO_DASK. Same scores, input order.",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
     add_label_arguments(parser)
     add_model_prefix_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from features.errors import CTOError
+    from features.settings import get_settings
+
+    address = args.dask or get_settings().dask
+    if address and args.table is None:
+        if args.dask:
+            raise CTOError(
+                "--dask scores a --table FILE.parquet; for contract data build the features on "
+                "the cluster with `cto features --dask` (docs/scale-out.md)"
+            )
+        print("score: CTO_DASK is set; contract data is scored in this process", file=sys.stderr)
+        address = None
+    if not address:
+        return _run(args)
+    from features.distributed import dask_client
+    from training.distributed import use_dask
+
+    with dask_client(address) as client, use_dask(client):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import sys
 
     from features.errors import CTOError

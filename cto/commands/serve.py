@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
+import time
+
+from features.errors import CTOError
+
+# Workers of a server that was just killed exit within milliseconds (serving.supervision); a
+# restart waits this long for the port before it reports it as taken.
+PORT_WAIT_SECONDS = 3.0
 
 HELP = "Start the scoring service: /score, /score_batch, /events, /livez, /readyz, /metrics."
 
@@ -30,13 +39,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_port_free(host: str, port: int, wait_seconds: float = PORT_WAIT_SECONDS) -> None:
+    """Fail with a clear message, before anything loads, when another process listens on the port."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # The server binds with SO_REUSEADDR too: only a live listener counts as "in use".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise CTOError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+        if time.monotonic() >= deadline:
+            raise CTOError(
+                f"port {port} on {host} is in use by another process (a server still running?): "
+                "stop it, or choose another port with --port / CTO_PORT"
+            )
+        time.sleep(0.2)
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import sys
     from pathlib import Path
 
     from features.settings import get_settings
-    from serving.service_config import server_environment
+    from serving.models import check_tracking_store
+    from serving.service_config import absolute_sqlite_url, server_environment
 
     overrides = {
         "host": args.host,
@@ -47,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
         "champion_alias": args.alias,
     }
     settings = get_settings(**{k: v for k, v in overrides.items() if v is not None})
+    check_tracking_store(absolute_sqlite_url(settings.tracking_uri))
+    check_port_free(settings.host, settings.port)
     env = server_environment(settings, os.environ)
+    # exec keeps this pid: the workers check they were started by it (serving.supervision).
+    env["CTO_SUPERVISOR_PID"] = str(os.getpid())
     repo = Path(__file__).resolve().parents[2]
     command = [
         sys.executable,

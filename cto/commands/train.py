@@ -86,6 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DAYS",
         help="Conversion models weigh each row 0.5 ** (age / DAYS) (default: as for --window).",
     )
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="Fit the LightGBM models on a Dask cluster (lightgbm.dask): a scheduler address "
+        "(tcp://host:8786) or local:N; default CTO_DASK. Models are registered as usual.",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
     add_label_arguments(parser)
     add_model_prefix_argument(parser)
@@ -161,6 +168,21 @@ def _run_uplift(args: argparse.Namespace, settings) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from features.settings import get_settings
+
+    address = args.dask or get_settings().dask
+    if not address:
+        return _run(args)
+    from features.distributed import dask_client
+    from training.distributed import use_dask
+
+    with dask_client(address) as client, use_dask(client):
+        if not args.quiet:
+            print(f"dask: {address}: LightGBM fits on the cluster's workers", flush=True)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from features.errors import CTOError
     from features.settings import get_settings
 

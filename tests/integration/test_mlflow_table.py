@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -53,6 +60,29 @@ def test_cto_train_table_on_online_shoppers_reaches_published_auc(shared_data, t
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(scores["Revenue"].to_numpy(), scores["p_order"].to_numpy()) > 0.9
+    # The registered model loads as a pyfunc and predicts probabilities on raw rows (text
+    # categories, booleans, integers as they are), the same as cto score; so does the MLflow CLI.
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    rows = source.drop("Revenue").head(50).to_pandas()
+    predicted = pyfunc.predict(rows)
+    assert list(predicted.columns) == ["p_order"]
+    assert np.allclose(predicted["p_order"].to_numpy(), scores["p_order"].head(50).to_numpy())
+    inputs = {spec.name: spec.type.name for spec in pyfunc.metadata.get_input_schema().inputs}
+    assert inputs["Month"] == "string" and inputs["VisitorType"] == "string"
+    assert inputs["Weekend"] == "boolean" and inputs["Administrative"] == "long"
+    rows_csv = table_env / "rows.csv"
+    rows.to_csv(rows_csv, index=False)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ["CTO_TRACKING_URI"]}
+    cli = subprocess.run(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "predict", "-m",
+         f"models:/{name}@champion", "-i", str(rows_csv), "-t", "csv", "--env-manager", "local"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    answer = json.loads(cli.stdout[cli.stdout.index("{") :])
+    cli_p = np.array([row["p_order"] for row in answer["predictions"]])
+    assert np.allclose(cli_p, predicted["p_order"].to_numpy())
+
     # A table without a feature column is refused with its name.
     source.drop("PageValues").write_csv(table_env / "no_pagevalues.csv")
     code = main(

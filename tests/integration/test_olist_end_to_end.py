@@ -145,3 +145,38 @@ def test_simulator_models_are_refused_on_olist_data(olist_env, trained, mlflow_s
     )
     assert marked.mismatches and "WARNING" in capsys.readouterr().err
     assert pl.read_parquet(root / "marked.parquet")["model_data_mismatch"].all()
+
+
+def test_report_defaults_to_the_last_complete_period_with_data(olist_env, capsys):
+    import re
+
+    root, data, *_ = olist_env
+    out = root / "report.html"
+    assert main(["report", str(data), "--model-prefix", PREFIX, "--out", str(out)]) == 0
+    page = out.read_text()
+    # Orders run to 2018-11, contacts end 2018-05-31: the default period ends at the last contact.
+    subtitle = re.search(r"<h1>[^<]*</h1><p>([^<]*)</p>", page).group(1)
+    assert "31 May 2018" in subtitle
+    contacts = int(re.search(r"([\d,]+) contacts", subtitle).group(1).replace(",", ""))
+    assert contacts > 1_000
+    models = re.search(r'<p class="models">([^<]*)</p>', page).group(1)
+    assert "olist-conversion-arrival v1" in models and "trained on olist data" in models
+    assert "contacts 2017-12-05 to 2018-05-31" in models
+    # A period outside the data is an error that gives the data's span.
+    code = main(
+        ["report", str(data), "--model-prefix", PREFIX, "--since", "2018-08-01", "--until",
+         "2018-08-31", "--out", str(root / "empty.html")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "no contacts" in err and "2017-12-05 to 2018-05-31" in err
+
+
+def test_report_refuses_simulator_models_on_olist_data(olist_env, trained, mlflow_settings):
+    from features.errors import CTOError
+    from reports.driver import render_report
+
+    _root, data, *_ = olist_env
+    settings = mlflow_settings.model_copy(update={"horizon_days": 30})
+    with pytest.raises(CTOError, match="refusing to explain olist data") as refused:
+        render_report(data, None, None, settings)
+    assert "trained on simulator data" in str(refused.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -53,3 +54,25 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert str(missing) in proc.stderr
+
+
+def test_blank_api_token_is_refused_not_auth_off():
+    for blank in ("", "  "):
+        with pytest.raises(ValidationError, match="CTO_API_TOKEN"):
+            Settings(api_token=blank)
+    assert Settings(api_token=None).api_token is None
+
+
+def test_empty_api_token_fails_at_start():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")} | {"CTO_API_TOKEN": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cto.cli", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "api_token" in proc.stderr and "CTO_API_TOKEN" in proc.stderr
+    assert "Traceback" not in proc.stderr

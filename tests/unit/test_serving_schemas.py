@@ -12,6 +12,9 @@ from pydantic import ValidationError
 
 from features.schema import AFTER_CONTACT_COLUMNS, CONTACTS, CUSTOMERS, ORDERS
 from serving.schemas import (
+    MAX_EVENT_ROWS,
+    MAX_HISTORY_ROWS,
+    MAX_ID_LENGTH,
     ContactIn,
     CustomerIn,
     EventsRequest,
@@ -169,3 +172,97 @@ def test_events_request_examples_follow_the_contract():
     assert result.ok
     with pytest.raises(ValidationError):
         EventsRequest.model_validate({})
+
+
+@pytest.mark.parametrize("value", ["3", True, 3.5])
+def test_integers_are_json_integers_not_text_or_booleans(value):
+    """The OpenAPI document says integer: "3" and true are errors (3.0 is JSON Schema's 3)."""
+    contact = ARRIVAL_CONTACT | {"transfers": value}
+    with pytest.raises(ValidationError):
+        ScoreRequest.model_validate({"contact": contact, "moment": "arrival"})
+    with pytest.raises(ValidationError):
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "top_k": value}
+        )
+    whole = ScoreRequest.model_validate(
+        {"contact": ARRIVAL_CONTACT | {"transfers": 2.0}, "moment": "arrival", "top_k": 3.0}
+    )
+    assert whole.contact.transfers == 2 and whole.top_k == 3
+    bounds = ContactIn.model_json_schema()["properties"]["transfers"]["anyOf"][0]
+    assert (bounds["minimum"], bounds["maximum"]) == (0, 50)  # JSON Schema words, not ge/le
+
+
+@pytest.mark.parametrize("value", ["true", 1, "5.0"])
+def test_booleans_and_numbers_are_not_guessed_from_text(value):
+    with pytest.raises(ValidationError):
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "explain": value}
+        )
+    with pytest.raises(ValidationError):
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT | {"wait_seconds": str(value)}, "moment": "arrival"}
+        )
+
+
+def _history_contact(contact_id: str) -> dict:
+    return ARRIVAL_CONTACT | {
+        "contact_id": contact_id,
+        "handled_by": "agent",
+        "agent_id": "a-1",
+        "wait_seconds": 5.0,
+        "handle_seconds": 60.0,
+        "transfers": 0,
+        "abandoned": False,
+        "resolved": True,
+        "callback_offered": False,
+        "follow_up_sent": False,
+    }
+
+
+def test_limits_name_the_field_and_the_limit():
+    long_id = ARRIVAL_CONTACT | {"contact_id": "x" * (MAX_ID_LENGTH + 1)}
+    with pytest.raises(ValidationError, match="contact.contact_id") as caught:
+        ScoreRequest.model_validate({"contact": long_id, "moment": "arrival"})
+    assert f"at most {MAX_ID_LENGTH}" in str(caught.value)
+    history = {"contacts": [_history_contact(f"h{i}") for i in range(MAX_HISTORY_ROWS + 1)]}
+    with pytest.raises(ValidationError, match="history.contacts") as caught:
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": history}
+        )
+    assert f"at most {MAX_HISTORY_ROWS}" in str(caught.value)
+    with pytest.raises(ValidationError, match="contacts"):
+        EventsRequest.model_validate({"contacts": [{}] * (MAX_EVENT_ROWS + 1)})
+
+
+def test_repeated_history_rows_and_batch_items_count_once_or_are_errors():
+    first, second = _history_contact("h1"), _history_contact("h2")
+    twice = {"contacts": [first, second, first]}
+    request = ScoreRequest.model_validate(
+        {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": twice}
+    )
+    assert [c.contact_id for c in request.history.contacts] == ["h1", "h2"]  # counted once
+    changed = {"contacts": [first, second, first | {"transfers": 3}]}
+    with pytest.raises(ValidationError, match=r"contacts\[2\].contact_id: repeats contacts\[0\]"):
+        ScoreRequest.model_validate(
+            {"contact": ARRIVAL_CONTACT, "moment": "arrival", "history": changed}
+        )
+    order = {
+        "order_id": "o1",
+        "customer_id": "u-1",
+        "ordered_at": "2026-03-01T00:00:00Z",
+        "amount": 5,
+    }
+    with pytest.raises(ValidationError, match=r"orders\[1\].order_id"):
+        ScoreRequest.model_validate(
+            {
+                "contact": ARRIVAL_CONTACT,
+                "moment": "arrival",
+                "history": {"orders": [order, order | {"amount": 6}]},
+            }
+        )
+    item = {"contact": ARRIVAL_CONTACT}
+    batch = ScoreBatchRequest.model_validate({"moment": "arrival", "items": [item, item]})
+    assert len(batch.items) == 1  # one answer per contact
+    other = {"contact": ARRIVAL_CONTACT | {"intent": "delivery"}}
+    with pytest.raises(ValidationError, match=r"items\[1\].contact.contact_id: repeats items\[0\]"):
+        ScoreBatchRequest.model_validate({"moment": "arrival", "items": [item, other]})

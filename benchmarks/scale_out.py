@@ -1,0 +1,212 @@
+"""Benchmark: `cto features` as users run it, on one process and on a Dask cluster.
+
+    .venv/bin/python -m benchmarks.scale_out                       # 2M contacts (default)
+    .venv/bin/python -m benchmarks.scale_out --contacts 10000000 --baseline 710be04
+    .venv/bin/python -m benchmarks.scale_out --quick               # smoke run (100k)
+
+Each job is the CLI command itself (validation, rate tables, both scoring moments, Parquet
+output) in a fresh process tree, on the same generated Parquet data (benchmarks.features'
+generator: the simulator's shape). Measured per job: wall time, CPU time of the whole process
+tree, the largest peak resident memory of any one process in it (for the Dask runs: the workers;
+the client holds no data), and the stage times the command prints. Jobs:
+
+- ``baseline``: the same command at ``--baseline COMMIT`` (the code before the rate-step rewrite),
+  run from ``git archive`` of that commit: the floor this change is judged against, same machine,
+  same run;
+- ``one process``: ``cto features DATA --out DIR``;
+- ``Dask local:2``: ``cto features DATA --out DIR --dask local:2`` (LocalCluster, 2 worker
+  processes), whose output is checked equal to the one-process output, row for row.
+
+The machine is shared and 2-core: read the CPU column and the ratios, not single wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scale_out.md"
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = {
+    "validate": re.compile(r"read and validated in ([\d.]+) s"),
+    "rates": re.compile(r"^rates: ([\d.]+) s", re.MULTILINE),
+    "arrival": re.compile(r"features \(arrival\): .* in ([\d.]+) s"),
+    "after_contact": re.compile(r"features \(after_contact\): .* in ([\d.]+) s"),
+}
+
+
+def run_job(command: list[str], env: dict[str, str], cwd: Path) -> dict:
+    """Run ``command`` in this (fresh) process; report its tree's wall, CPU and peak memory."""
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+    stages = {name: float(m.group(1)) for name, p in STAGES.items() if (m := p.search(done.stdout))}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        # ru_maxrss of children: the largest peak of any one descendant process (KB on Linux).
+        "peak_mb": usage.ru_maxrss / 1024,
+        "stages": stages,
+        "stdout": done.stdout[-2000:],
+    }
+
+
+def _measure(label: str, command: list[str], source: Path, work: Path) -> dict:
+    env = os.environ | {"PYTHONPATH": str(source), "OMP_WAIT_POLICY": "PASSIVE"}
+    spec = json.dumps({"command": command, "env": env, "cwd": str(source)})
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale_out", "--job", spec],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["label"] = label
+    print(
+        f"{label}: {result['wall_s']:.1f} s wall, {result['cpu_s']:.1f} s CPU, "
+        f"peak {result['peak_mb']:.0f} MB, stages {result['stages']}",
+        flush=True,
+    )
+    return result
+
+
+def _baseline_source(commit: str, work: Path) -> Path:
+    target = work / f"src-{commit}"
+    archive = work / f"{commit}.tar"
+    subprocess.run(
+        ["git", "archive", "-o", str(archive), commit], cwd=ROOT, check=True, capture_output=True
+    )
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def _same_output(one: Path, distributed: Path) -> str:
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    checked = []
+    for moment in ("arrival", "after_contact"):
+        single = pl.read_parquet(one / f"features_{moment}.parquet").sort("contact_id")
+        parts = pl.read_parquet(distributed / moment / "*.parquet").sort("contact_id")
+        assert_frame_equal(single, parts, check_exact=True)
+        checked.append(f"{moment} {single.height:,} rows x {single.width} columns")
+    return "identical (exact): " + "; ".join(checked)
+
+
+def _cpu_load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=2_000_000)
+    parser.add_argument("--baseline", default="710be04", help="Commit of the baseline run.")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: 100k contacts.")
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job:
+        spec = json.loads(args.job)
+        print(json.dumps(run_job(spec["command"], spec["env"], Path(spec["cwd"]))))
+        return
+    from benchmarks.features import generate
+
+    contacts = 100_000 if args.quick else args.contacts
+    with tempfile.TemporaryDirectory(prefix="cto-scale-") as tmp:
+        work = Path(tmp)
+        data = generate(contacts, seed=7, out=work / "data")
+        loads = [_cpu_load()]
+        cto = [sys.executable, "-m", "cto.cli", "features", str(data)]
+        jobs = []
+        if args.baseline:
+            base = _baseline_source(args.baseline, work)
+            jobs.append(
+                _measure(
+                    f"baseline ({args.baseline}), one process",
+                    [*cto, "--out", str(work / "base")],
+                    base,
+                    work,
+                )
+            )
+        jobs.append(_measure("one process", [*cto, "--out", str(work / "one")], ROOT, work))
+        loads.append(_cpu_load())
+        jobs.append(
+            _measure(
+                "Dask local:2 (LocalCluster, 2 worker processes)",
+                [*cto, "--out", str(work / "dask"), "--dask", "local:2"],
+                ROOT,
+                work,
+            )
+        )
+        loads.append(_cpu_load())
+        same = _same_output(work / "one", work / "dask")
+        _write(contacts, jobs, same, loads, baseline=args.baseline, quick=args.quick)
+
+
+def _write(
+    contacts: int, jobs: list[dict], same: str, loads: list[str], *, baseline, quick
+) -> None:
+    import polars as pl
+
+    rows = [
+        f"| {j['label']} | {j['wall_s']:.1f} | {j['cpu_s']:.1f} | {j['peak_mb']:.0f} | "
+        + " | ".join(
+            f"{j['stages'][s]:.1f}" if s in j["stages"] else "-"
+            for s in ("validate", "rates", "arrival", "after_contact")
+        )
+        + " |"
+        for j in jobs
+    ]
+    now = next(j for j in jobs if j["label"] == "one process")
+    dask = next(j for j in jobs if j["label"].startswith("Dask"))
+    lines = [
+        "## scale-out",
+        "",
+        f"`cto features` on {contacts:,} generated contacts (both scoring moments, rate tables, "
+        "Parquet output) as users run it, each job a fresh process tree on the same data "
+        "(`benchmarks/scale_out.py`). Wall and CPU time in seconds; peak = the largest peak "
+        "resident memory of any one process of the job (for Dask: a worker; the client holds no "
+        "data). Stage columns: the times the command prints (the Dask run prints no stage times: "
+        f"its steps overlap on the workers). Polars {pl.__version__}, 2 cores, shared with other "
+        "work: " + "; ".join(loads) + " (before, between, after the jobs).",
+        "",
+        "| job | wall (s) | CPU (s) | peak (MB) | validate (s) | rates (s) | arrival (s) | after_contact (s) |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+    base = next((j for j in jobs if j["label"].startswith("baseline")), None)
+    if base is not None:
+        lines.append(
+            f"- Against the baseline ({baseline}) in the same run: CPU **{base['cpu_s'] / now['cpu_s']:.1f}x** "
+            f"less, wall {base['wall_s'] / now['wall_s']:.1f}x, peak memory "
+            f"{base['peak_mb'] / now['peak_mb']:.2f}x."
+        )
+    lines += [
+        f"- Dask local:2 against one process: wall {now['wall_s'] / dask['wall_s']:.2f}x "
+        f"(>1: faster), CPU {dask['cpu_s'] / now['cpu_s']:.2f}x, largest peak of one process "
+        f"{dask['peak_mb']:.0f} MB against {now['peak_mb']:.0f} MB.",
+        f"- Outputs, one process against Dask: {same}.",
+    ]
+    if quick:
+        lines.append("- Smoke run (--quick): not a measurement.")
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(RESULTS.read_text())
+
+
+if __name__ == "__main__":
+    main()

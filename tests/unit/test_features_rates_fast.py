@@ -1,0 +1,83 @@
+"""The fast paths of the global rate step give exactly what the plain definitions give.
+
+- ``label_conversions`` (one as-of join, frames sorted by time only) against ``label_contacts``;
+- ``compute_rates`` (run ends of integer sorts) against a group-by written from its docstring;
+- the composite-key as-of join against ``join_asof(by=key)`` on the same tables.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from features import rates as rates_module
+from features.labels import label_contacts, label_conversions
+from features.rates import KNOWN_AT, compute_rates, join_rates, rate_inputs
+from features.simulate import simulate
+
+
+@pytest.fixture(scope="module")
+def world():
+    sim = simulate(n_contacts=5_000, seed=23)
+    return sim, label_contacts(sim.contacts, sim.orders, 7, 14)
+
+
+def test_label_conversions_equals_full_labels(world):
+    sim, labeled = world
+    fast = label_conversions(sim.contacts, sim.orders, 7)
+    assert fast["contact_id"].to_list() == sim.contacts["contact_id"].to_list()  # input order
+    both = labeled.select("contact_id", "converted", KNOWN_AT).join(
+        fast.select("contact_id", "converted", KNOWN_AT), on="contact_id", suffix="_fast"
+    )
+    assert both.height == sim.contacts.height
+    assert both["converted"].sum() > 100  # not vacuous
+    assert (both["converted"] == both["converted_fast"]).all()
+    assert (both[KNOWN_AT] == both[f"{KNOWN_AT}_fast"]).all()
+
+
+def test_compute_rates_equals_group_by_definition(world):
+    sim, labeled = world
+    rates = compute_rates(rate_inputs(sim.contacts, sim.orders, 7), horizon_days=7)
+    assert_frame_equal(rates.tables["agent"], compute_rates(labeled, 7).tables["agent"])
+    outcomes = labeled.select(
+        KNOWN_AT,
+        pl.col("converted").cast(pl.Int64),
+        pl.col("intent").cast(pl.String).alias("key"),
+    )
+    expected_global = (
+        outcomes.group_by(KNOWN_AT)
+        .agg(pl.len().alias("outcomes"), pl.col("converted").sum().alias("conversions"))
+        .sort(KNOWN_AT)
+        .with_columns(pl.col("outcomes").cum_sum(), pl.col("conversions").cum_sum())
+    )
+    assert_frame_equal(rates.global_rate.drop("rate"), expected_global)
+    expected_intent = (
+        outcomes.group_by("key", KNOWN_AT)
+        .agg(pl.len().alias("outcomes"), pl.col("converted").sum().alias("conversions"))
+        .sort("key", KNOWN_AT)
+        .with_columns(
+            pl.col("outcomes").cum_sum().over("key"), pl.col("conversions").cum_sum().over("key")
+        )
+    )
+    assert_frame_equal(
+        rates.tables["intent"].select("key", KNOWN_AT, "outcomes", "conversions"),
+        expected_intent,
+    )
+
+
+def test_composite_join_equals_join_by_key(world, monkeypatch):
+    sim, labeled = world
+    rates = compute_rates(labeled, 7)
+    names = ("intent", "channel", "agent")
+    fast = join_rates(sim.contacts, rates, names)
+    assert rates_module._rate_lookup(rates).composite is not None
+    # Without the composite key (as when keys and time need more than 62 bits).
+    monkeypatch.setattr(rates_module, "_composite_tables", lambda tables: None)
+    rates_module._LOOKUPS.clear()
+    plain = join_rates(sim.contacts, rates, names)
+    assert rates_module._rate_lookup(rates).composite is None
+    columns = [f"_rate_{n}" for n in names] + [f"_rate_{n}_outcomes" for n in names]
+    assert all(nulls < sim.contacts.height for nulls in fast.select(columns).null_count().row(0))
+    assert_frame_equal(fast.select(columns), plain.select(columns))
+    rates_module._LOOKUPS.clear()

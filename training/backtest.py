@@ -24,7 +24,7 @@ Choices, each only beyond noise (the paired CI of the gain excludes zero):
 
 - scheme: the best scheme of a family replaces the expanding window only if it beats it;
 - family: LightGBM is the model to register unless the logistic regression beats it; then the
-  run says so in plain words (``cto train --family linear``);
+  run says so in plain words;
 - cadence: every fold's model is also scored, frozen, on every later test window. The loss of
   ROC-AUC against the model retrained for that window, by the age of the frozen model, gives a
   slope; the recommended retrain cadence is the age at which the expected loss reaches
@@ -56,7 +56,7 @@ from training.intervals import (
     resample_counts,
     weighted_binary_metrics,
 )
-from training.schemes import EXPANDING, Scheme, fit_out_of_time
+from training.schemes import EXPANDING, Scheme, fit_out_of_time, time_as_float
 
 DEFAULT_FOLDS = 5
 HISTORY_SHARE = 0.5  # rows before the first origin: history only
@@ -186,13 +186,6 @@ class BacktestResult:
 # --- inputs --------------------------------------------------------------------------------------
 
 
-def _time_as_float(series: pl.Series) -> tuple[np.ndarray, str]:
-    if series.dtype.is_temporal():
-        micro = series.cast(pl.Datetime("us")).dt.epoch("us").to_numpy()
-        return micro.astype(np.float64) / 86_400e6, "days"
-    return series.cast(pl.Float64).to_numpy(), "time units"
-
-
 def input_from_table(
     path: Path, label: str, time_column: str, exclude: list[str], seed: int
 ) -> BacktestInput:
@@ -205,7 +198,7 @@ def input_from_table(
     raw = read_table(Path(path))
     frame, features, categorical, _ = prepare_table(raw, label, time_column, exclude, seed)
     frame = frame.sort("started_at", "_row")
-    t, unit = _time_as_float(frame["started_at"])
+    t, unit = time_as_float(frame["started_at"])
     out = frame.select(features).with_columns(
         pl.Series("_t", t),
         pl.Series("_known", t),
@@ -240,8 +233,8 @@ def input_from_directory(data, settings: Settings, task: str, log=None) -> Backt
     frame = prepared.frame.filter(pl.col("label_known_at") <= prepared.windows.end).sort(
         "started_at", "contact_id"
     )
-    t, _ = _time_as_float(frame["started_at"])
-    known, _ = _time_as_float(frame["label_known_at"])
+    t, _ = time_as_float(frame["started_at"])
+    known, _ = time_as_float(frame["label_known_at"])
     out = frame.select(names).with_columns(
         pl.Series("_t", t), pl.Series("_known", known), frame["converted"].cast(pl.Int8).alias("_y")
     )
@@ -293,7 +286,7 @@ def make_folds(
                 f"(needs {MIN_TEST_ROWS} / {MIN_TEST_POSITIVES})"
             )
         if reasons:
-            skipped.append(f"origin {origin:g}: " + "; ".join(reasons))
+            skipped.append(f"fold from {origin:g}: " + "; ".join(reasons))
             continue
         folds.append(
             Fold(len(folds), origin, end, int(train.sum()), int(test.sum()), int(y[test].sum()))
@@ -431,11 +424,8 @@ def run_backtest(
         train = frame.filter(pl.Series(fold.train_mask(t, known)))
         later = {j: test_frames[j] for j in test_frames if j >= fold.index}
         for candidate in candidates:
-            wanted = (
-                later
-                if candidate.key == f"{LIGHTGBM}/{EXPANDING.name}"
-                else {fold.index: test_frames[fold.index]}
-            )
+            frozen = candidate.key == f"{LIGHTGBM}/{EXPANDING.name}"
+            wanted = later if frozen else {fold.index: test_frames[fold.index]}
             predictions = _fit_predict(
                 candidate, data, train=train, tests=wanted, origin=fold.origin, settings=settings
             )
@@ -445,12 +435,13 @@ def run_backtest(
             samples.setdefault(candidate.key, {})[fold.index] = weighted_binary_metrics(
                 yt, p, counts[fold.index]
             )
-            for j, pj in predictions.items():
-                frozen_auc[(fold.index, j)] = point_metrics(y_tests[j], pj)["roc_auc"]
+            if frozen:  # the decay is that of the expanding LightGBM model
+                for j, pj in predictions.items():
+                    frozen_auc[(fold.index, j)] = point_metrics(y_tests[j], pj)["roc_auc"]
         best = points[f"{LIGHTGBM}/{EXPANDING.name}"][fold.index]["roc_auc"]
         linear = points[f"{LINEAR}/{EXPANDING.name}"][fold.index]["roc_auc"]
         say(
-            f"fold {fold.index + 1}/{len(fold_list)} (origin {fold.origin:g}, {fold.train_rows:,} "
+            f"fold {fold.index + 1}/{len(fold_list)} (origin {when(fold.origin, data.unit)}, {fold.train_rows:,} "
             f"train / {fold.test_rows:,} test rows): ROC-AUC LightGBM {best:.3f}, "
             f"logistic {linear:.3f}"
         )
@@ -537,8 +528,9 @@ def _verdict(family_gain: Interval) -> tuple[str, str]:
     if family_gain.high < 0:
         return LINEAR, (
             f"LightGBM loses to its fair logistic-regression baseline on these folds: ROC-AUC "
-            f"gain {gain} (95% CI below zero). Register the linear model: "
-            "cto train --table ... --family linear."
+            f"gain {gain} (95% CI below zero): on this data the linear model is the better "
+            "choice. cto train still registers LightGBM (registering the linear model is not "
+            "built yet); weigh the gap before promoting it."
         )
     if family_gain.low > 0:
         return LIGHTGBM, (
@@ -582,19 +574,35 @@ def _decay(frozen_auc, folds: list[Fold], t: np.ndarray) -> tuple[list[dict[str,
 def _cadence(slope: float, points, unit: str) -> tuple[float, str]:
     if not math.isfinite(slope):
         return float("nan"), "one fold only: no frozen model to age, no cadence measured"
-    longest = max(p["extra_age"] for p in points)
+    longest = float(f"{max(p['extra_age'] for p in points):.3g}")
     if slope >= 0 or DECAY_TOLERANCE / -slope >= longest:
         return longest, (
             f"a frozen model lost less than {DECAY_TOLERANCE} ROC-AUC over the "
             f"{longest:g} {unit} the folds span: retrain at least every {longest:g} {unit}"
         )
-    cadence = DECAY_TOLERANCE / -slope
-    cadence = float(f"{cadence:.2g}")
+    cadence = float(f"{DECAY_TOLERANCE / -slope:.2g}")
+    one = unit[:-1] if unit.endswith("s") else unit
     return cadence, (
-        f"a frozen model loses {-slope:.2g} ROC-AUC per {unit[:-1] if unit.endswith('s') else unit}"
-        f" of age against a retrained one: retrain every {cadence:g} {unit} to keep the loss "
-        f"under {DECAY_TOLERANCE}"
+        f"a frozen model loses {-slope:.2g} ROC-AUC per {one} of age against a retrained one: "
+        f"retrain every {cadence:g} {unit} to keep the loss under {DECAY_TOLERANCE}"
     )
+
+
+def cadence_text(result: dict) -> str:
+    """The cadence sentence of a backtest's JSON result."""
+    return _cadence(result["decay_slope_roc_auc_per_unit"], result["decay_points"], result["unit"])[
+        1
+    ]
+
+
+def when(value: float, unit: str) -> str:
+    """A fold boundary as people read it: a date for date/time columns, else the number."""
+    if unit == "days" and math.isfinite(value):
+        from datetime import UTC, datetime, timedelta
+
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=value)
+        return moment.strftime("%Y-%m-%d %H:%M").removesuffix(" 00:00")
+    return f"{value:g}"
 
 
 # --- outputs -------------------------------------------------------------------------------------

@@ -73,18 +73,24 @@ def logistic_pipeline(encoding: FeatureEncoding, seed: int) -> Pipeline:
     )
 
 
-def _subsample(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _subsample(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, seed: int):
     if len(y) <= LOGISTIC_MAX_ROWS:
-        return x, y
+        return x, y, w
     keep = np.sort(np.random.default_rng(seed).choice(len(y), LOGISTIC_MAX_ROWS, replace=False))
-    return x[keep], y[keep]
+    return x[keep], y[keep], None if w is None else w[keep]
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, encoding: FeatureEncoding, seed: int) -> Pipeline:
+def fit_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    encoding: FeatureEncoding,
+    seed: int,
+    weight: np.ndarray | None = None,
+) -> Pipeline:
     """Binary or multinomial logistic regression (sklearn picks by the number of classes)."""
-    x_fit, y_fit = _subsample(x, y, seed)
+    x_fit, y_fit, w_fit = _subsample(x, y, weight, seed)
     pipeline = logistic_pipeline(encoding, seed)
-    pipeline.fit(x_fit, y_fit)
+    pipeline.fit(x_fit, y_fit, model__sample_weight=w_fit)
     return pipeline
 
 

@@ -60,8 +60,8 @@ def _check_tasks(tasks) -> list[str]:
     return chosen
 
 
-def fit_task(task: str, prepared, settings: Settings):
-    """Fit one task on prepared data (no MLflow)."""
+def fit_task(task: str, prepared, settings: Settings, scheme=None, scheme_source: str = "default"):
+    """Fit one task on prepared data (no MLflow); ``scheme`` applies to the conversion tasks."""
     from features.registry import categorical_features, feature_names
 
     moment = task_fits.TASK_MOMENT[task]
@@ -79,6 +79,8 @@ def fit_task(task: str, prepared, settings: Settings):
             settings=settings,
             monotone=monotone_hints(moment),
             truth=prepared.truth,
+            scheme=scheme,
+            scheme_source=scheme_source,
         )
     if task == task_fits.DROPOFF_REASON:
         return task_fits.fit_reason(frame, names, categorical, settings, truth=prepared.truth)
@@ -120,6 +122,9 @@ def run_training(
     promote: bool = True,
     progress: bool = True,
     tasks=None,
+    *,
+    window: float | None = None,
+    half_life: float | None = None,
 ) -> TrainingResult:
     """Train, log, register (and, with ``promote``, gate into the champion alias) each task's model."""
     from training.data import check_data, prepare, require_data
@@ -151,8 +156,14 @@ def run_training(
     rates_frame = latest_rates_frame(prepared.rates)
     for task in runnable:
         say(f"{task}: fitting")
+        scheme, source = None, "default"
+        if task in (task_fits.CONVERSION_ARRIVAL, task_fits.CONVERSION_AFTER_CONTACT):
+            from training.schemes import resolve_scheme
+
+            scheme, source = resolve_scheme(settings, prepared.digest, task, window, half_life)
+            say(f"{task}: training scheme {scheme.name} ({source})")
         fit_started = time.time()
-        fit = fit_task(task, prepared, settings)
+        fit = fit_task(task, prepared, settings, scheme, source)
         say(f"{task}: logging to MLflow")
         name = model_name(settings, task)
         run_id, version, card = register_fit(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
+import polars as pl
 
 from features.encoding import FeatureEncoding
 from features.errors import CTOError
@@ -78,6 +79,14 @@ class Scheme:
 EXPANDING = Scheme()
 
 
+def time_as_float(series: pl.Series) -> tuple[np.ndarray, str]:
+    """Times as numbers: days since 1970 for dates/times, else the column's own unit."""
+    if series.dtype.is_temporal():
+        micro = series.cast(pl.Datetime("us")).dt.epoch("us").to_numpy()
+        return micro.astype(np.float64) / 86_400e6, "days"
+    return series.cast(pl.Float64).to_numpy(), "time units"
+
+
 def time_cut(t: np.ndarray, share_after: float) -> float:
     """A cut at a distinct time value leaving about ``share_after`` of the rows at or after it."""
     ordered = np.sort(np.asarray(t, dtype=np.float64))
@@ -107,8 +116,8 @@ def fit_out_of_time(
     x: np.ndarray,
     y: np.ndarray,
     *,
-    t: np.ndarray,
-    known: np.ndarray,
+    t: np.ndarray | None,
+    known: np.ndarray | None,
     weight: np.ndarray | None,
     encoding: FeatureEncoding,
     threads: int,
@@ -124,6 +133,10 @@ def fit_out_of_time(
     """
     y = np.asarray(y)
     if early_stopping is None:
+        if t is None or known is None:
+            raise ValueError(
+                "fit_out_of_time needs the rows' times without an early_stopping window"
+            )
         cut = time_cut(t, EARLY_STOPPING_SHARE)
         first = (t < cut) & (known <= cut)
         later = t >= cut
@@ -166,3 +179,22 @@ def fit_out_of_time(
     )
     final = lgbm.fit_booster(params, (x_all, y_all, w_all), None, encoding, trees)
     return FittedBinary(final, calibration, trees, len(y_es), len(y_fit), len(y_all))
+
+
+def resolve_scheme(
+    settings, digest: str, task: str, window: float | None = None, half_life: float | None = None
+) -> tuple[Scheme, str]:
+    """The scheme to train with, and where it came from.
+
+    Explicit ``window`` / ``half_life`` win; otherwise the scheme the latest backtest of the same
+    data (same digest) and task chose; with no backtest, the expanding window.
+    """
+    if window is not None or half_life is not None:
+        return Scheme(window=window, half_life=half_life), "flags"
+    from training.backtest import latest_choice
+
+    found = latest_choice(settings, digest, task)
+    if found is None:
+        return EXPANDING, "expanding: no backtest of this data yet"
+    scheme, run_id = found
+    return scheme, f"backtest run {run_id}"

@@ -177,9 +177,12 @@ def train_table(
     model_name: str | None = None,
     promote: bool = False,
     progress: bool = True,
+    window: float | None = None,
+    half_life: float | None = None,
 ) -> TableResult:
     from training.data import check_data, data_digest, require_data
     from training.pipeline import Progress
+    from training.schemes import resolve_scheme
     from training.tracking import log_task
 
     say = Progress(progress)
@@ -194,8 +197,27 @@ def train_table(
     check = check_data(frame, "_label")
     say(check.line)
     require_data(check)
+    digest = data_digest({"table": raw})
+    if time_column is None and (window is not None or half_life is not None):
+        raise CTOError("--window and --half-life need --time-column: rows must be in time order")
+    scheme, source = (
+        resolve_scheme(settings, digest, "table", window, half_life)
+        if time_column
+        else (None, "expanding: random split")
+    )
+    if scheme is not None:
+        say(f"training scheme {scheme.name} ({source})")
     fit_started = time.time()
-    fit = fit_binary("table", frame, features, categorical, "_label", settings=settings)
+    fit = fit_binary(
+        "table",
+        frame,
+        features,
+        categorical,
+        "_label",
+        settings=settings,
+        scheme=scheme,
+        scheme_source=source,
+    )
     windows = {"split_method": method}
     if time_column:
         by_split = frame.group_by("split").agg(
@@ -206,7 +228,6 @@ def train_table(
             for r in by_split.to_dicts()
         }
     name = model_name or f"{settings.model_prefix}-{slug(Path(path).stem)}-conversion"
-    digest = data_digest({"table": raw})
     card = build_card(
         task="table",
         model_name=name,

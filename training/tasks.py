@@ -18,7 +18,7 @@ from features.errors import CTOError
 from features.schema import DROPOFF_REASONS
 from features.settings import Settings
 from training import baselines, lgbm
-from training.calibration import Calibration, choose_calibration, sigmoid
+from training.calibration import Calibration, sigmoid
 from training.explain import contributions, driver_recovery, shap_cost
 from training.metrics import (
     binary_metrics,
@@ -26,6 +26,7 @@ from training.metrics import (
     expected_calibration_error,
     multiclass_metrics,
 )
+from training.schemes import EXPANDING, Scheme, fit_out_of_time, time_as_float
 
 CONVERSION_ARRIVAL = "conversion-arrival"
 CONVERSION_AFTER_CONTACT = "conversion-after-contact"
@@ -93,42 +94,86 @@ def fit_binary(
     truth: pl.DataFrame | None = None,
     size: lgbm.ModelSize = lgbm.DEFAULT_SIZE,
     max_rounds: int = lgbm.MAX_ROUNDS,
+    scheme: Scheme | None = None,
+    scheme_source: str = "default",
 ) -> TaskFit:
-    """Binary conversion model with baselines; ``frame`` carries a ``split`` column."""
+    """Binary conversion model with baselines; ``frame`` carries a ``split`` column.
+
+    The training scheme (expanding, sliding window, half-life weights; relative to the test
+    window's start) selects and weighs the train and validation rows. LightGBM is early-stopped
+    on the validation window, calibrated on its out-of-time scores there, then refitted on train
+    and validation together with that number of trees (:func:`training.schemes.fit_out_of_time`):
+    the latest labelled rows train the model that goes live. The baselines learn from the same
+    rows with the same weights.
+    """
+    scheme = scheme or EXPANDING
     train, valid, test = (_split(frame, s) for s in ("train", "valid", "test"))
-    encoding = fit_encoding(train, feature_names, categorical)
+    w_train = w_valid = None
+    if scheme != EXPANDING:
+        if test.height == 0 or test["started_at"].null_count():
+            raise CTOError(
+                f"training scheme {scheme.name} needs rows in time order: give a time column"
+            )
+        cut = float(time_as_float(test["started_at"])[0].min())
+        keep_train, w_train = scheme.rows(time_as_float(train["started_at"])[0], cut)
+        keep_valid, w_valid = scheme.rows(time_as_float(valid["started_at"])[0], cut)
+        train, valid = train.filter(pl.Series(keep_train)), valid.filter(pl.Series(keep_valid))
+        if scheme.half_life is None:
+            w_train = w_valid = None
+        if train.height == 0:
+            raise CTOError(
+                f"training scheme {scheme.name}: no training rows inside the window; widen it"
+            )
+    fitted_rows = pl.concat([train, valid], how="vertical_relaxed")
+    encoding = fit_encoding(fitted_rows, feature_names, categorical)
     x_train, x_valid, x_test = (encode(f, encoding) for f in (train, valid, test))
     y_train, y_valid, y_test = (f[label].cast(pl.Int8).to_numpy() for f in (train, valid, test))
     params = lgbm.base_params(settings, size) | {"objective": "binary", "metric": "binary_logloss"}
     if monotone:
         params["monotone_constraints"] = lgbm.monotone_vector(encoding, monotone)
         params["monotone_constraints_method"] = "intermediate"
-    booster = lgbm.fit_booster(
-        params, (x_train, y_train, None), (x_valid, y_valid, None), encoding, max_rounds
-    )
     threads = settings.num_threads
-    calibration = choose_calibration(
-        booster.predict(x_valid, raw_score=True, num_threads=threads), y_valid
+    fitted = fit_out_of_time(
+        params,
+        x_train,
+        y_train,
+        t=None,
+        known=None,
+        weight=w_train,
+        encoding=encoding,
+        threads=threads,
+        max_rounds=max_rounds,
+        early_stopping=(x_valid, y_valid, w_valid),
     )
+    booster, calibration = fitted.booster, fitted.calibration
+    x_all = np.vstack([x_train, x_valid])
+    y_all = np.concatenate([y_train, y_valid])
+    w_all = None if w_train is None else np.concatenate([w_train, w_valid])
     raw_test = booster.predict(x_test, raw_score=True, num_threads=threads)
     p_test = calibration.apply(raw_test)
+    training = scheme.to_params() | {
+        "scheme_source": scheme_source,
+        "refit_trees": fitted.trees,
+        "refit_rows": fitted.refit_rows,
+        "early_stopping_rows": fitted.early_stopping_rows,
+    }
 
     model_metrics = binary_metrics(y_test, p_test)
     model_metrics["ece_uncalibrated"] = expected_calibration_error(y_test, sigmoid(raw_test))
     metrics: dict[str, dict[str, object]] = {"model": model_metrics}
     scores: dict[str, np.ndarray] = {"model": p_test}
 
-    base_rate = float(y_train.mean())
+    base_rate = float(np.average(y_all, weights=w_all))
     scores["baseline_base_rate"] = np.full(len(y_test), base_rate)
-    logistic = baselines.fit_logistic(x_train, y_train, encoding, settings.seed)
+    logistic = baselines.fit_logistic(x_all, y_all, encoding, settings.seed, weight=w_all)
     scores["baseline_logistic"] = logistic.predict_proba(x_test)[:, 1]
-    rule = baselines.fit_one_rule(x_train, y_train, encoding)
+    rule = baselines.fit_one_rule(x_all, y_all, encoding)
     scores["baseline_one_rule"] = rule.predict(x_test)
     for name in ("baseline_base_rate", "baseline_logistic", "baseline_one_rule"):
         metrics[name] = binary_metrics(y_test, scores[name])
     metrics["baseline_one_rule"]["feature"] = rule.feature_name  # type: ignore[index]
 
-    extra: dict[str, object] = {"one_rule_feature": rule.feature_name}
+    extra: dict[str, object] = {"one_rule_feature": rule.feature_name, "training": training}
     if truth is not None and "p_convert" in truth.columns:
         oracle = test.select("contact_id").join(
             truth.select("contact_id", "p_convert"), on="contact_id", how="left"
@@ -158,8 +203,8 @@ def fit_binary(
         label=label,
         calibration=calibration,
         metrics=metrics,
-        params=params,
-        train_frame=train.select(encoding.feature_names),
+        params=params | training,
+        train_frame=fitted_rows.select(encoding.feature_names),
         test_frame=test.select([c for c in keep if c in test.columns]),
         extra=extra,
         plot_data={"y_test": y_test, "scores": scores, "shap": shap_values, "x_shap": shap_sample},

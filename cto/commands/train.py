@@ -73,6 +73,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--treatment: cost of one treatment; the rule treats where uplift x value > cost.",
     )
     parser.add_argument(
+        "--window",
+        type=float,
+        metavar="DAYS",
+        help="Conversion models learn only from the last DAYS before the test window (table: "
+        "units of the time column). Default: the scheme the latest `cto backtest` of the same "
+        "data chose, else every labelled row.",
+    )
+    parser.add_argument(
+        "--half-life",
+        type=float,
+        metavar="DAYS",
+        help="Conversion models weigh each row 0.5 ** (age / DAYS) (default: as for --window).",
+    )
+    parser.add_argument(
         "--dask",
         default=None,
         metavar="ADDRESS",
@@ -193,6 +207,8 @@ def _run(args: argparse.Namespace) -> int:
             model_name=args.model_name,
             promote=args.promote,
             progress=not args.quiet,
+            window=args.window,
+            half_life=args.half_life,
         )
         _print_table_result(result)
         return 0
@@ -205,7 +221,13 @@ def _run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or get_settings().data_dir
     settings = command_settings(args, data_dir)
     result = run_training(
-        data_dir, settings, promote=args.promote, progress=not args.quiet, tasks=args.tasks
+        data_dir,
+        settings,
+        promote=args.promote,
+        progress=not args.quiet,
+        tasks=args.tasks,
+        window=args.window,
+        half_life=args.half_life,
     )
     print(result.data_check)
     for task, reason in result.skipped.items():

@@ -17,7 +17,7 @@ from training.backtest import (
     make_folds,
     run_backtest,
 )
-from training.intervals import paired_gain, point_metrics
+from training.intervals import point_metrics
 from training.promote import gate
 from training.schemes import Scheme
 
@@ -147,5 +147,11 @@ def test_backtest_scores_models_on_windows_they_never_saw(mlflow_settings):
     assert result.per_fold[f"{BASE_RATE}/expanding"][last]["roc_auc"].value == pytest.approx(0.5)
     assert result.recommended_family in (LIGHTGBM, LINEAR)
     assert result.family_gain.low <= result.family_gain.value <= result.family_gain.high
-    # the gain is a paired difference of the same folds
-    assert paired_gain is not None
+    # the frozen-model curve starts at each fold's own LightGBM score, then ages forward
+    for point in result.decay_points:
+        k, j = point["trained_at_fold"], point["scored_on_fold"]
+        assert j >= k
+        if j == k:
+            expected = result.per_fold[f"{LIGHTGBM}/expanding"][k]["roc_auc"].value
+            assert point["roc_auc"] == pytest.approx(expected)
+    assert len(result.decay_points) == 3  # (1,1), (1,2), (2,2)

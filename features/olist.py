@@ -263,7 +263,12 @@ def import_olist(src_dir: Path | str, out_dir: Path | str) -> OlistImport:
         rejects.write_csv(rejects_path)
     elif rejects_path.exists():
         rejects_path.unlink()
-    first_order = tables["orders"]["ordered_at"].min()
+    # The first deal of the source (its lead may be one left out): where the deal records begin.
+    first_order = (
+        _read(src, DEALS_FILE, ("won_date",))
+        .select(pl.col("won_date").str.to_datetime("%Y-%m-%d %H:%M:%S", time_zone="UTC").min())
+        .item()
+    )
     result = OlistImport(
         out_dir=out,
         contacts=tables["contacts"].height,

@@ -50,6 +50,7 @@ def test_import_counts_and_contract(imported, olist_src):
     assert result.contacts + result.rejected_leads == leads.height == 8_000
     assert result.rejected == {"before_deal_records": early, "deal_before_first_contact": 1}
     assert (result.contacts, result.orders, result.customers) == (KEPT_LEADS, 790, KEPT_LEADS)
+    assert result.first_order_at.startswith(FIRST_DEAL)
     rejects = pl.read_csv(result.out_dir / REJECTS_FILE)
     assert rejects.height == result.rejected_leads and rejects["had_deal"].sum() == 52
     assert rejects["_message"].str.len_chars().min() > 20

@@ -7,6 +7,7 @@ simulate -> validate -> labels/KPIs -> features -> train + register + promote ->
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -73,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
     from features.validate import load_and_validate
 
     result = load_and_validate(data_dir)
-    print(result.summary)
+    for row in result.summary.iter_rows(named=True):
+        print(
+            f"   {row['table']}: {row['read']:,} read, {row['accepted']:,} accepted, "
+            f"{row['rejected']:,} rejected, {row['coerced_to_other']:,} coerced to 'other'"
+        )
     _done(t0)
 
     t0 = _stage("3/7 labels and contact-to-order KPIs")
@@ -84,9 +89,16 @@ def run(args: argparse.Namespace) -> int:
     labeled = label_contacts(
         tables["contacts"], tables["orders"], settings.horizon_days, settings.journey_gap_days
     )
-    with pl.Config(tbl_rows=20, tbl_cols=12, tbl_width_chars=140):
-        print(kpi_table(labeled))
-        print(kpi_table(labeled, by=["channel"]))
+    overall = kpi_table(labeled).row(0, named=True)
+    print(
+        f"   {overall['contacts']:,} contacts, {overall['orders']:,} orders: contact-to-order ratio "
+        f"{overall['contact_to_order_ratio']:.1%}, {overall['contacts_per_order']:.1f} contacts per order"
+    )
+    for row in kpi_table(labeled, by=["channel"]).iter_rows(named=True):
+        print(
+            f"   {row['channel']:<9} {row['contacts']:>8,} contacts  "
+            f"ratio {row['contact_to_order_ratio']:.1%}"
+        )
     _done(t0)
 
     t0 = _stage("4/7 point-in-time features")
@@ -115,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     trained = run_training(data_dir, settings, promote=True, progress=True)
     for task, version in trained.versions.items():
         decision = trained.promoted.get(task)
-        print(f"   {task}: version {version}; {decision}")
+        verdict = "champion" if decision is not None and decision.promoted else "not promoted"
+        reason = f" ({decision.reason})" if decision is not None else ""
+        print(f"   {task}: version {version}, {verdict}{reason}")
     _done(t0)
 
     if not args.skip_serve:
@@ -161,8 +175,18 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(data_dir, since_date, until_date, out / "driver-report.html", settings)
     print(f"   driver report: {Path(report).resolve()}")
     _done(t0)
+    bin_dir = Path(sys.executable).parent
+    print("\nDone. Next steps (each works as written in a new shell):")
+    print(f"   driver report:   open {Path(report).resolve()} in a browser")
     print(
-        "\nDone. Open the report in a browser; MLflow UI: mlflow ui --backend-store-uri",
-        settings.tracking_uri,
+        f"   MLflow UI:       {bin_dir / 'mlflow'} ui --backend-store-uri "
+        f"{_absolute_sqlite(settings.tracking_uri)}"
     )
+    events_db = (out / "events.db").resolve()
+    if events_db.exists():
+        # The demo's online store holds every simulated customer's state: serve from it.
+        print(
+            f"   scoring service: CTO_EVENT_STORE_URL=sqlite:///{events_db} CTO_TRACKING_URI="
+            f"{_absolute_sqlite(settings.tracking_uri)} {bin_dir / 'cto'} serve"
+        )
     return 0

@@ -87,3 +87,22 @@ def command_settings(args: argparse.Namespace, data_dir: Path | None = None) -> 
     if prefix:
         updates["model_prefix"] = prefix
     return settings.model_copy(update=updates) if updates else settings
+
+
+def load_contract_tables(path: Path, rejected_means: str):
+    """Reads and validates a data directory, saying on one line how many rows the contract rejected.
+
+    Rejected rows are never used; ``cto validate PATH`` lists each with its reason.
+    ``rejected_means`` says what that is for the command ("not loaded", "left out").
+    Returns the ``ValidationResult``.
+    """
+    from features.validate import load_and_validate
+
+    result = load_and_validate(path)
+    rejected = int(result.summary["rejected"].sum())
+    if rejected:
+        print(
+            f"validate: {rejected:,} rejected row(s) {rejected_means} (see `cto validate {path}`)",
+            flush=True,
+        )
+    return result

@@ -38,7 +38,7 @@ from typing import Any
 import polars as pl
 
 from features.errors import CTOError
-from features.registry import FEATURE_SET, HISTORY_WINDOWS, FeatureSet
+from features.registry import FEATURE_SET, HISTORY_WINDOWS, WINDOW_SUMMED, FeatureSet
 from features.schema import CONTACTS, CUSTOMERS, ORDERS, Table
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,19 +46,6 @@ _DAY_US = 86_400_000_000
 # Window spans in milliseconds (window starts are compared at millisecond resolution, as the batch
 # pipeline's stream key does) and in microseconds (channel recency compares exact times).
 _WINDOW_DAYS = {window: int(window.removesuffix("d")) for window in HISTORY_WINDOWS}
-# Per event, the values window features sum (the batch pipeline's `_SUMMED` helper columns).
-SUMMED = (
-    "_is_contact",
-    "_switch",
-    "_wait_ms",
-    "_has_wait",
-    "_abandoned",
-    "_transfers",
-    "_unresolved",
-    "_bot",
-    "_is_order",
-    "_amount_cents",
-)
 _KIND_CONTACT, _KIND_OUTCOME, _KIND_ORDER = 0, 1, 2
 # Contact fields a state keeps, in this order (what the features read; never dropoff_reason).
 CONTACT_FIELDS = (
@@ -359,7 +346,7 @@ class OnlineRow:
         return (self.started_us - first) * _DAYS_PER_MICROSECOND
 
 
-_SUM_INDEX = {name: i for i, name in enumerate(SUMMED)}
+_SUM_INDEX = {name: i for i, name in enumerate(WINDOW_SUMMED)}
 _DAYS_PER_MICROSECOND = 1 / 86_400_000_000
 
 
@@ -369,13 +356,13 @@ def _flag(value: Any) -> int | None:
 
 def _contact_values(record: Sequence[Any]) -> list[int]:
     """The summed values of a contact start (switch filled in by the scan)."""
-    values = [0] * len(SUMMED)
+    values = [0] * len(WINDOW_SUMMED)
     values[_SUM_INDEX["_is_contact"]] = 1
     return values
 
 
 def _outcome_values(record: Sequence[Any]) -> list[int]:
-    values = [0] * len(SUMMED)
+    values = [0] * len(WINDOW_SUMMED)
     wait = record[_C_WAIT]
     if wait is not None:
         values[_SUM_INDEX["_wait_ms"]] = round(wait * 1000)
@@ -418,9 +405,9 @@ def read_state(  # noqa: C901, PLR0912, PLR0915 (one pass over the events, kept 
 
     now_ms = started // 1000
     lows = [(window, now_ms - _WINDOW_DAYS[window] * 86_400_000) for window in HISTORY_WINDOWS]
-    sums = {window: [0] * len(SUMMED) for window in HISTORY_WINDOWS}
+    sums = {window: [0] * len(WINDOW_SUMMED) for window in HISTORY_WINDOWS}
     wait_max: dict[str, float | None] = dict.fromkeys(HISTORY_WINDOWS)
-    lifetime = [0] * len(SUMMED)
+    lifetime = [0] * len(WINDOW_SUMMED)
     last_at: dict[str, int] = {}
     gap_us = journey_gap_days * _DAY_US
     horizon_us = horizon_days * _DAY_US
@@ -468,7 +455,7 @@ def read_state(  # noqa: C901, PLR0912, PLR0915 (one pass over the events, kept 
             if resolved is not None:
                 prev_unresolved = int(not resolved)
         else:
-            values = [0] * len(SUMMED)
+            values = [0] * len(WINDOW_SUMMED)
             values[_SUM_INDEX["_is_order"]] = 1
             values[_SUM_INDEX["_amount_cents"]] = record[1] or 0
             last_order = at

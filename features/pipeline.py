@@ -44,7 +44,14 @@ import polars as pl
 from features.errors import CTOError
 from features.partitions import customer_partition, scan_tables
 from features.rates import RateTables, join_rates
-from features.registry import CHANNELS, FEATURE_SET, HISTORY_WINDOWS, MOMENTS, FeatureSet
+from features.registry import (
+    CHANNELS,
+    FEATURE_SET,
+    HISTORY_WINDOWS,
+    MOMENTS,
+    WINDOW_SUMMED,
+    FeatureSet,
+)
 from features.schema import CONTACTS, CUSTOMERS, ORDERS, TABLES, Table
 
 KEY_COLUMNS = ("contact_id", "customer_id", "started_at")
@@ -276,19 +283,6 @@ def _event_stream(contact_rows: pl.LazyFrame, orders: pl.LazyFrame) -> pl.LazyFr
     ).sort("_customer_hash", "_t", "_kind", "_seq_hash")
 
 
-# Columns summed over windows: running sums `_cum_<name>` are built once for all windows.
-_SUMMED = (
-    "_is_contact",
-    "_switch",
-    "_wait_ms",
-    "_has_wait",
-    "_abandoned",
-    "_transfers",
-    "_unresolved",
-    "_bot",
-    "_is_order",
-    "_amount_cents",
-)
 _CUSTOMER_BITS = 24  # customers per partition < 2**24; the rest of the Int64 key is milliseconds
 _MS_BITS = 63 - _CUSTOMER_BITS
 
@@ -370,7 +364,8 @@ def _stream_helper_exprs() -> list[pl.Expr]:
     return [
         pl.col("_t").gather(last_order).alias("_last_order_at"),
         pl.col("_unresolved").gather(last_outcome).alias("_last_outcome_unresolved"),
-        *[_running_sum(name) for name in _SUMMED],
+        # Running sums `_cum_<name>` are built once for all windows.
+        *[_running_sum(name) for name in WINDOW_SUMMED],
         *_window_starts(HISTORY_WINDOWS),
     ]
 

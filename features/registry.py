@@ -43,6 +43,20 @@ MOMENTS: tuple[str, ...] = ("arrival", "after_contact")
 WINDOWS: tuple[str, ...] = ("1d", "7d", "30d", "90d", "journey", "lifetime", "point")
 HISTORY_WINDOWS: tuple[str, ...] = ("1d", "7d", "30d", "90d")
 ORDER_WINDOWS: tuple[str, ...] = ("7d", "30d", "90d")
+# Per-event values that window features sum: the batch pipeline keeps a running sum of each, the
+# online state a per-window total. One list, so the two forms cannot drift apart.
+WINDOW_SUMMED: tuple[str, ...] = (
+    "_is_contact",
+    "_switch",
+    "_wait_ms",
+    "_has_wait",
+    "_abandoned",
+    "_transfers",
+    "_unresolved",
+    "_bot",
+    "_is_order",
+    "_amount_cents",
+)
 STAGES: tuple[str, ...] = ("stream", "contact")
 
 # Column names of the event stream the stream-stage expressions read (built by features.pipeline).

@@ -146,16 +146,10 @@ def run(args: argparse.Namespace) -> int:
             rows = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
             print(f"features ({moment}): {rows:,} contacts in {len(parts)} files")
     else:
-        from features.validate import load_and_validate
+        from cto.options import load_contract_tables
 
         stage = time.perf_counter()
-        result = load_and_validate(args.path)
-        rejected = int(result.summary["rejected"].sum())
-        if rejected:
-            print(
-                f"validate: {rejected:,} rejected row(s) left out (see `cto validate {args.path}`)",
-                flush=True,
-            )
+        result = load_contract_tables(args.path, "left out")
         contacts, orders = result.tables["contacts"], result.tables["orders"]
         customers = result.tables.get("customers")
         print(

@@ -26,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cto.options import load_contract_tables
     from features.errors import CTOError
     from features.settings import get_settings
-    from features.validate import load_and_validate
     from serving.store import EventStore
 
     if not args.path.is_dir():
@@ -36,14 +36,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"event_store_url": args.event_store_url} if args.event_store_url else {}
     settings = get_settings(**overrides)
     started = time.perf_counter()
-    result = load_and_validate(args.path)
-    rejected = int(result.summary["rejected"].sum())
-    if rejected:
-        # Rows breaking the contract are not loaded; `cto validate` lists each with its reason.
-        print(
-            f"validate: {rejected:,} rejected row(s) not loaded (see `cto validate {args.path}`)",
-            flush=True,
-        )
+    result = load_contract_tables(args.path, "not loaded")
     contacts, orders = result.tables["contacts"], result.tables["orders"]
     customers = result.tables.get("customers")
     print(

@@ -269,13 +269,18 @@ class SimulatedData:
     customers: pl.DataFrame
     truth: pl.DataFrame
     scenario: dict[str, object]
+    # The decision log of a run with exploration: which follow-up and callback decisions a fair
+    # coin took (training's uplift models learn and are judged on these); None without it.
+    exploration: pl.DataFrame | None = None
 
     def write(self, directory: Path | str) -> Path:
-        """Write contacts, orders, customers and truth as Parquet (plus scenario.json)."""
+        """Write contacts, orders, customers, truth (and exploration) as Parquet, plus scenario.json."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("contacts", "orders", "customers", "truth"):
-            getattr(self, name).write_parquet(out / f"{name}.parquet", statistics=True)
+        for name in ("contacts", "orders", "customers", "truth", "exploration"):
+            frame = getattr(self, name)
+            if frame is not None:
+                frame.write_parquet(out / f"{name}.parquet", statistics=True)
         (out / "scenario.json").write_text(
             json.dumps(self.scenario, indent=2, sort_keys=True) + "\n"
         )
@@ -295,7 +300,7 @@ class _Scenario:
     stockouts: tuple[tuple[float, float], ...]
     n_agents: int
 
-    def as_dict(self, seed: int, n_contacts: int) -> dict[str, object]:
+    def as_dict(self, seed: int, n_contacts: int, exploration: float = 0.0) -> dict[str, object]:
         def at(seconds: float) -> str:
             return (self.start + timedelta(seconds=seconds)).isoformat()
 
@@ -311,14 +316,20 @@ class _Scenario:
             "stockouts": [{"start": at(a), "end": at(b)} for a, b in self.stockouts],
             "n_agents": self.n_agents,
             "effects": asdict(EFFECTS),
-        }
+        } | ({"exploration_share": exploration} if exploration > 0 else {})
 
 
 class _World:
     """Global state shared by all customers: agents, season, staffing, stock-outs."""
 
-    def __init__(self, scenario: _Scenario, rng: np.random.Generator) -> None:
+    def __init__(
+        self, scenario: _Scenario, rng: np.random.Generator, exploration: float = 0.0
+    ) -> None:
         self.scenario = scenario
+        # Randomised decisions draw from their own stream (a child of the seed), so a run without
+        # exploration makes exactly the draws, and writes exactly the bytes, it always did.
+        self.exploration = exploration
+        self.explore_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
         n = scenario.n_agents
         self.agent_skill = np.clip(rng.normal(0.0, EFFECTS.agent_skill_sd, n), -0.7, 0.7)
         # Better agents send more follow-ups and transfer less; loads differ (shifts, part-time).
@@ -467,6 +478,8 @@ _STORED_DTYPES = {
     "transfers": np.int16,
     "journey_position": np.int8,
     "drivers": np.float32,
+    "effect_follow_up": np.float32,
+    "effect_callback": np.float32,
 }
 
 
@@ -700,20 +713,31 @@ class _Batch:
         wait = np.round(np.minimum(wait, 30.0 * DAY - 1.0), 1)
 
         queued = sync & ~bot & ~outbound
-        callback = queued & (channel == _CHANNEL["phone"]) & (wait > 120.0) & (rng.random(n) < 0.5)
-        abandon_odds = np.exp(-4.0 + 1.3 * np.log(np.maximum(wait, 1.0) / 60.0))
-        abandon_odds *= np.where(callback, e.callback_abandon_odds, 1.0)
+        can_call_back = queued & (channel == _CHANNEL["phone"])
+        callback = can_call_back & (wait > 120.0) & (rng.random(n) < 0.5)
+        # Exploration: a share of the callback and follow-up decisions is taken by a fair coin
+        # (any queued phone contact; any agent-served contact) and logged as randomised.
+        explore, xr = world.exploration, world.explore_rng
+        callback_randomised = np.zeros(n, dtype=bool)
+        if explore > 0:
+            callback_randomised = can_call_back & (xr.random(n) < explore)
+            callback = np.where(callback_randomised, xr.random(n) < 0.5, callback)
+        base_abandon_odds = np.exp(-4.0 + 1.3 * np.log(np.maximum(wait, 1.0) / 60.0))
+        abandon_odds = base_abandon_odds * np.where(callback, e.callback_abandon_odds, 1.0)
         abandoned = queued & (rng.random(n) < abandon_odds / (1.0 + abandon_odds))
         served = ~abandoned
 
         # Service: transfers, resolution, follow-up.
         complexity = np.where(world.complex[intent], 0.8, 0.0)
         transfer_any = _sigmoid(-1.7 + complexity - 0.4 * skill + np.where(written, -0.7, 0.0))
-        transfers = np.where(
-            served & ~bot & ~outbound & (rng.random(n) < transfer_any),
+        # The draws behind transfers and the follow-up are kept for every contact, so the truth
+        # can replay an abandoned contact as if served (the callback offer's effect).
+        transfers_if_served = np.where(
+            ~bot & ~outbound & (rng.random(n) < transfer_any),
             np.minimum(rng.geometric(0.6, n), 6),
             0,
         )
+        transfers = np.where(served, transfers_if_served, 0)
         bot_resolves = np.where(
             world.simple[intent], 0.88, np.where(world.complex[intent], 0.15, 0.55)
         )
@@ -730,7 +754,13 @@ class _Batch:
         follow_up_chance = np.where(outbound, 0.6, follow_up_chance)
         # Bots always send a transcript and missed contacts a "sorry we missed you" message, so
         # a contact without a follow-up is one an agent served and did not follow up.
-        follow_up = ~served | (rng.random(n) < follow_up_chance)
+        follow_up_if_served = rng.random(n) < follow_up_chance
+        follow_up_randomised = np.zeros(n, dtype=bool)
+        if explore > 0:
+            agent_decides = ~bot & (xr.random(n) < explore)
+            follow_up_if_served = np.where(agent_decides, xr.random(n) < 0.5, follow_up_if_served)
+            follow_up_randomised = agent_decides & served
+        follow_up = ~served | follow_up_if_served
         handle = world.handle_median[channel] * np.exp(0.6 * rng.standard_normal(n))
         handle = np.where(
             bot, 90.0 * np.exp(0.4 * rng.standard_normal(n)), handle + 90.0 * transfers
@@ -817,6 +847,36 @@ class _Batch:
         logit = context + driver_sum + c.propensity[customer]
         logit_observable = context + driver_sum - price + price_observable
 
+        # True effects of the two decisions on this contact's own conversion chance (truth only).
+        # Follow-up: the no_follow_up driver on or off, for contacts an agent served.
+        missed_follow_up = np.where(inquiry, e.no_follow_up_on_inquiry, e.no_follow_up_other)
+        with_follow_up = logit - no_follow_up
+        effect_follow_up = np.where(
+            served & ~bot,
+            _sigmoid(with_follow_up) - _sigmoid(with_follow_up + missed_follow_up),
+            np.nan,
+        )
+        # Callback offer: it lowers the abandonment chance; the contact is then served (with its
+        # own transfer and follow-up draws) instead of abandoned.
+        fixed = logit - np.where(abandoned, e.abandoned, 0.0) - transfer_effect - no_follow_up
+        transfer_if_served_effect = np.select(
+            [transfers_if_served == 0, transfers_if_served == 1],
+            [0.0, e.one_transfer],
+            np.maximum(
+                e.two_transfers + e.per_further_transfer * (transfers_if_served - 2),
+                e.driver_floor,
+            ),
+        )
+        p_served = _sigmoid(
+            fixed + transfer_if_served_effect + np.where(follow_up_if_served, 0.0, missed_follow_up)
+        )
+        p_abandoned = _sigmoid(fixed + e.abandoned)
+        offered_odds = base_abandon_odds * e.callback_abandon_odds
+        abandon_drop = base_abandon_odds / (1.0 + base_abandon_odds) - offered_odds / (
+            1.0 + offered_odds
+        )
+        effect_callback = np.where(can_call_back, abandon_drop * (p_served - p_abandoned), np.nan)
+
         return {
             "customer": customer,
             "journey_position": np.full(n, position + 1),
@@ -837,6 +897,10 @@ class _Batch:
             "logit_observable": logit_observable,
             "agent_skill": np.where(bot, np.nan, skill),
             "drivers": drivers,
+            "effect_follow_up": effect_follow_up,
+            "effect_callback": effect_callback,
+            "follow_up_randomised": follow_up_randomised,
+            "callback_randomised": callback_randomised,
         }
 
     def orders(self) -> dict[str, np.ndarray]:
@@ -887,17 +951,22 @@ def simulate(
     start: datetime | None = None,
     weeks: int = 26,
     *,
+    exploration: float = 0.0,
     progress: Callable[[str], None] | None = None,
 ) -> SimulatedData:
     """Simulate exactly ``n_contacts`` contacts over ``weeks`` weeks from ``start`` (UTC).
 
     ``start`` defaults to :data:`DEFAULT_START` (never "now", so a seed always gives the same
-    bytes). ``progress`` receives a line per stage for long runs.
+    bytes). ``exploration`` (0-1) is the share of follow-up and callback decisions taken by a fair
+    coin and logged in :attr:`SimulatedData.exploration`; 0 (the default) gives the same bytes as
+    a simulator without exploration. ``progress`` receives a line per stage for long runs.
     """
     if isinstance(n_contacts, bool) or not isinstance(n_contacts, int) or n_contacts < 1:
         raise CTOError(f"n_contacts must be a whole number >= 1, got {n_contacts!r}")
     if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 2:
         raise CTOError(f"weeks must be a whole number >= 2, got {weeks!r}")
+    if isinstance(exploration, bool) or not 0.0 <= float(exploration) <= 1.0:
+        raise CTOError(f"exploration must be a share between 0 and 1, got {exploration!r}")
     start = DEFAULT_START if start is None else start
     if start.tzinfo is None:
         raise CTOError("start must be timezone-aware (UTC), e.g. datetime(2026, 1, 5, tzinfo=UTC)")
@@ -905,7 +974,7 @@ def simulate(
 
     rng = np.random.default_rng(seed)
     scenario = _scenario(rng, start, weeks, n_contacts)
-    world = _World(scenario, rng)
+    world = _World(scenario, rng, float(exploration))
     per_customer = _CONTACTS_PER_CUSTOMER_26W * (0.35 + 0.65 * weeks / 26)
     batches: list[_Batch] = []
     simulated = 0
@@ -921,7 +990,7 @@ def simulate(
         per_customer = max(simulated / sum(b.customers.size for b in batches), 0.5)
     if progress is not None:
         progress("assembling tables")
-    return _assemble(batches, scenario, rng, n_contacts, seed)
+    return _assemble(batches, scenario, rng, n_contacts, seed, exploration=float(exploration))
 
 
 def _assemble(
@@ -930,6 +999,8 @@ def _assemble(
     rng: np.random.Generator,
     n_contacts: int,
     seed: int,
+    *,
+    exploration: float = 0.0,
 ) -> SimulatedData:
     offsets = np.cumsum([0] + [b.customers.size for b in batches])
     contact_parts, order_parts = [], []
@@ -1093,14 +1164,26 @@ def _assemble(
                 f"effect_{name}": pl.Series(drivers[:, i], dtype=pl.Float32)
                 for i, name in enumerate(DRIVERS[:-1])
             },
+            "effect_of_follow_up": pl.Series(contacts["effect_follow_up"]).fill_nan(None),
+            "effect_of_callback_offer": pl.Series(contacts["effect_callback"]).fill_nan(None),
         }
     )
+    exploration_frame = None
+    if exploration > 0:
+        exploration_frame = pl.DataFrame(
+            {
+                "contact_id": contact_ids,
+                "follow_up_randomised": contacts["follow_up_randomised"],
+                "callback_randomised": contacts["callback_randomised"],
+            }
+        )
     return SimulatedData(
         contacts=contacts_frame,
         orders=orders_frame,
         customers=customers_frame,
         truth=truth,
-        scenario=scenario.as_dict(seed, n_contacts),
+        scenario=scenario.as_dict(seed, n_contacts, exploration),
+        exploration=exploration_frame,
     )
 
 

@@ -126,6 +126,11 @@ def _output_doc(objective: str, class_names: list[str] | None) -> str:
         )
     if objective == "multiclass":
         return f"P(reason) per class, columns in class_names order: Booster.predict(x) -> (n, {len(class_names or [])})"
+    if objective == "uplift":
+        return (
+            "uplift: change in P(order within the horizon) if the decision is taken rather than "
+            "not: Booster.predict(x) (DR-learner, no link function)"
+        )
     return "expected further contacts until the order: Booster.predict(x) (Poisson mean)"
 
 

@@ -31,6 +31,10 @@ VALID_SHARE = 0.15
 MINIMUM_ROWS = {"train": (500, 50), "valid": (100, 10), "test": (100, 10)}
 RECOMMENDED_TRAIN_ROWS = (1_000, 120)
 TRUTH_FILE_STEMS = ("truth",)
+# The decision log of randomised decisions (exploration), next to the contract tables when the
+# contact centre logs one: contact_id plus a boolean column per decision.
+EXPLORATION_FILE_STEM = "exploration"
+EXPLORATION_COLUMNS = ("follow_up_randomised", "callback_randomised")
 KEY_COLUMNS = ("contact_id", "customer_id", "started_at")
 
 
@@ -66,6 +70,7 @@ class InputData:
     truth: pl.DataFrame | None
     source: str
     meta: dict = field(default_factory=dict)  # the importer's import.json, if any
+    exploration: pl.DataFrame | None = None  # which decisions a fair coin took, if logged
 
     @property
     def source_kind(self) -> str:
@@ -129,6 +134,26 @@ def _read_table(path: Path) -> pl.DataFrame:
     return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
 
 
+def check_exploration(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+    """The exploration log: contact_id and the randomised flags, booleans without nulls."""
+    missing = [c for c in ("contact_id", *EXPLORATION_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise CTOError(
+            f"{source}: exploration log lacks column(s) {missing} (expected contact_id, "
+            f"{', '.join(EXPLORATION_COLUMNS)})"
+        )
+    for column in EXPLORATION_COLUMNS:
+        series = frame[column]
+        if series.dtype != pl.Boolean or series.null_count():
+            bad = series.dtype != pl.Boolean
+            row = 1 if bad else int(series.is_null().arg_true()[0]) + 1
+            raise CTOError(
+                f"{source}: exploration log column {column!r}, row {row}: "
+                + (f"must be boolean, is {series.dtype}" if bad else "null (must be true/false)")
+            )
+    return frame.select(pl.col("contact_id").cast(pl.String), *EXPLORATION_COLUMNS)
+
+
 def load_input(data: Path | str | dict[str, pl.DataFrame]) -> InputData:
     """Validate contract tables (a directory or frames); pick up the simulator's truth if present.
 
@@ -138,9 +163,10 @@ def load_input(data: Path | str | dict[str, pl.DataFrame]) -> InputData:
     from features.validate import import_meta, load_and_validate, validate_frames
 
     if isinstance(data, dict):
-        raw = {k: v for k, v in data.items() if k != "truth"}
+        raw = {k: v for k, v in data.items() if k not in ("truth", EXPLORATION_FILE_STEM)}
         result = validate_frames(raw, None)
         truth = data.get("truth")
+        exploration = data.get(EXPLORATION_FILE_STEM)
         source = "frames"
         meta: dict = {}
     else:
@@ -155,13 +181,21 @@ def load_input(data: Path | str | dict[str, pl.DataFrame]) -> InputData:
                 if candidate.exists():
                     truth = _read_table(candidate)
                     break
+        exploration = None
+        candidate = path / f"{EXPLORATION_FILE_STEM}.parquet"
+        if candidate.exists():
+            exploration = pl.read_parquet(candidate)
         source = str(path.resolve())
         meta = import_meta(path)
     tables = result.tables
     for name in ("contacts", "orders"):
         if name not in tables or tables[name].height == 0:
             raise CTOError(f"{name}: no valid rows to train on")
-    inputs = InputData(tables=tables, truth=truth, source=source, meta=meta)
+    if exploration is not None:
+        exploration = check_exploration(exploration, source)
+    inputs = InputData(
+        tables=tables, truth=truth, source=source, meta=meta, exploration=exploration
+    )
     missing = [c for c in inputs.arrival_columns if c not in tables["contacts"].columns]
     if missing:
         raise CTOError(
@@ -311,6 +345,7 @@ class Prepared:
     source: str
     profile: dict = field(default_factory=dict)
     data_columns: tuple[str, ...] = ()  # extra contact columns used as features
+    exploration: pl.DataFrame | None = None  # randomised decisions (uplift models), if logged
 
 
 def with_data_columns(
@@ -368,4 +403,5 @@ def prepare(data: Path | str | dict[str, pl.DataFrame], settings: Settings, log=
         source=inputs.source,
         profile=data_profile(inputs, digest),
         data_columns=inputs.arrival_columns,
+        exploration=inputs.exploration,
     )

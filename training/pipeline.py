@@ -84,12 +84,20 @@ def fit_task(task: str, prepared, settings: Settings, scheme=None, scheme_source
         )
     if task == task_fits.DROPOFF_REASON:
         return task_fits.fit_reason(frame, names, categorical, settings, truth=prepared.truth)
+    if task in task_fits.UPLIFT_TASKS:
+        from training.contact_uplift import fit_contact_uplift
+
+        return fit_contact_uplift(task, prepared, settings)
     return task_fits.fit_contacts_to_order(frame, names, categorical, settings, prepared.windows)
 
 
 def task_data_gap(task: str, prepared, settings: Settings) -> str | None:
     """Why the data cannot train ``task`` (None when it can); the conversion tasks always can."""
     frame = prepared.frame
+    if task in task_fits.UPLIFT_TASKS:
+        from training.contact_uplift import data_gap
+
+        return data_gap(task, prepared)
     if task == task_fits.DROPOFF_REASON:
         rows = task_fits.reason_frame(frame)
         per_split = {
@@ -302,5 +310,7 @@ def _headline(task: str, metrics: dict[str, float]) -> str:
         task_fits.CONVERSION_AFTER_CONTACT: ("test_roc_auc", "test_ece"),
         task_fits.DROPOFF_REASON: ("test_macro_f1", "test_log_loss"),
         task_fits.CONTACTS_TO_ORDER: ("test_mae", "test_poisson_deviance"),
+        task_fits.FOLLOW_UP_UPLIFT: ("test_qini", "baseline_t_learner_test_qini"),
+        task_fits.CALLBACK_UPLIFT: ("test_qini", "baseline_t_learner_test_qini"),
     }[task]
     return ", ".join(f"{k.removeprefix('test_')}={metrics.get(k, float('nan')):.4f}" for k in keys)

@@ -99,6 +99,15 @@ def _predictions(
 def row_losses(card: dict, test: pl.DataFrame, predicted: np.ndarray) -> np.ndarray:
     """Per-row loss whose mean is the card's primary metric (log loss or Poisson deviance)."""
     label = card["label"]
+    if card["objective"] == "uplift":
+        from training.contact_uplift import RANDOMISED, uplift_row_losses
+
+        return uplift_row_losses(
+            np.asarray(predicted),
+            test[label].cast(pl.Float64).to_numpy(),
+            test[card["details"]["treatment"]].cast(pl.Float64).to_numpy() > 0,
+            test[RANDOMISED].to_numpy(),
+        )
     if card["objective"] == "multiclass":
         index = {n: i for i, n in enumerate(card["class_names"])}
         y = test[label].cast(pl.String).replace_strict(index, default=-1, return_dtype=pl.Int64)

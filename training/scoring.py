@@ -47,6 +47,16 @@ def evaluate_predictions(
     """
     label = card["label"]
     objective = card["objective"]
+    if objective == "uplift":
+        from training.contact_uplift import RANDOMISED, uplift_metrics
+
+        treatment = card["details"]["treatment"]
+        return uplift_metrics(
+            np.asarray(predicted),
+            test[label].cast(pl.Float64).to_numpy(),
+            test[treatment].cast(pl.Float64).to_numpy() > 0,
+            test[RANDOMISED].to_numpy(),
+        )
     if objective == "binary":
         y = test[label].cast(pl.Int8).to_numpy()
         return binary_metrics(y, predicted)

@@ -32,12 +32,24 @@ CONVERSION_ARRIVAL = "conversion-arrival"
 CONVERSION_AFTER_CONTACT = "conversion-after-contact"
 DROPOFF_REASON = "dropoff-reason"
 CONTACTS_TO_ORDER = "contacts-to-order"
-TASKS = (CONVERSION_ARRIVAL, CONVERSION_AFTER_CONTACT, DROPOFF_REASON, CONTACTS_TO_ORDER)
+# Uplift of the two decisions (training.contact_uplift; features.decisions defines them).
+FOLLOW_UP_UPLIFT = "follow-up-uplift"
+CALLBACK_UPLIFT = "callback-uplift"
+UPLIFT_TASKS = (FOLLOW_UP_UPLIFT, CALLBACK_UPLIFT)
+TASKS = (
+    CONVERSION_ARRIVAL,
+    CONVERSION_AFTER_CONTACT,
+    DROPOFF_REASON,
+    CONTACTS_TO_ORDER,
+    *UPLIFT_TASKS,
+)
 TASK_MOMENT = {
     CONVERSION_ARRIVAL: "arrival",
     CONVERSION_AFTER_CONTACT: "after_contact",
     DROPOFF_REASON: "after_contact",
     CONTACTS_TO_ORDER: "after_contact",
+    FOLLOW_UP_UPLIFT: "after_contact",
+    CALLBACK_UPLIFT: "after_contact",
 }
 # Promotion compares challenger and champion on this test metric (higher_is_better).
 PRIMARY_METRIC = {
@@ -45,6 +57,8 @@ PRIMARY_METRIC = {
     CONVERSION_AFTER_CONTACT: ("roc_auc", True),
     DROPOFF_REASON: ("log_loss", False),
     CONTACTS_TO_ORDER: ("poisson_deviance", False),
+    FOLLOW_UP_UPLIFT: ("uplift_loss", False),
+    CALLBACK_UPLIFT: ("uplift_loss", False),
     "table": ("roc_auc", True),
 }
 # Test rows explained for the SHAP summary plot (TreeSHAP costs ~100x a prediction).

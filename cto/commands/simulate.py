@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="Output directory (default: settings data_dir)."
     )
+    parser.add_argument(
+        "--exploration",
+        type=float,
+        default=0.0,
+        help="Share of follow-up and callback decisions taken by a fair coin and logged in "
+        "exploration.parquet (e.g. 0.1; default 0: none, the same bytes as without).",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress lines.")
 
 
@@ -57,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
     show = not args.quiet and n_contacts >= _PROGRESS_FROM
     data = simulate(
-        n_contacts, seed, start=args.start, weeks=args.weeks, progress=progress if show else None
+        n_contacts,
+        seed,
+        start=args.start,
+        weeks=args.weeks,
+        exploration=args.exploration,
+        progress=progress if show else None,
     )
     if show:
         progress(f"writing {out}")
@@ -71,5 +83,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"  contact-to-order ratio (order within 7 days): {data.contact_to_order_ratio():.1%}")
     print(f"  contacts with a strong planted driver: {strong / truth.height:.1%}")
     print(f"  staffing change at {scenario['staffing_change_at'][:10]}; truth in truth.parquet")
+    if data.exploration is not None:
+        randomised = data.exploration.select("follow_up_randomised", "callback_randomised").sum()
+        print(
+            f"  randomised decisions (exploration.parquet): "
+            f"{randomised['follow_up_randomised'][0]:,} follow-ups, "
+            f"{randomised['callback_randomised'][0]:,} callback offers"
+        )
     print(f"  took {time.perf_counter() - began:.1f}s")
     return 0

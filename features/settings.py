@@ -62,6 +62,19 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted; larger ones get 413 before they are parsed.",
     )
+    # Next action: act only where a decision's expected gain beats its cost (serving.rules).
+    order_value: float = Field(
+        1.0,
+        gt=0,
+        description="Value of one order, in the unit of the action costs (1: costs in orders). "
+        "A follow-up or callback is recommended only where uplift x order_value beats its cost.",
+    )
+    follow_up_cost: float = Field(
+        0.01, ge=0, description="Cost of sending a follow-up, in the unit of order_value."
+    )
+    callback_cost: float = Field(
+        0.02, ge=0, description="Cost of a callback, in the unit of order_value."
+    )
     model_poll_seconds: float = Field(
         30.0, gt=0, description="How often the service checks the registry for a new champion."
     )

@@ -97,6 +97,13 @@ def format_answer(answer: dict[str, Any]) -> str:
         lines.append(
             f"  next: {answer['next_action']['action']} - {answer['next_action']['reason']}"
         )
+    uplifts = [
+        f"{name} {answer[key]:+.3f}"
+        for key, name in (("follow_up_uplift", "follow-up"), ("callback_uplift", "callback"))
+        if answer.get(key) is not None
+    ]
+    if uplifts:
+        lines.append(f"  uplift in P(order): {', '.join(uplifts)}")
     if answer.get("dropoff_reasons"):
         top = answer["dropoff_reasons"][0]
         lines.append(f"  likeliest drop-off reason: {top['reason']} ({top['probability']:.0%})")

@@ -33,8 +33,12 @@ CONVERSION_ARRIVAL = "conversion-arrival"
 CONVERSION_AFTER_CONTACT = "conversion-after-contact"
 DROPOFF_REASON = "dropoff-reason"
 CONTACTS_TO_ORDER = "contacts-to-order"
+FOLLOW_UP_UPLIFT = "follow-up-uplift"
+CALLBACK_UPLIFT = "callback-uplift"
+# Answer field per uplift task (features.decisions names the decisions).
+UPLIFT_TASKS = {FOLLOW_UP_UPLIFT: "follow_up", CALLBACK_UPLIFT: "callback"}
 REQUIRED_TASKS = (CONVERSION_ARRIVAL, CONVERSION_AFTER_CONTACT)
-OPTIONAL_TASKS = (DROPOFF_REASON, CONTACTS_TO_ORDER)
+OPTIONAL_TASKS = (DROPOFF_REASON, CONTACTS_TO_ORDER, *UPLIFT_TASKS)
 TASKS = REQUIRED_TASKS + OPTIONAL_TASKS
 CONVERSION_TASK = {"arrival": CONVERSION_ARRIVAL, "after_contact": CONVERSION_AFTER_CONTACT}
 CARD_FILE = "model_card.json"

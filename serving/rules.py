@@ -35,6 +35,34 @@ REASON_CONFIDENCE = 0.35
 REPEAT_TRANSFERS = 2
 
 
+@dataclass(frozen=True)
+class ActionCosts:
+    """What a follow-up and a callback cost, in the unit of ``order_value`` (settings, ``CTO_*``).
+
+    An uplift-gated rule acts only where ``uplift x order_value`` beats the action's cost. With
+    the defaults (order value 1) costs are in orders: a follow-up is worth sending where it adds
+    more than 0.01 expected orders.
+    """
+
+    order_value: float = 1.0
+    follow_up_cost: float = 0.01
+    callback_cost: float = 0.02
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ActionCosts:
+        return cls(settings.order_value, settings.follow_up_cost, settings.callback_cost)
+
+    def pays(self, uplift: float | None, cost: float) -> bool | None:
+        """True / False when the uplift is known, None when it is not (the rules alone decide)."""
+        if uplift is None:
+            return None
+        return uplift * self.order_value > cost
+
+    def gain_text(self, uplift: float, cost: float) -> str:
+        gain = uplift * self.order_value
+        return f"expected gain {gain:+.3f} {'>' if gain > cost else '<='} cost {cost:g}"
+
+
 def priority_tier(probability: float) -> str:
     for tier, floor in PRIORITY_FLOORS:
         if probability >= floor:
@@ -60,13 +88,15 @@ class Rule:
 # model's guess at the reason, because they are certain.
 NEXT_ACTION_RULES: tuple[Rule, ...] = (
     Rule(
-        "abandoned_callback", "callback", "the customer abandoned the contact before being served"
+        "abandoned_callback",
+        "callback",
+        "the customer abandoned the contact before being served, and a callback pays (see below)",
     ),
     Rule(
         "long_wait_callback",
         "callback",
         "the wait was long (>= 5 min live, >= 24 h written) and the request was not resolved, or the "
-        "likeliest drop-off reason is long_wait / slow_response",
+        "likeliest drop-off reason is long_wait / slow_response; and a callback pays",
     ),
     Rule(
         "repeat_explanation_senior",
@@ -77,7 +107,8 @@ NEXT_ACTION_RULES: tuple[Rule, ...] = (
     Rule(
         "missing_follow_up",
         "send_follow_up",
-        "no follow-up was sent, or the likeliest drop-off reason is no_follow_up",
+        "no follow-up was sent, or the likeliest drop-off reason is no_follow_up, or the follow-up "
+        "uplift says one pays; and a follow-up pays",
     ),
     Rule("high_effort_specialist", "specialist", "the likeliest drop-off reason is high_effort"),
     Rule("price_review", "price_review", "the likeliest drop-off reason is price"),
@@ -102,10 +133,62 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+# How the uplift models gate the rules, for docs/api.md (after the rule table).
+UPLIFT_GATE_TEXT = (
+    "**A callback / follow-up pays** when its uplift model is registered (champion) and "
+    "`uplift x order_value` exceeds the action's cost (`callback_uplift` against "
+    "`CTO_CALLBACK_COST`, `follow_up_uplift` against `CTO_FOLLOW_UP_COST`, both in the unit of "
+    "`CTO_ORDER_VALUE`, default 1: costs in orders). A rule whose action does not pay is passed "
+    "over and the next rule that holds fires; its reason names the action passed over and why. "
+    "When the uplift model is not registered (or the decision does not exist for the contact: "
+    "the uplift is null), the action counts as paying and the rules decide alone, as before the "
+    "uplift models."
+)
+
+
 def next_action(
-    contact: Mapping[str, Any], probability: float, reasons: Mapping[str, float] | None
+    contact: Mapping[str, Any],
+    probability: float,
+    reasons: Mapping[str, float] | None,
+    uplift: Mapping[str, float | None] | None = None,
+    costs: ActionCosts | None = None,
 ) -> Action:
-    """The first rule of :data:`NEXT_ACTION_RULES` that holds for this ended contact."""
+    """The first rule of :data:`NEXT_ACTION_RULES` that holds for this ended contact.
+
+    ``uplift`` ({"follow_up": u, "callback": u}, None where unknown) gates the follow-up and
+    callback rules through ``costs`` (:data:`UPLIFT_GATE_TEXT`).
+    """
+    costs = costs or ActionCosts()
+    uplift = uplift or {}
+    follow_up_u, callback_u = uplift.get("follow_up"), uplift.get("callback")
+    callback_pays = costs.pays(callback_u, costs.callback_cost)
+    follow_up_pays = costs.pays(follow_up_u, costs.follow_up_cost)
+    passed_over: list[str] = []
+    action = _first_rule(
+        contact,
+        probability,
+        reasons,
+        pays={"callback": callback_pays, "follow_up": follow_up_pays},
+        passed_over=passed_over,
+        costs=costs,
+        uplift=uplift,
+    )
+    if passed_over:
+        action = Action(action.action, action.rule, action.reason + "; " + "; ".join(passed_over))
+    return action
+
+
+def _first_rule(
+    contact: Mapping[str, Any],
+    probability: float,
+    reasons: Mapping[str, float] | None,
+    *,
+    pays: Mapping[str, bool | None],
+    passed_over: list[str],
+    costs: ActionCosts,
+    uplift: Mapping[str, float | None],
+) -> Action:
+    callback_pays, follow_up_pays = pays["callback"], pays["follow_up"]
     likeliest, likeliest_p = None, 0.0
     if reasons:
         likeliest, likeliest_p = max(reasons.items(), key=lambda item: item[1])
@@ -120,14 +203,33 @@ def next_action(
     def fire(rule: str, reason: str) -> Action:
         return Action(_RULES[rule].action, rule, reason)
 
-    if contact.get("abandoned"):
-        return fire("abandoned_callback", f"left after waiting {_minutes(wait)}: call back")
-    if (long_wait and resolved is False) or confident in ("long_wait", "slow_response"):
+    def pass_over(action: str, key: str, cost: float) -> None:
+        text = f"{action} passed over: {costs.gain_text(uplift[key], cost)}"  # type: ignore[arg-type]
+        if text not in passed_over:
+            passed_over.append(text)
+
+    def gain(key: str, cost: float) -> str:
+        value = uplift.get(key)
+        return "" if value is None else f" ({costs.gain_text(value, cost)})"
+
+    callback_rule_holds = contact.get("abandoned") or (
+        (long_wait and resolved is False) or confident in ("long_wait", "slow_response")
+    )
+    if callback_rule_holds and callback_pays is False:
+        pass_over("callback", "callback", costs.callback_cost)
+    elif contact.get("abandoned"):
+        return fire(
+            "abandoned_callback",
+            f"left after waiting {_minutes(wait)}: call back"
+            + gain("callback", costs.callback_cost),
+        )
+    elif (long_wait and resolved is False) or confident in ("long_wait", "slow_response"):
         return fire(
             "long_wait_callback",
             f"waited {_minutes(wait)}"
             + (f"; likeliest drop-off reason {confident} ({likeliest_p:.0%})" if confident else "")
-            + ": call back at a time that suits the customer",
+            + ": call back at a time that suits the customer"
+            + gain("callback", costs.callback_cost),
         )
     if transfers >= REPEAT_TRANSFERS or confident == "repeat_explanation":
         return fire(
@@ -140,8 +242,19 @@ def next_action(
             )
             + ": hand to a senior agent who owns the case",
         )
-    if contact.get("follow_up_sent") is False or confident == "no_follow_up":
-        return fire("missing_follow_up", "no follow-up was sent: send the quote or summary now")
+    follow_up_holds = (
+        contact.get("follow_up_sent") is False
+        or confident == "no_follow_up"
+        or (follow_up_pays is True and contact.get("follow_up_sent") is not True)
+    )
+    if follow_up_holds and follow_up_pays is False:
+        pass_over("send_follow_up", "follow_up", costs.follow_up_cost)
+    elif follow_up_holds:
+        return fire(
+            "missing_follow_up",
+            "no follow-up was sent: send the quote or summary now"
+            + gain("follow_up", costs.follow_up_cost),
+        )
     if confident == "high_effort":
         return fire(
             "high_effort_specialist",
@@ -178,4 +291,5 @@ def rules_markdown() -> str:
         f"| {i} | `{r.rule}` | `{r.action}` | {r.when} |"
         for i, r in enumerate(NEXT_ACTION_RULES, 1)
     ]
+    lines += ["", UPLIFT_GATE_TEXT]
     return "\n".join(lines)

@@ -375,6 +375,25 @@ class ScoreResponse(BaseModel):
         description="Expected further contacts (this one included) until an order, if one follows.",
         examples=[2.4],
     )
+    follow_up_uplift: float | None = Field(
+        None,
+        description="After contact: estimated change in P(order within the horizon) if a "
+        "follow-up is sent after this contact rather than none (the follow-up-uplift model, a "
+        "DR-learner judged on randomised decisions). Null when that model is not registered as "
+        "champion (then `models` does not list it and next_action follows the rules alone), at "
+        "arrival, or when no agent decides on a follow-up for this contact (a bot handled it, or "
+        "it was abandoned).",
+        examples=[0.064],
+    )
+    callback_uplift: float | None = Field(
+        None,
+        description="After contact: estimated change in P(order within the horizon) from offering "
+        "a callback while a contact like this one waits (the callback-uplift model). Null when "
+        "that model is not registered as champion (then `models` does not list it and "
+        "next_action follows the rules alone), at arrival, or when the contact is not an inbound "
+        "phone contact queued for an agent.",
+        examples=[0.002],
+    )
     drivers: list[Driver] | None = Field(
         None, description="Top drivers by absolute contribution; null when explain is false."
     )

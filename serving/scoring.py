@@ -25,6 +25,7 @@ from serving.models import (
     CONTACTS_TO_ORDER,
     CONVERSION_TASK,
     DROPOFF_REASON,
+    UPLIFT_TASKS,
     LoadedModel,
     ModelBundle,
 )
@@ -50,10 +51,12 @@ PREDICT_THREADS = 1
 
 @dataclass(frozen=True)
 class FeatureWindows:
-    """Label settings the journey features need (passed in, so no settings read per call)."""
+    """Settings a scoring call needs, read once by the service (no settings read per call): the
+    label windows the journey features need, and the action costs the next action weighs."""
 
     journey_gap_days: int
     horizon_days: int
+    costs: rules.ActionCosts = rules.ActionCosts()
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,32 @@ def _drivers(
     return drivers
 
 
+def _uplifts(
+    bundle: ModelBundle, prepared: Sequence[PreparedItem], models_used: list[LoadedModel]
+) -> dict[str, list[float | None]]:
+    """Per decision, each item's uplift (None where the decision does not apply); only the
+    decisions whose uplift model is loaded."""
+    from features.decisions import DECISIONS
+
+    by_name = {d.name: d for d in DECISIONS}
+    out: dict[str, list[float | None]] = {}
+    for task, key in UPLIFT_TASKS.items():
+        model = bundle.get(task)
+        if model is None:
+            continue
+        decision = by_name[task]
+        rows = [i for i, item in enumerate(prepared) if decision.applies(item.contact)]
+        values: list[float | None] = [None] * len(prepared)
+        if rows:
+            x = model.encoder.encode_rows(_rows(model, [prepared[i] for i in rows]))
+            predicted = np.asarray(model.booster.predict(x, num_threads=PREDICT_THREADS))
+            for i, value in zip(rows, predicted.tolist(), strict=True):
+                values[i] = float(value)
+        out[key] = values
+        models_used.append(model)
+    return out
+
+
 def score_items(
     bundle: ModelBundle,
     prepared: Sequence[PreparedItem],
@@ -151,6 +180,7 @@ def score_items(
     moment: str,
     explain: bool,
     top_k: int,
+    costs: rules.ActionCosts | None = None,
 ) -> list[ScoreResponse]:
     """Answers for prepared items, in input order; each model predicts once for all rows."""
     conversion = bundle.models[CONVERSION_TASK[moment]]
@@ -186,6 +216,7 @@ def score_items(
         # The model predicts further contacts after this one; the answer counts this one too.
         expected_contacts = 1.0 + further
         models_used.append(contacts_model)
+    uplifts = _uplifts(bundle, prepared, models_used) if moment == "after_contact" else {}
     refs = [_model_ref(m) for m in models_used]
     # contacts_lifetime: the customer's contacts strictly before this contact's instant.
     history_counts = [item.values.get("contacts_lifetime", 0) for item in prepared]
@@ -202,8 +233,9 @@ def score_items(
                 for k, v in sorted(reason_map.items(), key=lambda kv: -kv[1])
             ]
         action = None
+        uplift = {key: values[row] for key, values in uplifts.items()}
         if moment == "after_contact":
-            fired = rules.next_action(item.contact, p, reason_map)
+            fired = rules.next_action(item.contact, p, reason_map, uplift, costs)
             action = NextAction(action=fired.action, rule=fired.rule, reason=fired.reason)
         response = ScoreResponse(
             contact_id=item.contact["contact_id"],
@@ -217,6 +249,8 @@ def score_items(
             expected_contacts_to_order=(
                 float(expected_contacts[row]) if expected_contacts is not None else None
             ),
+            follow_up_uplift=uplift.get("follow_up"),
+            callback_uplift=uplift.get("callback"),
             history_source=item.source,
             history_contacts=history_counts[row],
             models=refs,
@@ -236,7 +270,12 @@ def score_one(
     moment = request.moment
     prepared = prepare_items([request], store, moment, bundle.rates_for(moment), windows)
     return score_items(
-        bundle, prepared, moment=moment, explain=request.explain, top_k=request.top_k
+        bundle,
+        prepared,
+        moment=moment,
+        explain=request.explain,
+        top_k=request.top_k,
+        costs=windows.costs,
     )[0]
 
 
@@ -250,7 +289,12 @@ def score_batch(
     moment = request.moment
     prepared = prepare_items(request.items, store, moment, bundle.rates_for(moment), windows)
     answers = score_items(
-        bundle, prepared, moment=moment, explain=request.explain, top_k=request.top_k
+        bundle,
+        prepared,
+        moment=moment,
+        explain=request.explain,
+        top_k=request.top_k,
+        costs=windows.costs,
     )
     # A queue to work: highest rank first; ties keep the input order (stable sort).
     order = sorted(range(len(answers)), key=lambda i: -answers[i].priority.rank_score)

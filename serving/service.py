@@ -88,13 +88,18 @@ class CTOService:
     def __init__(self) -> None:
         from serving.logs import install_client_error_filter
         from serving.models import check_tracking_store
+        from serving.rules import ActionCosts
         from serving.scoring import FeatureWindows
         from serving.store import EventStore
 
         install_client_error_filter()
         self.settings = get_settings()
         check_tracking_store(self.settings.tracking_uri)
-        self.windows = FeatureWindows(self.settings.journey_gap_days, self.settings.horizon_days)
+        self.windows = FeatureWindows(
+            self.settings.journey_gap_days,
+            self.settings.horizon_days,
+            ActionCosts.from_settings(self.settings),
+        )
         self.store = EventStore(self.settings.event_store_url, self.settings.history_days)
         self._bundle = None
         self._last_error: str | None = None

@@ -43,6 +43,25 @@ def sim_dir(sim_data, tmp_path_factory) -> Path:
     return out
 
 
+EXPLORATION_SHARE = 0.1
+
+
+@pytest.fixture(scope="session")
+def explore_data():
+    """Simulated data whose contact centre takes a tenth of follow-up and callback decisions at
+    random (exploration.parquet): what the contact uplift models learn from."""
+    from features.simulate import simulate
+
+    return simulate(n_contacts=TEST_CONTACTS, seed=TEST_SEED, exploration=EXPLORATION_SHARE)
+
+
+@pytest.fixture(scope="session")
+def explore_dir(explore_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sim-explore")
+    explore_data.write(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def mlflow_settings(tmp_path_factory):
     """Settings pointing at a fresh, real MLflow store (sqlite tracking, artifacts on disk)."""

@@ -32,17 +32,27 @@ from features.errors import CTOError
 from features.settings import Settings
 from training.scoring import calibration_from_card
 from training.tasks import (
+    CALLBACK_UPLIFT,
     CONTACTS_TO_ORDER,
     CONVERSION_AFTER_CONTACT,
     CONVERSION_ARRIVAL,
     DROPOFF_REASON,
+    FOLLOW_UP_UPLIFT,
 )
 from training.tracking import CARD_FILE, model_name
 
 MOMENT_TASKS = {
     "arrival": (CONVERSION_ARRIVAL,),
-    "after_contact": (CONVERSION_AFTER_CONTACT, DROPOFF_REASON, CONTACTS_TO_ORDER),
+    "after_contact": (
+        CONVERSION_AFTER_CONTACT,
+        DROPOFF_REASON,
+        CONTACTS_TO_ORDER,
+        FOLLOW_UP_UPLIFT,
+        CALLBACK_UPLIFT,
+    ),
 }
+# Output column and next-action key of each uplift model (as in the service's answer).
+UPLIFT_COLUMNS = {FOLLOW_UP_UPLIFT: "follow_up", CALLBACK_UPLIFT: "callback"}
 DEFAULT_CHUNK_ROWS = 100_000
 
 
@@ -212,6 +222,7 @@ class RoutingRules:
 
     priority_floors: tuple[tuple[str, float], ...]
     next_action: Callable[..., object]
+    costs: object = None  # serving.rules.ActionCosts: what a follow-up and a callback cost
 
 
 def _priority(p: pl.Expr, floors: tuple[tuple[str, float], ...]) -> pl.Expr:
@@ -275,9 +286,31 @@ def _score_chunk(
             count.booster.predict(encode(chunk, count.encoding), num_threads=threads)
         )
         out = out.with_columns(pl.Series("expected_contacts_to_order", 1.0 + further))
+    out = out.with_columns(_uplift_columns(chunk, models, threads))
     if rules is None:
         return out
     return out.with_columns(_next_actions(chunk, out, reasons, reason_p, rules))
+
+
+def _uplift_columns(
+    chunk: pl.DataFrame, models: dict[str, LoadedModel], threads: int
+) -> list[pl.Series]:
+    """``follow_up_uplift`` / ``callback_uplift`` where the decision applies (null elsewhere)."""
+    from features.decisions import DECISIONS
+
+    columns = []
+    for decision in DECISIONS:
+        model = models.get(decision.name)
+        if model is None:
+            continue
+        applies = chunk.select(decision.applies_expr().fill_null(False)).to_series().to_numpy()
+        values = np.full(chunk.height, np.nan)
+        if applies.any():
+            x = encode(chunk.filter(pl.Series(applies)), model.encoding)
+            values[applies] = np.asarray(model.booster.predict(x, num_threads=threads))
+        name = f"{UPLIFT_COLUMNS[decision.name]}_uplift"
+        columns.append(pl.Series(name, values).fill_nan(None))
+    return columns
 
 
 def _next_actions(
@@ -294,12 +327,15 @@ def _next_actions(
     facts = chunk.select(present).to_dicts()
     probabilities = scored["p_order"].to_list()
     classes = list(reasons.card["class_names"]) if reasons is not None else []
+    uplift_keys = [k for k in UPLIFT_COLUMNS.values() if f"{k}_uplift" in scored.columns]
+    uplift_rows = scored.select([f"{k}_uplift" for k in uplift_keys]).rows()
     actions = []
     for i, (contact, p) in enumerate(zip(facts, probabilities, strict=True)):
         per_reason = (
             dict(zip(classes, reason_p[i].tolist(), strict=True)) if reason_p is not None else None
         )
-        actions.append(rules.next_action(contact, p, per_reason).action)
+        uplift = dict(zip(uplift_keys, uplift_rows[i], strict=True))
+        actions.append(rules.next_action(contact, p, per_reason, uplift, rules.costs).action)
     return pl.Series("next_action", actions, dtype=pl.String)
 
 

@@ -224,7 +224,11 @@ def fit_contact_uplift(
         test[RANDOMISED].to_numpy(),
     )
 
-    mu1, mu0, e = _nuisances(x, y, t, r, params)
+    # The outcome and propensity models keep the default learner size (they must follow the
+    # confounding, e.g. the logged callback policy's step at two minutes of waiting); only the
+    # final regression on the noisy pseudo-outcome is small.
+    nuisance = UpliftParams(num_threads=params.num_threads, seed=params.seed)
+    mu1, mu0, e = _nuisances(x, y, t, r, nuisance)
     pseudo = mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
     booster = _fit(
         x, pseudo, "regression", params=params, names=list(encoding.feature_names), categorical=[]

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 HELP = "Run the whole pipeline end to end on simulated data (the README's main job)."
+# Share of follow-up and callback decisions the demo's simulated contact centre takes at random.
+DEMO_EXPLORATION = 0.1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,9 +67,16 @@ def run(args: argparse.Namespace) -> int:
     t0 = _stage(f"1/7 simulate {settings.simulate_contacts:,} contacts (seed {settings.seed})")
     from features.simulate import simulate
 
-    sim = simulate(n_contacts=settings.simulate_contacts, seed=settings.seed)
+    # A tenth of follow-up and callback decisions by a fair coin (exploration.parquet): what the
+    # follow-up and callback uplift models learn from and are judged on.
+    sim = simulate(
+        n_contacts=settings.simulate_contacts, seed=settings.seed, exploration=DEMO_EXPLORATION
+    )
     sim.write(data_dir)
     print(f"   wrote {data_dir}/ contacts={sim.contacts.height:,} orders={sim.orders.height:,}")
+    print(
+        f"   {DEMO_EXPLORATION:.0%} of follow-up and callback decisions randomised (exploration.parquet)"
+    )
     _done(t0)
 
     t0 = _stage("2/7 validate against the data contract")

@@ -145,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
             raise CTOError(
                 "--model goes with --table; DATA_DIR uses the champions (--model-prefix)"
             )
-        from serving.rules import PRIORITY_FLOORS, next_action
+        from serving.rules import PRIORITY_FLOORS, ActionCosts, next_action
         from training.batch import RoutingRules, score_contacts
 
         data_dir = args.data_dir or get_settings().data_dir
@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
             chunk_rows=args.chunk_rows,
             progress=not args.quiet,
             log=say,
-            rules=RoutingRules(PRIORITY_FLOORS, next_action),
+            rules=RoutingRules(PRIORITY_FLOORS, next_action, ActionCosts.from_settings(settings)),
         )
     rate = result.rows / result.seconds if result.seconds > 0 else float("nan")
     print(

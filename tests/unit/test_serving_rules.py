@@ -60,6 +60,53 @@ def test_next_action_rules_fire_in_documented_order(changes, reasons, probabilit
     assert action.reason
 
 
+COSTS = rules.ActionCosts(order_value=1.0, follow_up_cost=0.05, callback_cost=0.02)
+
+
+@pytest.mark.parametrize(
+    ("changes", "uplift", "rule", "passed_over"),
+    [
+        # Unknown uplift (model not registered, or decision not for this contact): rules alone.
+        ({"follow_up_sent": False}, {"follow_up": None}, "missing_follow_up", None),
+        ({"abandoned": True}, {}, "abandoned_callback", None),
+        # The gain beats the cost: the rule fires and says what it expects.
+        ({"follow_up_sent": False}, {"follow_up": 0.08}, "missing_follow_up", None),
+        ({"abandoned": True}, {"callback": 0.03}, "abandoned_callback", None),
+        # It does not: the rule is passed over and the next one that holds fires.
+        ({"follow_up_sent": False}, {"follow_up": 0.01}, "nurture", "send_follow_up"),
+        (
+            {"abandoned": True, "resolved": False},
+            {"callback": -0.004},
+            "unresolved_issue",
+            "callback",
+        ),
+        # A follow-up that pays is recommended even where none was recorded as missing.
+        ({"follow_up_sent": None}, {"follow_up": 0.2}, "missing_follow_up", None),
+        ({"follow_up_sent": True}, {"follow_up": 0.2}, "nurture", None),
+    ],
+)
+def test_uplift_gates_the_follow_up_and_callback_rules(changes, uplift, rule, passed_over):
+    action = rules.next_action(ENDED | changes, 0.3, None, uplift, COSTS)
+    assert action.rule == rule
+    if passed_over:
+        assert f"{passed_over} passed over: expected gain" in action.reason
+        assert "<= cost" in action.reason
+    else:
+        assert "passed over" not in action.reason
+    value = next((v for v in uplift.values() if v is not None), None)
+    if value is not None and rule in ("missing_follow_up", "abandoned_callback"):
+        assert f"expected gain {value:+.3f} > cost" in action.reason
+
+
+def test_order_value_scales_the_gain():
+    contact = ENDED | {"follow_up_sent": False}
+    cheap = rules.ActionCosts(order_value=1.0, follow_up_cost=0.5)
+    valuable = rules.ActionCosts(order_value=100.0, follow_up_cost=0.5)
+    assert rules.next_action(contact, 0.3, None, {"follow_up": 0.02}, cheap).rule == "nurture"
+    fired = rules.next_action(contact, 0.3, None, {"follow_up": 0.02}, valuable)
+    assert fired.rule == "missing_follow_up"
+
+
 def test_docs_show_the_rule_tables_as_coded():
     assert rules.rules_markdown() in DOCS.read_text()
 

@@ -324,7 +324,13 @@ def _next_actions(
     rules are ordered Python conditions shared with the service, not re-written as expressions)."""
     fields = ["wait_seconds", "channel", "resolved", "transfers", "abandoned", "follow_up_sent"]
     present = [f for f in fields if f in chunk.columns]
-    facts = chunk.select(present).to_dicts()
+    # The features carry flags as 0/1; the rules read them as the contact's true/false (as the
+    # service does), so `follow_up_sent is False` holds for a 0 here too.
+    flags = ("resolved", "abandoned", "follow_up_sent")
+    facts = chunk.select(
+        pl.col(f).cast(pl.Boolean) if f in flags and chunk.schema[f].is_integer() else pl.col(f)
+        for f in present
+    ).to_dicts()
     probabilities = scored["p_order"].to_list()
     classes = list(reasons.card["class_names"]) if reasons is not None else []
     uplift_keys = [k for k in UPLIFT_COLUMNS.values() if f"{k}_uplift" in scored.columns]

@@ -282,6 +282,9 @@ def test_after_contact_answer_is_complete(client, tables, sample):
     assert answer["priority"]["tier"] in {"P1", "P2", "P3", "P4"}
     names = {m["name"] for m in answer["models"]}
     assert names == {"cto-conversion-after-contact", "cto-dropoff-reason", "cto-contacts-to-order"}
+    # No uplift models registered (the data logged no randomised decisions): null, rules alone.
+    assert answer["follow_up_uplift"] is None and answer["callback_uplift"] is None
+    assert "passed over" not in answer["next_action"]["reason"]
     assert all(m["alias"] == "champion" and m["version"] for m in answer["models"])
 
 

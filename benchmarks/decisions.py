@@ -260,12 +260,114 @@ def policy_section() -> str:
     )
 
 
+CONTACT_UPLIFT_CONTACTS = 200_000
+CONTACT_UPLIFT_EXPLORATION = 0.1
+
+
+def contact_uplift_section(n_contacts: int = CONTACT_UPLIFT_CONTACTS) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    from features.settings import get_settings
+    from features.simulate import simulate
+    from training.contact_uplift import fit_contact_uplift
+    from training.data import prepare
+
+    data = simulate(n_contacts=n_contacts, seed=POLICY_SEED, exploration=CONTACT_UPLIFT_EXPLORATION)
+    frames = {"contacts": data.contacts, "orders": data.orders, "customers": data.customers, "truth": data.truth, "exploration": data.exploration}  # fmt: skip
+    settings = get_settings(num_threads=1, seed=POLICY_SEED)
+    prepared = prepare(frames, settings)
+    rows = [
+        "| decision | contacts with it (fitted / test) | randomised test rows | Qini: DR-learner | Qini: T-learner | Qini: random (mean ± sd) | loss DR / T | corr. with true effect DR / T (Pearson) | mean uplift DR / T | true mean effect | naive logged difference | randomised difference |",  # fmt: skip
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, task in zip(axes, ("follow-up-uplift", "callback-uplift"), strict=True):
+        fit = fit_contact_uplift(task, prepared, settings)
+        m, t, r, x = fit.metrics["model"], fit.metrics["baseline_t_learner"], fit.metrics["baseline_random"], fit.extra  # fmt: skip
+        rows.append(
+            f"| {x['treatment']} | {fit.train_frame.height:,} / {fit.test_frame.height:,} | {m['randomised_rows']:,.0f} | "
+            f"{m['qini']:.5f} | {t['qini']:.5f} | {r['qini']:.5f} ± {r['qini_sd']:.5f} | "
+            f"{m['uplift_loss']:.4f} / {t['uplift_loss']:.4f} | "
+            f"{x['model_truth_pearson']:.2f} / {x['t_learner_truth_pearson']:.2f} | "
+            f"{m['mean_uplift']:+.4f} / {t['mean_uplift']:+.4f} | {x['true_mean_effect']:+.5f} | "
+            f"{x['naive_logged_difference']:+.4f} | {m['randomised_effect']:+.4f} |"
+        )  # fmt: skip
+        truth = fit.test_frame.select("contact_id").join(data.truth.select("contact_id", pl.col("effect_of_follow_up" if task == "follow-up-uplift" else "effect_of_callback_offer").alias("true")), on="contact_id", how="left")["true"].to_numpy()  # fmt: skip
+        learnt = fit.plot_data["uplift"]
+        deciles = np.quantile(learnt, np.linspace(0, 1, 11))
+        group = np.clip(np.searchsorted(deciles, learnt, side="right") - 1, 0, 9)
+        ax.plot(
+            range(1, 11),
+            [learnt[group == g].mean() for g in range(10)],
+            "o-",
+            label="learnt uplift (DR)",
+        )
+        ax.plot(
+            range(1, 11),
+            [np.nanmean(truth[group == g]) for g in range(10)],
+            "s-",
+            label="true effect (simulator)",
+        )
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_title(f"{x['treatment']}: by decile of learnt uplift (test)")
+        ax.set_xlabel("decile of learnt uplift")
+        ax.set_ylabel("change in P(order)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(IMG / "decisions-contact-uplift.png", dpi=110)
+    plt.close(fig)
+    return "\n".join(
+        [
+            "## Uplift of a follow-up and a callback offer on contact data",
+            "",
+            f"Simulated contact centre ({n_contacts:,} contacts, seed {POLICY_SEED}) that takes "
+            f"{CONTACT_UPLIFT_EXPLORATION:.0%} of follow-up decisions (agent-served contacts) and of callback "
+            "offers (inbound phone contacts queued for an agent) by a fair coin and logs them "
+            "(`cto simulate --exploration 0.1` -> exploration.parquet). The logged decisions are confounded: "
+            "better agents send more follow-ups, and callbacks are offered only after two minutes of waiting. "
+            "The training pipeline's `follow-up-uplift` and `callback-uplift` tasks (training/contact_uplift.py, "
+            "registered in MLflow with card and feature set) fit a cross-fitted DR-learner: outcome models, a "
+            "propensity that is the known 0.5 on randomised rows and a LightGBM model of the logged policy "
+            "elsewhere, and one LightGBM regression of the doubly robust pseudo-outcome (the served model). "
+            "Judged on the test window's randomised rows (Qini, and the transformed-outcome loss "
+            "`(y (t - 0.5)/0.25 - uplift)^2` the promotion gate uses) and against the simulator's true per-contact "
+            "effect on the contact's own conversion (`truth.parquet`: `effect_of_follow_up`, "
+            "`effect_of_callback_offer`). The T-learner baseline fits treated and untreated rows as logged.",
+            "",
+            *rows,
+            "",
+            "![Learnt against true effect by decile](img/decisions-contact-uplift.png)",
+            "",
+            "- **Follow-up.** The learnt uplift ranks contacts by the true effect (correlation in the table). The "
+            "confounding by agent skill is mild in the simulator (compare the naive logged difference with the "
+            "randomised one), so the DR-learner and the T-learner find about the same ranking; the labels count "
+            "orders of later contacts of the journey too, so the learnt mean sits above the own-contact truth.",
+            "- **Callback offer.** The simulator's law makes its true effect on the contact's own order tiny: it "
+            "lowers abandonment (odds x 0.35), and an abandoned contact loses only 0.3 log-odds (and escapes "
+            "the risk of getting no follow-up). There is little to rank, and the correlation says so. What the "
+            "learner does show is the confounding undone: logged offers follow long waits, so the naive "
+            "difference is strongly negative; the DR-learner's mean is close to the randomised difference and "
+            "the true effect. The laws were not changed.",
+            "- **In the service.** The after-contact answer carries `follow_up_uplift` and `callback_uplift`; "
+            "the next action sends a follow-up or offers a callback only where `uplift x CTO_ORDER_VALUE` beats "
+            "`CTO_FOLLOW_UP_COST` / `CTO_CALLBACK_COST` (docs/api.md#next-action). Without an exploration log the "
+            "tasks are skipped with the reason, and without the models the answer's uplifts are null and the "
+            "rules decide alone.",
+            "",
+        ]
+    )
+
+
 def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     IMG.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     sections = []
-    for build in (starbucks_section, experiment_section, policy_section):
+    for build in (starbucks_section, experiment_section, policy_section, contact_uplift_section):
         print(f"[{time.perf_counter() - started:6.1f}s] {build.__name__}", flush=True)
         sections.append(build())
     header = [

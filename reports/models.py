@@ -24,7 +24,7 @@ from training.tasks import (
     CONVERSION_AFTER_CONTACT,
     CONVERSION_ARRIVAL,
     DROPOFF_REASON,
-    TASKS,
+    PREDICTIVE_TASKS,
 )
 from training.tracking import CARD_FILE, TEST_SET_FILE, model_name
 
@@ -108,7 +108,7 @@ def load_champions(settings: Settings) -> ChampionSet:
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     champions: dict[str, Champion] = {}
     missing: dict[str, str] = {}
-    for task in TASKS:
+    for task in PREDICTIVE_TASKS:
         name = model_name(settings, task)
         try:
             version = client.get_model_version_by_alias(name, settings.champion_alias)

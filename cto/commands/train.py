@@ -14,6 +14,8 @@ TASK_CHOICES = (
     "conversion-after-contact",
     "dropoff-reason",
     "contacts-to-order",
+    "follow-up-uplift",
+    "callback-uplift",
 )
 
 

@@ -34,6 +34,8 @@ UPLIFT_MODELS = {"cto-follow-up-uplift", "cto-callback-uplift"}
 
 @pytest.fixture(scope="module")
 def uplift_store(trained, mlflow_settings, explore_dir, tmp_path_factory):
+    import mlflow
+
     from training.pipeline import run_training
 
     root = tmp_path_factory.mktemp("uplift-registry")
@@ -41,13 +43,19 @@ def uplift_store(trained, mlflow_settings, explore_dir, tmp_path_factory):
     settings = mlflow_settings.model_copy(
         update={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "num_threads": 1}
     )
-    result = run_training(
-        explore_dir,
-        settings,
-        promote=True,
-        progress=False,
-        tasks=["follow-up-uplift", "callback-uplift"],
-    )
+    # Training points MLflow's process-wide URIs at the copy; later tests expect them back.
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        result = run_training(
+            explore_dir,
+            settings,
+            promote=True,
+            progress=False,
+            tasks=["follow-up-uplift", "callback-uplift"],
+        )
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
     assert set(result.versions) == {"follow-up-uplift", "callback-uplift"}
     assert all(d.promoted for d in result.promoted.values())
     return settings

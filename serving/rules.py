@@ -135,14 +135,15 @@ def _minutes(seconds: float) -> str:
 
 # How the uplift models gate the rules, for docs/api.md (after the rule table).
 UPLIFT_GATE_TEXT = (
-    "**A callback / follow-up pays** when its uplift model is registered (champion) and "
-    "`uplift x order_value` exceeds the action's cost (`callback_uplift` against "
+    "**A callback / follow-up pays** when its uplift model is registered (champion), ranked its "
+    "randomised test rows better than random targeting (model card `details.informative`: Qini "
+    "above the random mean plus one sd), and `uplift x order_value` exceeds the action's cost (`callback_uplift` against "
     "`CTO_CALLBACK_COST`, `follow_up_uplift` against `CTO_FOLLOW_UP_COST`, both in the unit of "
     "`CTO_ORDER_VALUE`, default 1: costs in orders). A rule whose action does not pay is passed "
     "over and the next rule that holds fires; its reason names the action passed over and why. "
-    "When the uplift model is not registered (or the decision does not exist for the contact: "
-    "the uplift is null), the action counts as paying and the rules decide alone, as before the "
-    "uplift models."
+    "When the uplift model is not registered or not informative (or the decision does not exist "
+    "for the contact: the uplift is null), the action counts as paying and the rules decide "
+    "alone, as before the uplift models."
 )
 
 

@@ -147,6 +147,11 @@ def _drivers(
     return drivers
 
 
+def informative(model: LoadedModel) -> bool:
+    """The uplift model ranked its randomised test rows better than random targeting (card)."""
+    return bool((model.card.get("details") or {}).get("informative", False))
+
+
 def _uplifts(
     bundle: ModelBundle, prepared: Sequence[PreparedItem], models_used: list[LoadedModel]
 ) -> dict[str, list[float | None]]:
@@ -217,6 +222,11 @@ def score_items(
         expected_contacts = 1.0 + further
         models_used.append(contacts_model)
     uplifts = _uplifts(bundle, prepared, models_used) if moment == "after_contact" else {}
+    gating = {
+        key
+        for task, key in UPLIFT_TASKS.items()
+        if key in uplifts and informative(bundle.models[task])
+    }
     refs = [_model_ref(m) for m in models_used]
     # contacts_lifetime: the customer's contacts strictly before this contact's instant.
     history_counts = [item.values.get("contacts_lifetime", 0) for item in prepared]
@@ -235,7 +245,9 @@ def score_items(
         action = None
         uplift = {key: values[row] for key, values in uplifts.items()}
         if moment == "after_contact":
-            fired = rules.next_action(item.contact, p, reason_map, uplift, costs)
+            # Only an uplift model that beat random targeting on randomised rows gates the rules.
+            weighed = {k: v for k, v in uplift.items() if k in gating}
+            fired = rules.next_action(item.contact, p, reason_map, weighed, costs)
             action = NextAction(action=fired.action, rule=fired.rule, reason=fired.reason)
         response = ScoreResponse(
             contact_id=item.contact["contact_id"],

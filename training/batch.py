@@ -289,7 +289,7 @@ def _score_chunk(
     out = out.with_columns(_uplift_columns(chunk, models, threads))
     if rules is None:
         return out
-    return out.with_columns(_next_actions(chunk, out, reasons, reason_p, rules))
+    return out.with_columns(_next_actions(chunk, out, models, reason_p, rules))
 
 
 def _uplift_columns(
@@ -316,7 +316,7 @@ def _uplift_columns(
 def _next_actions(
     chunk: pl.DataFrame,
     scored: pl.DataFrame,
-    reasons: LoadedModel | None,
+    models: dict[str, LoadedModel],
     reason_p: np.ndarray | None,
     rules: RoutingRules,
 ) -> pl.Series:
@@ -331,9 +331,16 @@ def _next_actions(
         pl.col(f).cast(pl.Boolean) if f in flags and chunk.schema[f].is_integer() else pl.col(f)
         for f in present
     ).to_dicts()
+    reasons = models.get(DROPOFF_REASON)
     probabilities = scored["p_order"].to_list()
     classes = list(reasons.card["class_names"]) if reasons is not None else []
-    uplift_keys = [k for k in UPLIFT_COLUMNS.values() if f"{k}_uplift" in scored.columns]
+    # Only an uplift model that beat random targeting on randomised rows gates the rules.
+    uplift_keys = [
+        key
+        for task, key in UPLIFT_COLUMNS.items()
+        if f"{key}_uplift" in scored.columns
+        and (models[task].card.get("details") or {}).get("informative", False)
+    ]
     uplift_rows = scored.select([f"{k}_uplift" for k in uplift_keys]).rows()
     actions = []
     for i, (contact, p) in enumerate(zip(facts, probabilities, strict=True)):

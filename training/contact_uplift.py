@@ -47,6 +47,7 @@ RANDOMISED_PROPENSITY = 0.5  # a fair coin
 MIN_RANDOMISED = {"train": 200, "test": 100}
 MIN_TREATED_SHARE = 0.02
 CROSS_FIT_FOLDS = 2
+INFORMATIVE_SDS = 1.0
 # Small, slow-learning trees: the pseudo-outcome is mostly noise around a weak signal (on 40,000
 # simulated contacts these lifted the follow-up uplift's correlation with the true effect from
 # 0.50 to 0.65 against UpliftParams' defaults).
@@ -248,6 +249,7 @@ def fit_contact_uplift(
     }
     floor_mean, floor_sd = random_qini(y_test[r_test], t_test[r_test], settings.seed)
     metrics["baseline_random"] = {"qini": floor_mean, "qini_sd": floor_sd}
+    model_qini = metrics["model"].get("qini", float("-inf"))
     extra: dict[str, object] = {
         "decision": decision.name,
         "treatment": decision.treatment,
@@ -261,6 +263,10 @@ def fit_contact_uplift(
         if (r & t).any() and (r & ~t).any()
         else float("nan"),
         "model_shape": lgbm.model_shape(booster),
+        # Does the model rank the randomised test rows better than random targeting (by more than
+        # one sd of random scores' Qini)? Only then does the next action weigh its uplift.
+        "informative": bool(model_qini > floor_mean + INFORMATIVE_SDS * floor_sd),
+        "informative_rule": f"Qini on randomised test rows > random mean + {INFORMATIVE_SDS} sd",
     }
     extra |= _truth_agreement(
         test, prepared.truth, decision, {"model": uplift_test, "t_learner": t_uplift}

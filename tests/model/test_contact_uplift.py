@@ -39,6 +39,7 @@ def test_follow_up_uplift_tracks_the_true_effect(prepared, settings):
     # Judged on randomised test rows only: better than random targeting.
     assert model["randomised_rows"] >= 400
     assert model["qini"] > fit.metrics["baseline_random"]["qini"]
+    assert extra["informative"]  # so the next action weighs it
     # The mean learnt effect is of the size of the true one (on P(order within 7 days), which
     # also counts later contacts' orders, so it sits above the own-contact effect).
     assert 0.5 * extra["true_mean_effect"] < model["mean_uplift"] < 2.5 * extra["true_mean_effect"]

@@ -94,8 +94,12 @@ def load_model(
     """One registered version by alias or number; a clear error when it does not exist."""
     import mlflow
 
+    # The registry is the same store (MLFLOW_REGISTRY_URI in the environment must not win).
     mlflow.set_tracking_uri(settings.tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    client = mlflow.MlflowClient(
+        tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
+    )
     try:
         found = (
             client.get_model_version(name, version)
@@ -341,7 +345,11 @@ def _next_actions(
         if f"{key}_uplift" in scored.columns
         and (models[task].card.get("details") or {}).get("informative", False)
     ]
-    uplift_rows = scored.select([f"{k}_uplift" for k in uplift_keys]).rows()
+    uplift_rows = (
+        scored.select([f"{k}_uplift" for k in uplift_keys]).rows()
+        if uplift_keys
+        else [()] * scored.height
+    )
     actions = []
     for i, (contact, p) in enumerate(zip(facts, probabilities, strict=True)):
         per_reason = (

@@ -22,7 +22,9 @@ def table_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_cto_train_table_on_online_shoppers_reaches_published_auc(shared_data, table_env, capsys):
+def test_cto_train_table_on_online_shoppers_reaches_published_auc(
+    shared_data, table_env, capsys, isolated_mlflow_uris
+):
     import mlflow
 
     from cto.cli import main

@@ -299,7 +299,7 @@ def test_a_different_champion_is_swapped_in_under_load_without_mixing(server, re
 
 
 def test_a_champion_trained_on_other_data_is_refused_and_readyz_says_why(
-    server, registry, tmp_path
+    server, registry, tmp_path, isolated_mlflow_uris
 ):
     """A version whose card says it learnt from an importer's extra lead column: the service
     keeps the serving set, logs the reason once per worker, and /readyz names it."""
@@ -318,10 +318,10 @@ def test_a_champion_trained_on_other_data_is_refused_and_readyz_says_why(
 
     refused = _new_version(registry, tmp_path, other_data)
     try:
-        time.sleep(6)  # several registry polls in each worker
+        # Both workers have polled the registry once four answers in a row name the refusal.
+        answers = _readyz_until(server, lambda ready: "not_loaded" in ready)
         assert _score(server.base_url)[:2] == (200, serving)
-        for _ in range(4):  # whichever worker answers
-            ready = httpx.get(server.base_url + "/readyz", timeout=10).json()
+        for ready in answers:
             assert ready["models"][TASK] == serving
             assert f"v{refused}: trained on other data" in ready["not_loaded"]
             assert "contacts.origin not in the contract" in ready["not_loaded"]
@@ -344,9 +344,20 @@ def test_a_champion_trained_on_other_data_is_refused_and_readyz_says_why(
     finally:
         client = MlflowClient(tracking_uri=registry, registry_uri=registry)
         client.set_registered_model_alias(f"cto-{TASK}", "champion", serving)
-    time.sleep(3)
-    assert "not_loaded" not in httpx.get(server.base_url + "/readyz", timeout=10).json()
+    _readyz_until(server, lambda ready: "not_loaded" not in ready)  # the alias is back
     assert _score(server.base_url)[:2] == (200, serving)
+
+
+def _readyz_until(server, condition, streak: int = 4, timeout: float = 90.0) -> list[dict]:
+    """/readyz answers until ``streak`` in a row meet ``condition`` (either worker may answer)."""
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        ready = httpx.get(server.base_url + "/readyz", timeout=10).json()
+        seen = [*seen, ready] if condition(ready) else []
+        if len(seen) >= streak:
+            return seen
+        time.sleep(0.25)
+    raise AssertionError(f"/readyz never met the condition {streak} times in a row: {ready}")
 
 
 def test_a_broken_champion_keeps_the_serving_one_and_says_so_once(server, registry, tmp_path):

@@ -94,12 +94,8 @@ def load_model(
     """One registered version by alias or number; a clear error when it does not exist."""
     import mlflow
 
-    # The registry is the same store (MLFLOW_REGISTRY_URI in the environment must not win).
     mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    client = mlflow.MlflowClient(
-        tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
-    )
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
     try:
         found = (
             client.get_model_version(name, version)

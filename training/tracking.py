@@ -37,9 +37,6 @@ def setup_mlflow(settings: Settings) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)
-    # The registry lives in the same store: a registry URI left by an earlier caller in this
-    # process (e.g. a model loader for another store) would register versions there.
-    mlflow.set_registry_uri(settings.tracking_uri)
     experiment = mlflow.get_experiment_by_name(settings.experiment)
     if experiment is None:
         location = settings.artifact_location

@@ -44,9 +44,15 @@ def uplift_store(trained, mlflow_settings, explore_dir, tmp_path_factory):
     settings = mlflow_settings.model_copy(
         update={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "num_threads": 1}
     )
-    # Training points MLflow's process-wide URIs at the copy; later tests expect them back.
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # Training points MLflow's process-wide URIs at the copy (and the registry must be the copy,
+    # whatever an earlier in-process loader left); later tests expect them back as they were.
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    saved = registry_utils._registry_uri, tracking_utils._tracking_uri
+    saved_env = {n: os.environ.get(n) for n in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     try:
+        mlflow.set_registry_uri(settings.tracking_uri)
         result = run_training(
             explore_dir,
             settings,
@@ -55,8 +61,12 @@ def uplift_store(trained, mlflow_settings, explore_dir, tmp_path_factory):
             tasks=["follow-up-uplift", "callback-uplift"],
         )
     finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+        registry_utils._registry_uri, tracking_utils._tracking_uri = saved
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     assert set(result.versions) == {"follow-up-uplift", "callback-uplift"}
     assert all(d.promoted for d in result.promoted.values())
     # The follow-up model beats random targeting; the callback one has nothing to find (its true

@@ -137,13 +137,22 @@ def compute_rates(
         *[expr.alias(f"_key_{name}") for name, expr in keys.items()],
     ).filter(pl.col("_converted").is_not_null())
 
-    # One sort by time and one per key (by a dense integer key id), then running sums read at the
-    # last row of each instant: no group-by over nearly unique instants, no string sorts.
-    outcomes = outcomes.collect(engine=ENGINE)
+    # One sort by time; each instant gets its index in the global table (``_instant``), so the
+    # per-key tables are stable sorts by a dense integer key id and the prior (the global rate
+    # at the same instant) is a gather, not a join: no group-by over nearly unique instants, no
+    # string or timestamp sorts per key.
+    outcomes = (
+        outcomes.sort(KNOWN_AT)
+        .with_columns(
+            ((pl.col(KNOWN_AT) != pl.col(KNOWN_AT).shift(1)).fill_null(True).cum_sum() - 1)
+            .cast(pl.UInt32)
+            .alias("_instant")
+        )
+        .collect(engine=ENGINE)
+    )
     global_rate = (
         outcomes.lazy()
         .select(KNOWN_AT, "_converted")
-        .sort(KNOWN_AT)
         .with_columns(
             pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("outcomes"),
             pl.col("_converted").cum_sum().alias("conversions"),
@@ -157,7 +166,7 @@ def compute_rates(
         )
         .collect(engine=ENGINE)
     )
-    prior = global_rate.lazy().select(KNOWN_AT, pl.col("rate").alias("prior"))
+    instants, prior = global_rate[KNOWN_AT], global_rate["rate"]
     tables = {}
     for name in keys:
         key = f"_key_{name}"
@@ -167,23 +176,23 @@ def compute_rates(
             names, pl.int_range(names.len(), dtype=pl.UInt32, eager=True)
         )
         per_key = (
-            present.select(ids.alias("_key_id"), pl.col(key).alias("key"), KNOWN_AT, "_converted")
-            .sort("_key_id", KNOWN_AT)
+            present.select(ids.alias("_key_id"), "_instant", "_converted")
+            # Stable: rows stay in time order within each key.
+            .sort("_key_id", maintain_order=True)
             .with_columns(_running_within_key())
-            .filter(_last_of_run("_key_id", KNOWN_AT))
-            # Every instant of a key is an instant of the global table: an equi-join finds the
-            # global rate known then (the asof backward match).
-            .join(prior, on=KNOWN_AT, how="left", maintain_order="left")
+            .filter(_last_of_run("_key_id", "_instant"))
             .select(
-                "key",
-                KNOWN_AT,
+                pl.lit(names).gather(pl.col("_key_id")).alias("key"),
+                pl.lit(instants).gather(pl.col("_instant")).alias(KNOWN_AT),
                 "outcomes",
                 "conversions",
-                "prior",
+                pl.lit(prior).gather(pl.col("_instant")).alias("prior"),
+            )
+            .with_columns(
                 (
                     (pl.col("conversions") + prior_strength * pl.col("prior"))
                     / (pl.col("outcomes") + prior_strength)
-                ).alias("rate"),
+                ).alias("rate")
             )
             .collect(engine=ENGINE)
         )

@@ -165,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_rates:
             stage = time.perf_counter()
             rates = compute_rates(rate_inputs(contacts, orders, horizon), horizon_days=horizon)
+            if args.out.suffix not in (".parquet", ".csv"):
+                rates.write(args.out / "rates")
+            # The joins need a fraction of the tables: the rest is let go before the features.
+            rates = rates.for_joining()
             print(f"rates: {time.perf_counter() - stage:.1f} s", flush=True)
         n_features = {m: len(FEATURE_SET.for_moment(m)) for m in moments}
         stage = time.perf_counter()
@@ -208,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix not in (".parquet", ".csv"):
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "feature_set.json").write_text(json.dumps(FEATURE_SET.to_dict(), indent=2))
-        if not dask and rates is not None:
+        if partitioned and not dask and rates is not None:
             rates.write(args.out / "rates")
     print(
         f"feature set {FEATURE_SET.name} {FEATURE_SET.version} ({FEATURE_SET.digest}), "

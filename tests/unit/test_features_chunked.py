@@ -95,3 +95,17 @@ def test_both_moments_from_one_pass_equal_each_moment_alone(small_world, tmp_pat
         )
         assert_frame_equal(alone, pl.read_parquet(path), check_exact=True)
     assert "agent_conversion_rate" not in pl.read_parquet_schema(paths["arrival"])
+
+
+def test_rates_reduced_for_joining_join_the_same(small_world, tmp_path):
+    sim, rates = small_world
+    lean = rates.for_joining()
+    assert lean.join_only is not None and all(t.height == 0 for t in lean.tables.values())
+    for moment in ("arrival", "after_contact"):
+        assert_frame_equal(
+            pipeline.build_features(sim.contacts, sim.orders, sim.customers, lean, moment),
+            pipeline.build_features(sim.contacts, sim.orders, sim.customers, rates, moment),
+            check_exact=True,
+        )
+    with pytest.raises(Exception, match="reduced for joining"):
+        lean.write(tmp_path / "rates")

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(
         30.0, gt=0, description="How often the service checks the registry for a new champion."
     )
+    allow_other_data: bool = Field(
+        False,
+        description="Serve a champion trained on data other than the contract this service serves "
+        "(a --table model, another schema): loaded with a WARNING and named in every answer "
+        "(models[].data_mismatch) instead of refused.",
+    )
 
     # Scale-out
     dask: str | None = Field(

@@ -56,6 +56,9 @@ class LoadedModel:
     calibration_a: float
     calibration_b: float
     rates: Any = None  # features.rates.RateTables from the version's rates.parquet, or None
+    # Why the data the model learnt from differs from the contract this service serves, when
+    # CTO_ALLOW_OTHER_DATA let it load anyway (every answer names it); None when it does not.
+    data_mismatch: str | None = None
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -80,6 +83,10 @@ class ModelBundle:
 
     def get(self, task: str) -> LoadedModel | None:
         return self.models.get(task)
+
+    def data_mismatches(self) -> dict[str, str]:
+        """Models served although they learnt from other data (CTO_ALLOW_OTHER_DATA), and how."""
+        return {t: m.data_mismatch for t, m in self.models.items() if m.data_mismatch}
 
 
 def registered_name(settings: Settings, task: str) -> str:
@@ -135,6 +142,69 @@ def check_feature_set(model: str, card: dict[str, Any]) -> None:
     missing = [f for f in card["feature_names"] if f not in known]
     if missing:
         raise CTOError(f"{model}: features not computed by this service: {', '.join(missing[:5])}")
+
+
+def contract_schema() -> dict[str, dict[str, str]]:
+    """The tables and column types of the data contract the service computes features from."""
+    from features.schema import CONTACTS, CUSTOMERS, ORDERS
+
+    return {
+        t.name: {c.name: str(c.dtype) for c in t.columns} for t in (CONTACTS, ORDERS, CUSTOMERS)
+    }
+
+
+def training_data_mismatch(card: dict[str, Any]) -> str | None:
+    """How the data the model learnt from (the card's ``data``) differs from the contract served.
+
+    A one-row-per-contact table model reads columns the service never receives; a model trained on
+    contract tables with other or retyped columns (an importer's extra lead columns, another
+    contract version) learnt from values the service cannot give it. None when the card's tables
+    are contract tables (a table the data did not have, e.g. customers, is fine) or the card
+    predates the ``data`` block.
+    """
+    trained = card.get("data")
+    if not trained:
+        return None
+    kind = trained.get("source_kind", "unknown")
+    if kind == "table":
+        return f"learnt from a one-row-per-contact table ({trained.get('source', '?')}), not the contract's tables"
+    contract = contract_schema()
+    problems = []
+    for table, columns in sorted((trained.get("schema") or {}).items()):
+        expected = contract.get(table)
+        if expected is None:
+            problems.append(f"table {table} is not in the contract")
+            continue
+        extra = sorted(set(columns) - set(expected))
+        retyped = sorted(c for c in columns if c in expected and columns[c] != expected[c])
+        missing = sorted(set(expected) - set(columns))
+        problems += [f"{table}.{c} not in the contract" for c in extra[:3]]
+        problems += [f"{table}.{c} typed {columns[c]}, contract {expected[c]}" for c in retyped[:3]]
+        problems += [f"{table}.{c} missing" for c in missing[:3]]
+    if problems:
+        return f"{kind} data whose schema differs from the contract: {'; '.join(problems)}"
+    return None
+
+
+def check_training_data(settings: Settings, model: str, card: dict[str, Any]) -> str | None:
+    """Refuse a model that learnt from other data than the contract served, unless allowed.
+
+    Allowed (``CTO_ALLOW_OTHER_DATA``), the difference is logged and returned, and every answer
+    the model gives names it.
+    """
+    mismatch = training_data_mismatch(card)
+    if mismatch is None:
+        return None
+    if not settings.allow_other_data:
+        raise CTOError(
+            f"{model}: trained on other data than the contract this service serves ({mismatch}); "
+            "train it on contract data (cto train DATA_DIR), or set CTO_ALLOW_OTHER_DATA=true to "
+            "serve it marked in every answer"
+        )
+    log.warning(
+        "%s: serving a model trained on other data (CTO_ALLOW_OTHER_DATA): %s", model, mismatch
+    )
+    return mismatch
 
 
 def check_model_file(model: str, path: Path) -> None:
@@ -236,6 +306,7 @@ def load_model(settings: Settings, task: str, version: str, workdir: Path) -> Lo
         card["feature_names"]  # noqa: B018 (a card without its feature list is unusable)
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CTOError(f"{name} v{version}: model card unreadable ({type(exc).__name__})") from None
+    data_mismatch = check_training_data(settings, f"{name} v{version}", card)
     check_feature_set(f"{name} v{version}", card)
     check_model_file(f"{name} v{version}", local / "model.lgb")
     try:
@@ -273,6 +344,7 @@ def load_model(settings: Settings, task: str, version: str, workdir: Path) -> Lo
         calibration_a=a,
         calibration_b=b,
         rates=online_rates(pl.read_parquet(rates_path)) if rates_path.is_file() else None,
+        data_mismatch=data_mismatch,
     )
 
 

@@ -94,6 +94,15 @@ READY = {
     "properties": {
         "ready": {"const": True},
         "models": {"type": "object", "additionalProperties": {"type": "string"}},
+        "not_loaded": {
+            "type": "string",
+            "description": "A newer champion set was refused (why); the listed one keeps serving.",
+        },
+        "data_mismatch": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Models served on other data than the contract (CTO_ALLOW_OTHER_DATA).",
+        },
     },
 }
 NOT_READY = {

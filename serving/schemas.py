@@ -343,6 +343,13 @@ class ModelRef(BaseModel):
     )
     version: str = Field(description="Registered model version.", examples=["3"])
     alias: str = Field(description="Registry alias it was loaded by.", examples=["champion"])
+    data_mismatch: str | None = Field(
+        None,
+        description="Null, unless the model learnt from other data than the contract this "
+        "service serves and CTO_ALLOW_OTHER_DATA let it serve anyway: then how the data differ. "
+        "Treat such answers with care.",
+        examples=[None],
+    )
 
 
 class ScoreResponse(BaseModel):

@@ -114,7 +114,12 @@ def _rows(model: LoadedModel, prepared: Sequence[PreparedItem]) -> list[tuple]:
 
 
 def _model_ref(model: LoadedModel) -> ModelRef:
-    return ModelRef(name=model.name, version=model.version, alias=model.alias)
+    return ModelRef(
+        name=model.name,
+        version=model.version,
+        alias=model.alias,
+        data_mismatch=model.data_mismatch,
+    )
 
 
 def _drivers(

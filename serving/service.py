@@ -125,9 +125,12 @@ class CTOService:
             self._failed(f"registry unavailable ({type(exc).__name__}: {exc})")
             return False
         current = self._bundle
-        if (current is not None and current.versions() == versions) or (
-            versions == self._failed_versions
-        ):
+        if current is not None and current.versions() == versions:
+            if self._last_error is not None:  # the alias is back on the serving set: all is well
+                self._last_error, self._failed_versions = None, None
+                READINESS.serving(current.versions(), current.data_mismatches())
+            return False
+        if versions == self._failed_versions:
             return False
         try:
             bundle = load_bundle(self.settings, versions)
@@ -146,8 +149,7 @@ class CTOService:
             serving = self._bundle.versions() if self._bundle is not None else None
             log.warning("models not loaded: %s; serving %s", reason, serving or "nothing")
         self._last_error = reason
-        if self._bundle is None:
-            READINESS.not_serving(f"models not loaded: {reason}")
+        READINESS.refused(f"models not loaded: {reason}")
 
     def _fall_back(self, failed: dict[str, str], reason: str) -> None:
         from serving.models import load_bundle
@@ -168,13 +170,15 @@ class CTOService:
             last,
         )
         self._swap(bundle, record=False)
+        self._last_error, self._failed_versions = reason, failed
+        READINESS.refused(f"models not loaded: {reason}")
 
     def _swap(self, bundle: Any, record: bool = True) -> None:
         with self._swap_lock:
             self._bundle = bundle  # one assignment: requests see the old or the new set
         self._last_error = None
         self._failed_versions = None
-        READINESS.serving(bundle.versions())
+        READINESS.serving(bundle.versions(), bundle.data_mismatches())
         if record:
             try:
                 self.store.record_served(self.settings.champion_alias, bundle.versions())

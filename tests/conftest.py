@@ -63,3 +63,21 @@ def trained(sim_dir, mlflow_settings):
     from training.pipeline import run_training
 
     return run_training(sim_dir, mlflow_settings, promote=True, progress=False)
+
+
+@pytest.fixture
+def isolated_mlflow_uris(monkeypatch):
+    """Undo, after the test, what in-process code did to MLflow's process-wide tracking and
+    registry URIs (the service's model loader points them at its registry, as a server should):
+    later tests must resolve ``models:/`` URIs in their own store, not in this test's."""
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:  # recorded as absent: removed again afterwards
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)

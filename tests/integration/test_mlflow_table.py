@@ -22,7 +22,9 @@ def table_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_cto_train_table_on_online_shoppers_reaches_published_auc(shared_data, table_env, capsys):
+def test_cto_train_table_on_online_shoppers_reaches_published_auc(
+    shared_data, table_env, capsys, isolated_mlflow_uris
+):
     import mlflow
 
     from cto.cli import main
@@ -98,6 +100,19 @@ def test_cto_train_table_on_online_shoppers_reaches_published_auc(shared_data, t
          "--out", str(table_env / "x.parquet")]
     )  # fmt: skip
     assert code == 2 and "PageValues" in capsys.readouterr().err
+
+    # Registered under a name the scoring service serves, the table model is refused for the
+    # data it learnt from (the service scores contract contacts, not rows of this table).
+    from features.errors import CTOError
+    from features.settings import get_settings
+    from serving.models import load_model as serve_model
+
+    served = "tbl-conversion-arrival"
+    client.create_registered_model(served)
+    version = client.create_model_version(served, champion.source, run_id=champion.run_id).version
+    settings = get_settings(model_prefix="tbl")
+    with pytest.raises(CTOError, match=r"trained on other data .*one-row-per-contact table"):
+        serve_model(settings, "conversion-arrival", str(version), table_env)
 
 
 def test_cto_train_table_names_a_bad_label_column(shared_data, table_env, capsys):

@@ -298,6 +298,68 @@ def test_a_different_champion_is_swapped_in_under_load_without_mixing(server, re
         assert raw == pytest.approx(expected, abs=1e-9), (version, raw)
 
 
+def test_a_champion_trained_on_other_data_is_refused_and_readyz_says_why(
+    server, registry, tmp_path, isolated_mlflow_uris
+):
+    """A version whose card says it learnt from an importer's extra lead column: the service
+    keeps the serving set, logs the reason once per worker, and /readyz names it."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    status, serving, _ = _score(server.base_url)
+    assert status == 200
+
+    def other_data(model_dir: Path) -> None:
+        card = json.loads((model_dir / "model_card.json").read_text())
+        card["data"]["source_kind"] = "olist"
+        card["data"]["schema"]["contacts"]["origin"] = "String"
+        (model_dir / "model_card.json").write_text(json.dumps(card))
+
+    refused = _new_version(registry, tmp_path, other_data)
+    try:
+        # Both workers have polled the registry once four answers in a row name the refusal.
+        answers = _readyz_until(server, lambda ready: "not_loaded" in ready)
+        assert _score(server.base_url)[:2] == (200, serving)
+        for ready in answers:
+            assert ready["models"][TASK] == serving
+            assert f"v{refused}: trained on other data" in ready["not_loaded"]
+            assert "contacts.origin not in the contract" in ready["not_loaded"]
+        log = server.log_path.read_text(errors="replace")
+        lines = [line for line in log.splitlines() if f"v{refused}: trained on other" in line]
+        assert 1 <= len(lines) <= 2, lines
+        # With CTO_ALLOW_OTHER_DATA the same version loads, and every answer it gives says so.
+        from features.settings import get_settings
+        from serving.models import champion_versions, load_bundle
+        from serving.schemas import ScoreRequest
+        from serving.scoring import FeatureWindows, score_one
+
+        allowed = get_settings(tracking_uri=registry, allow_other_data=True)
+        bundle = load_bundle(allowed, champion_versions(allowed))
+        assert bundle.versions()[TASK] == refused
+        assert "contacts.origin" in bundle.data_mismatches()[TASK]
+        request = ScoreRequest(contact=ARRIVAL, moment="arrival", explain=False, history={})
+        answer = score_one(bundle, request, None, FeatureWindows(14, 7)).model_dump()
+        assert "contacts.origin not in the contract" in answer["models"][0]["data_mismatch"]
+    finally:
+        client = MlflowClient(tracking_uri=registry, registry_uri=registry)
+        client.set_registered_model_alias(f"cto-{TASK}", "champion", serving)
+    _readyz_until(server, lambda ready: "not_loaded" not in ready)  # the alias is back
+    assert _score(server.base_url)[:2] == (200, serving)
+
+
+def _readyz_until(server, condition, streak: int = 4, timeout: float = 90.0) -> list[dict]:
+    """/readyz answers until ``streak`` in a row meet ``condition`` (either worker may answer)."""
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        ready = httpx.get(server.base_url + "/readyz", timeout=10).json()
+        seen = [*seen, ready] if condition(ready) else []
+        if len(seen) >= streak:
+            return seen
+        time.sleep(0.25)
+    raise AssertionError(f"/readyz never met the condition {streak} times in a row: {ready}")
+
+
 def test_a_broken_champion_keeps_the_serving_one_and_says_so_once(server, registry, tmp_path):
     status, serving, _ = _score(server.base_url)
     assert status == 200

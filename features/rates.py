@@ -199,8 +199,12 @@ def compute_rates(
         key = f"_key_{name}"
         present = outcomes.lazy().filter(pl.col(key).is_not_null())
         names = present.select(pl.col(key).unique().sort()).collect(engine=ENGINE).to_series()
-        ids = pl.col(key).replace_strict(
-            names, pl.int_range(names.len(), dtype=pl.UInt32, eager=True)
+        ids = (
+            pl.col(key).replace_strict(
+                names, pl.int_range(names.len(), dtype=pl.UInt32, eager=True)
+            )
+            if names.len()
+            else pl.lit(None, pl.UInt32)  # a key no contact has (e.g. no agent ids at all)
         )
         per_key = (
             present.select(ids.alias("_key_id"), "_instant", "_converted")

@@ -383,6 +383,59 @@ def candidates_for(schemes: list[Scheme]) -> list[Candidate]:
     return out
 
 
+def compare_inputs(
+    base: BacktestInput,
+    variant: BacktestInput,
+    settings: Settings,
+    *,
+    folds: int = DEFAULT_FOLDS,
+    n_boot: int = N_BOOT,
+    families: tuple[str, ...] = (LIGHTGBM, LINEAR),
+) -> dict[str, dict[str, Interval]]:
+    """The same rows with two feature sets (e.g. raw numbers, and numbers relative to their
+    recent level), fitted and scored on the same forward folds and resamples (expanding window):
+    per family, each input's ROC-AUC and the variant's paired gain over the base."""
+    t = base.frame["_t"].to_numpy()
+    known = base.frame["_known"].to_numpy()
+    y = base.frame["_y"].to_numpy().astype(np.int64)
+    if not (np.array_equal(t, variant.frame["_t"].to_numpy()) and
+            np.array_equal(y, variant.frame["_y"].to_numpy())):  # fmt: skip
+        raise CTOError("compare_inputs: both inputs must hold the same rows in the same order")
+    fold_list, _ = make_folds(t, known, y, folds)
+    counts = {
+        f.index: resample_counts(f.test_rows, n_boot, settings.seed + f.index) for f in fold_list
+    }
+    points: dict[str, dict[int, dict[str, float]]] = {}
+    samples: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    for name, data in (("base", base), ("variant", variant)):
+        frame = data.frame
+        for fold in fold_list:
+            train = frame.filter(pl.Series(fold.train_mask(t, known)))
+            test = frame.filter(pl.Series(fold.test_mask(t)))
+            yt = test["_y"].to_numpy().astype(np.int64)
+            for family in families:
+                candidate = Candidate(family, EXPANDING)
+                p = _fit_predict(
+                    candidate, data, train=train, tests={fold.index: test}, origin=fold.origin,
+                    settings=settings,
+                )[fold.index]  # fmt: skip
+                key = f"{name}/{family}"
+                points.setdefault(key, {})[fold.index] = point_metrics(yt, p)
+                samples.setdefault(key, {})[fold.index] = weighted_binary_metrics(
+                    yt, p, counts[fold.index]
+                )
+    out = {}
+    for family in families:
+        out[family] = {
+            "base": _overall(points[f"base/{family}"], samples[f"base/{family}"])["roc_auc"],
+            "variant": _overall(points[f"variant/{family}"], samples[f"variant/{family}"])[
+                "roc_auc"
+            ],
+            "gain": _gain(points, samples, f"variant/{family}", f"base/{family}"),
+        }
+    return out
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -529,8 +582,8 @@ def _verdict(family_gain: Interval) -> tuple[str, str]:
         return LINEAR, (
             f"LightGBM loses to its fair logistic-regression baseline on these folds: ROC-AUC "
             f"gain {gain} (95% CI below zero): on this data the linear model is the better "
-            "choice. cto train still registers LightGBM (registering the linear model is not "
-            "built yet); weigh the gap before promoting it."
+            "choice. For a table, `cto train --table ... --family linear` (or `--family auto`, "
+            "which follows this verdict) registers it; contract-data models stay LightGBM."
         )
     if family_gain.low > 0:
         return LIGHTGBM, (
@@ -664,11 +717,13 @@ def summary_markdown(result: BacktestResult) -> str:
 
 
 def backtest_plot(result: BacktestResult, path: Path, title: str | None = None) -> Path:
-    """Left: ROC-AUC per fold with 95% CIs; right: ROC-AUC of frozen models by age."""
+    """Left: ROC-AUC per fold with 95% CIs; middle: ROC-AUC of frozen models by age; right: what
+    the cadence is computed from, the ROC-AUC a frozen model loses against the model retrained
+    for the same window, by how much older it is, with the fitted slope and the tolerance."""
     from training.plots import _pyplot, _save
 
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(13.5, 3.6))
     keys = [
         (f"{LIGHTGBM}/{result.chosen[LIGHTGBM].name}", "LightGBM"),
         (f"{LINEAR}/{result.chosen[LINEAR].name}", "logistic"),
@@ -687,10 +742,30 @@ def backtest_plot(result: BacktestResult, path: Path, title: str | None = None) 
     left.legend(fontsize=8)
     for k in folds:
         pts = [p for p in result.decay_points if p["trained_at_fold"] == k]
-        right.plot([p["age"] for p in pts], [p["roc_auc"] for p in pts], "o-", ms=4, lw=1,
-                   label=f"trained at fold {k + 1}")  # fmt: skip
-    right.set_xlabel(f"model age ({result.unit} since its training cut)")
-    right.set_ylabel("ROC-AUC of the frozen model")
+        middle.plot([p["age"] for p in pts], [p["roc_auc"] for p in pts], "o-", ms=4, lw=1,
+                    label=f"trained at fold {k + 1}")  # fmt: skip
+    middle.set_xlabel(f"model age ({result.unit} since its training cut)")
+    middle.set_ylabel("ROC-AUC of the frozen model")
+    middle.legend(fontsize=7)
+    older = [p for p in result.decay_points if p["extra_age"] > 0]
+    right.axhline(0.0, color="grey", lw=0.8)
+    right.axhline(DECAY_TOLERANCE, color="tab:red", lw=0.8, ls="--",
+                  label=f"tolerance {DECAY_TOLERANCE}")  # fmt: skip
+    if older:
+        right.plot([p["extra_age"] for p in older], [p["loss"] for p in older], "o", ms=4,
+                   label="frozen vs retrained (pairs)")  # fmt: skip
+        if math.isfinite(result.decay_slope):
+            reach = max(p["extra_age"] for p in older)
+            if math.isfinite(result.cadence):
+                reach = max(reach, result.cadence)
+            ages = np.linspace(0.0, reach, 20)
+            right.plot(ages, -result.decay_slope * ages, lw=1.2,
+                       label=f"fit: {-result.decay_slope:.2g} per {result.unit.rstrip('s')}")  # fmt: skip
+        if math.isfinite(result.cadence):
+            right.axvline(result.cadence, color="tab:green", lw=0.8, ls=":",
+                          label=f"cadence {result.cadence:g} {result.unit}")  # fmt: skip
+    right.set_xlabel(f"extra age ({result.unit} older than the retrained model)")
+    right.set_ylabel("ROC-AUC lost vs retrained")
     right.legend(fontsize=7)
     fig.suptitle(title or Path(result.source).name, fontsize=10)
     return _save(fig, path)
@@ -782,8 +857,8 @@ def _param(value: float | None) -> object:
     return "none" if value is None else value
 
 
-def latest_choice(settings: Settings, digest: str, task: str) -> tuple[Scheme, str] | None:
-    """The scheme the latest backtest of the same data (digest) and task chose, and its run id."""
+def latest_backtest(settings: Settings, digest: str, task: str):
+    """The latest backtest run (MLflow Run) of the same data (digest) and task, or None."""
     import mlflow
 
     from training.tracking import setup_mlflow
@@ -798,14 +873,23 @@ def latest_choice(settings: Settings, digest: str, task: str) -> tuple[Scheme, s
         max_results=1,
         output_format="list",
     )
-    if not runs:
+    return runs[0] if runs else None
+
+
+def latest_choice(
+    settings: Settings, digest: str, task: str, family: str = LIGHTGBM
+) -> tuple[Scheme, str] | None:
+    """The scheme the latest backtest of the same data (digest) and task chose for the model
+    family (LightGBM, or the linear model), and its run id."""
+    run = latest_backtest(settings, digest, task)
+    if run is None:
         return None
-    params = runs[0].data.params
+    params = run.data.params
+    prefix = "linear_" if family == LINEAR else ""
 
     def number(name: str) -> float | None:
-        value = params.get(name, "none")
+        value = params.get(prefix + name, "none")
         return None if value == "none" else float(value)
 
-    return Scheme(window=number("chosen_window"), half_life=number("chosen_half_life")), runs[
-        0
-    ].info.run_id
+    scheme = Scheme(window=number("chosen_window"), half_life=number("chosen_half_life"))
+    return scheme, run.info.run_id

@@ -94,6 +94,40 @@ def fit_logistic(
     return pipeline
 
 
+def export_logistic(pipeline: Pipeline, x_fit: np.ndarray) -> dict[str, object]:
+    """The fitted :func:`logistic_pipeline` as plain numbers (``training.pyfunc_raw.LinearScorer``).
+
+    ``x_fit``: the encoded rows it was fitted on (their expanded columns' means make the
+    contributions' baseline).
+    """
+    columns = pipeline.named_steps["columns"]
+    model = pipeline.named_steps["model"]
+    if len(model.classes_) != 2:
+        raise ValueError("only a binary logistic regression can be exported")
+    parts = {name: (step, list(index)) for name, step, index in columns.transformers_}
+    numeric_step, numeric = parts["numeric"]
+    imputer, scaler = numeric_step.named_steps["impute"], numeric_step.named_steps["scale"]
+    indicators = [] if imputer.indicator_ is None else imputer.indicator_.features_.tolist()
+    categorical, categories = [], []
+    if "categorical" in parts:
+        step, categorical = parts["categorical"]
+        categories = [c.tolist() for c in step.named_steps["onehot"].categories_]
+    return {
+        "n_features": int(x_fit.shape[1]),
+        "numeric": [int(i) for i in numeric],
+        # An all-missing training column is imputed with 0 (keep_empty_features).
+        "medians": np.nan_to_num(imputer.statistics_, nan=0.0).tolist(),
+        "indicators": [int(i) for i in indicators],
+        "mean": scaler.mean_.tolist(),
+        "scale": scaler.scale_.tolist(),
+        "categorical": [int(i) for i in categorical],
+        "categories": categories,
+        "coef": model.coef_[0].tolist(),
+        "intercept": float(model.intercept_[0]),
+        "column_means": np.asarray(columns.transform(x_fit)).mean(axis=0).tolist(),
+    }
+
+
 @dataclass(frozen=True)
 class OneRule:
     """Score = training positive rate of the bin the row's value of one feature falls in."""

@@ -54,7 +54,7 @@ class LoadedModel:
     version: str
     alias: str | None
     card: dict
-    booster: object  # lightgbm.Booster
+    booster: object  # lightgbm.Booster, or training.pyfunc_raw.LinearScorer (linear family)
 
     @property
     def label(self) -> str:
@@ -102,7 +102,9 @@ def load_model(
     with tempfile.TemporaryDirectory() as tmp:
         card_path = mlflow.artifacts.download_artifacts(f"{uri}/{CARD_FILE}", dst_path=tmp)
         card = json.loads(Path(card_path).read_text())
-    booster = mlflow.lightgbm.load_model(uri)
+    from training.scoring import load_native
+
+    booster = load_native(uri, card)
     return LoadedModel(name, str(found.version), alias if version is None else None, card, booster)
 
 

@@ -82,11 +82,10 @@ def _load(run_id: str, artifact: str, directory: Path) -> Path:
 def _predictions(
     name: str, version: str, card: dict, test: pl.DataFrame, settings: Settings
 ) -> np.ndarray:
-    import mlflow
+    from training.scoring import load_native, predict
 
-    from training.scoring import predict
-
-    booster = mlflow.lightgbm.load_model(f"models:/{name}/{version}")
+    # Whatever the family (LightGBM or the linear model): both score the same window.
+    booster = load_native(f"models:/{name}/{version}", card)
     missing = [f for f in card["feature_names"] if f not in test.columns]
     if missing:
         raise CTOError(

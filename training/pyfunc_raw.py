@@ -9,6 +9,10 @@ and calibration, exactly as serving and ``cto score`` do:
 - the drop-off reason model one column per reason (``p_<reason>``);
 - the contacts-to-order model ``expected_further_contacts``.
 
+A model of the ``linear`` family (``cto train --table --family linear``: the fair logistic
+regression) has no Booster file: its card holds the coefficients (``linear``), and
+:class:`LinearScorer` answers like a Booster.
+
 This file is shipped inside every model (MLflow ``code_paths``) and loaded by name
 (``loader_module="pyfunc_raw"``), so it imports nothing from this project: numpy, pandas and
 lightgbm only. The same model directory keeps the ``lightgbm`` flavour for
@@ -25,14 +29,73 @@ import pandas as pd
 
 BOOSTER_FILE = "model.lgb"
 CARD_FILE = "model_card.json"
+LINEAR = "linear"  # the card's "family" of a logistic-regression model
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+class LinearScorer:
+    """A logistic regression on the encoded matrix, answering like a LightGBM Booster.
+
+    The fair baseline (median imputation with missing indicators and standardisation of numbers,
+    categories one-hot, unknown levels -> no column) written out as numbers in the model card, so
+    it loads without pickles and scores with numpy: ``predict(x, raw_score=True)`` gives the
+    log-odds, ``pred_contrib=True`` each feature's exact contribution (coefficient times its
+    columns' distance from their training means; the last column is the mean log-odds), the same
+    shape LightGBM's TreeSHAP gives.
+    """
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.n_features = int(spec["n_features"])
+        self.numeric = np.asarray(spec["numeric"], dtype=np.int64)
+        self.medians = np.asarray(spec["medians"], dtype=np.float64)
+        self.indicators = np.asarray(spec["indicators"], dtype=np.int64)  # positions in numeric
+        self.mean = np.asarray(spec["mean"], dtype=np.float64)
+        self.scale = np.asarray(spec["scale"], dtype=np.float64)
+        self.categorical = np.asarray(spec["categorical"], dtype=np.int64)
+        self.categories = [np.asarray(c, dtype=np.float64) for c in spec["categories"]]
+        self.coef = np.asarray(spec["coef"], dtype=np.float64)
+        self.intercept = float(spec["intercept"])
+        self.column_means = np.asarray(spec["column_means"], dtype=np.float64)
+        # The feature each expanded column belongs to (for contributions).
+        owners = [*self.numeric, *self.numeric[self.indicators]]
+        for index, levels in zip(self.categorical, self.categories, strict=True):
+            owners += [index] * len(levels)
+        self.owner = np.asarray(owners, dtype=np.int64)
+
+    def columns(self, x: np.ndarray) -> np.ndarray:
+        """The expanded matrix the coefficients apply to."""
+        x = np.asarray(x, dtype=np.float64)
+        numeric = x[:, self.numeric]
+        missing = ~np.isfinite(numeric)
+        filled = np.where(missing, self.medians, numeric)
+        parts = [(np.hstack([filled, missing[:, self.indicators]]) - self.mean) / self.scale]
+        for index, levels in zip(self.categorical, self.categories, strict=True):
+            codes = np.nan_to_num(x[:, index], nan=-1.0)
+            parts.append((codes[:, None] == levels[None, :]).astype(np.float64))
+        return np.hstack(parts)
+
+    def predict(self, x, raw_score=False, pred_contrib=False, num_threads=1):  # noqa: ARG002
+        z = self.columns(x)
+        if pred_contrib:
+            weighted = (z - self.column_means) * self.coef
+            out = np.zeros((len(z), self.n_features + 1))
+            np.add.at(out.T, self.owner, weighted.T)
+            out[:, -1] = self.intercept + float(self.column_means @ self.coef)
+            return out
+        raw = z @ self.coef + self.intercept
+        return raw if raw_score else _sigmoid(raw)
+
+    def num_feature(self) -> int:
+        return self.n_features
+
+
 class RawRowModel:
-    """A LightGBM Booster plus its model card, predicting on raw feature rows."""
+    """A LightGBM Booster (or a :class:`LinearScorer`) plus its model card, predicting on raw
+    feature rows."""
 
     def __init__(self, booster, card: dict) -> None:
         self.booster = booster
@@ -85,10 +148,12 @@ def _load_pyfunc(data_path: str) -> RawRowModel:
     import lightgbm as lgb
 
     path = Path(data_path)
+    card = json.loads((path / CARD_FILE).read_text())
+    if card.get("family") == LINEAR:
+        return RawRowModel(LinearScorer(card["linear"]), card)
     # The Booster file sits at the model's root (MLflow copies data_path to <model>/data/<name>),
     # shared with the lightgbm flavour.
     candidates = [path / BOOSTER_FILE, path.parent.parent / BOOSTER_FILE]
     model_file = next((c for c in candidates if c.is_file()), candidates[-1])
     booster = lgb.Booster(model_file=str(model_file))
-    card = json.loads((path / CARD_FILE).read_text())
     return RawRowModel(booster, card)

@@ -182,7 +182,13 @@ def fit_out_of_time(
 
 
 def resolve_scheme(
-    settings, digest: str, task: str, window: float | None = None, half_life: float | None = None
+    settings,
+    digest: str,
+    task: str,
+    window: float | None = None,
+    half_life: float | None = None,
+    *,
+    family: str = "lightgbm",
 ) -> tuple[Scheme, str]:
     """The scheme to train with, and where it came from.
 
@@ -193,7 +199,7 @@ def resolve_scheme(
         return Scheme(window=window, half_life=half_life), "flags"
     from training.backtest import latest_choice
 
-    found = latest_choice(settings, digest, task)
+    found = latest_choice(settings, digest, task, family)
     if found is None:
         return EXPANDING, "expanding: no backtest of this data yet"
     scheme, run_id = found

@@ -11,6 +11,18 @@ from training.calibration import Calibration
 from training.metrics import binary_metrics, count_metrics, multiclass_metrics
 
 
+def load_native(model_uri: str, card: dict):
+    """The registered model's scorer: its LightGBM Booster, or for the ``linear`` family the
+    logistic regression in its card (both answer ``predict(x, raw_score=True)``)."""
+    from training.pyfunc_raw import LINEAR, LinearScorer
+
+    if card.get("family") == LINEAR:
+        return LinearScorer(card["linear"])
+    import mlflow.lightgbm
+
+    return mlflow.lightgbm.load_model(model_uri)
+
+
 def calibration_from_card(card: dict) -> Calibration:
     cal = card.get("calibration") or {"method": "none"}
     return Calibration(

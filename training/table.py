@@ -23,7 +23,7 @@ from training.card import build_card, flat_metrics
 from training.data import TRAIN_SHARE, VALID_SHARE
 from training.promote import PromotionDecision
 from training.promote import promote as promote_version
-from training.tasks import fit_binary
+from training.tasks import LIGHTGBM, LINEAR, fit_binary
 from training.tracking import setup_mlflow
 
 TRUE_TEXT = ("true", "1", "yes", "y", "t")
@@ -40,6 +40,7 @@ class TableResult:
     promoted: PromotionDecision | None
     card: dict
     data_check: str = ""
+    family: str = "lightgbm"
 
 
 def read_table(path: Path) -> pl.DataFrame:
@@ -179,6 +180,7 @@ def train_table(
     progress: bool = True,
     window: float | None = None,
     half_life: float | None = None,
+    family: str = "lightgbm",
 ) -> TableResult:
     from training.data import check_data, data_digest, require_data
     from training.pipeline import Progress
@@ -200,8 +202,10 @@ def train_table(
     digest = data_digest({"table": raw})
     if time_column is None and (window is not None or half_life is not None):
         raise CTOError("--window and --half-life need --time-column: rows must be in time order")
+    family, family_source = resolve_family(settings, digest, family)
+    say(f"model family {family} ({family_source})")
     scheme, source = (
-        resolve_scheme(settings, digest, "table", window, half_life)
+        resolve_scheme(settings, digest, "table", window, half_life, family=family)
         if time_column
         else (None, "expanding: random split")
     )
@@ -217,6 +221,7 @@ def train_table(
         settings=settings,
         scheme=scheme,
         scheme_source=source,
+        family=family,
     )
     windows = {"split_method": method}
     if time_column:
@@ -249,6 +254,10 @@ def train_table(
         label=fit.label,
         extra=fit.extra | {"source_label_column": label, "excluded": exclude or []},
     )
+    card["family"] = family
+    card["family_source"] = family_source
+    if family == LINEAR:
+        card["linear"] = fit.booster.spec
     from training.batch import table_profile
 
     card["data"] = table_profile(raw, path) | {"data_digest": digest}
@@ -256,7 +265,13 @@ def train_table(
         times = frame["started_at"]
         card["data"]["span"] = {"from": str(times.min()), "until": str(times.max())}
     setup_mlflow(settings)
-    tags = {"data_source": str(path), "data_digest": digest, "split_method": method, "label": label}
+    tags = {
+        "data_source": str(path),
+        "data_digest": digest,
+        "split_method": method,
+        "label": label,
+        "family": family,
+    }
     run_id, version = log_task(
         fit, card, settings, rates_frame=None, tags=tags, register_as=name, fit_started=fit_started
     )
@@ -266,4 +281,24 @@ def train_table(
         f"ECE {metrics['test_ece']:.4f}; registered {name} v{version}"
     )
     decision = promote_version(name, version, settings) if promote and version else None
-    return TableResult(run_id, name, version or "", metrics, method, decision, card, check.line)
+    return TableResult(
+        run_id, name, version or "", metrics, method, decision, card, check.line, family
+    )
+
+
+def resolve_family(settings: Settings, digest: str, family: str) -> tuple[str, str]:
+    """The model family to register, and why: as asked, or (``auto``) as the latest backtest of
+    the same table recommended (LightGBM unless the logistic regression beat it beyond noise)."""
+    if family in (LIGHTGBM, LINEAR):
+        return family, "asked for"
+    if family != "auto":
+        raise CTOError(f"--family {family!r}: expected lightgbm, linear or auto")
+    from training.backtest import latest_backtest
+
+    run = latest_backtest(settings, digest, "table")
+    if run is None:
+        return LIGHTGBM, "auto: no backtest of this table yet (cto backtest --table)"
+    recommended = run.data.tags.get("recommended_family", LIGHTGBM)
+    if recommended not in (LIGHTGBM, LINEAR):
+        recommended = LIGHTGBM
+    return recommended, f"auto: recommended by backtest run {run.info.run_id}"

@@ -32,6 +32,9 @@ CONVERSION_ARRIVAL = "conversion-arrival"
 CONVERSION_AFTER_CONTACT = "conversion-after-contact"
 DROPOFF_REASON = "dropoff-reason"
 CONTACTS_TO_ORDER = "contacts-to-order"
+# Model families of a conversion model (cto train --table --family).
+LIGHTGBM = "lightgbm"
+LINEAR = "linear"
 TASKS = (CONVERSION_ARRIVAL, CONVERSION_AFTER_CONTACT, DROPOFF_REASON, CONTACTS_TO_ORDER)
 TASK_MOMENT = {
     CONVERSION_ARRIVAL: "arrival",
@@ -96,8 +99,13 @@ def fit_binary(
     max_rounds: int = lgbm.MAX_ROUNDS,
     scheme: Scheme | None = None,
     scheme_source: str = "default",
+    family: str = LIGHTGBM,
 ) -> TaskFit:
     """Binary conversion model with baselines; ``frame`` carries a ``split`` column.
+
+    ``family="linear"``: the fair logistic regression (fitted on the same rows and weights as
+    always) becomes the model (a :class:`training.pyfunc_raw.LinearScorer`); LightGBM is still
+    fitted and reported beside it (``lightgbm`` metrics), so the run shows what was given up.
 
     The training scheme (expanding, sliding window, half-life weights; relative to the test
     window's start) selects and weighs the train and validation rows. LightGBM is early-stopped
@@ -173,6 +181,23 @@ def fit_binary(
         metrics[name] = binary_metrics(y_test, scores[name])
     metrics["baseline_one_rule"]["feature"] = rule.feature_name  # type: ignore[index]
 
+    model_shape = None
+    if family == LINEAR:
+        from training.pyfunc_raw import LinearScorer
+
+        # The logistic regression is the model; LightGBM is reported beside it.
+        metrics["lightgbm"], scores["lightgbm"] = metrics.pop("model"), scores.pop("model")
+        booster = LinearScorer(baselines.export_logistic(logistic, x_all))
+        calibration = Calibration("none", reason="logistic regression: its own probabilities")
+        raw_test = booster.predict(x_test, raw_score=True)
+        metrics["model"] = binary_metrics(y_test, calibration.apply(raw_test))
+        metrics["model"]["ece_uncalibrated"] = metrics["model"]["ece"]
+        scores = {"model": scores["baseline_logistic"], **scores}
+        model_shape = {"coefficients": float(len(booster.coef))}
+    elif family != LIGHTGBM:
+        raise CTOError(f"model family {family!r}: expected {LIGHTGBM} or {LINEAR}")
+    training["family"] = family
+
     extra: dict[str, object] = {"one_rule_feature": rule.feature_name, "training": training}
     if truth is not None and "p_convert" in truth.columns:
         oracle = test.select("contact_id").join(
@@ -186,7 +211,7 @@ def fit_binary(
 
     shap_sample = x_test[: min(len(x_test), SHAP_SUMMARY_ROWS)]
     shap_values = contributions(booster, shap_sample, threads)
-    extra["model_shape"] = lgbm.model_shape(booster)
+    extra["model_shape"] = model_shape or lgbm.model_shape(booster)
     extra["explain_cost"] = shap_cost(booster, x_test)
     raw_sample = booster.predict(shap_sample, raw_score=True, num_threads=threads)
     extra["shap_additivity_max_error"] = float(np.max(np.abs(shap_values.sum(axis=1) - raw_sample)))

@@ -292,7 +292,8 @@ def raw_rows(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
 
 class RawRowFlavor:
     """An MLflow flavour writer: the pyfunc of raw rows (training/pyfunc_raw.py, shipped in the
-    model) and the native ``lightgbm`` flavour on the same Booster file."""
+    model) and the native ``lightgbm`` flavour on the same Booster file (a ``linear`` family
+    model: the pyfunc only, its coefficients in the card)."""
 
     @staticmethod
     def save_model(
@@ -330,6 +331,10 @@ class RawRowFlavor:
                 input_example=example,
                 pip_requirements=pip_requirements,
             )
+        if card.get("family") == pyfunc_raw.LINEAR:
+            # A logistic regression: its coefficients are in the card; the pyfunc is its flavour.
+            mlflow_model.save(str(Path(path) / "MLmodel"))
+            return
         # One Booster file at the model's root, read by both flavours (and by serving's checks).
         booster.save_model(str(Path(path) / pyfunc_raw.BOOSTER_FILE))
         mlflow_model.add_flavor(

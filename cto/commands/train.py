@@ -44,6 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-name", help="--table: registered model name (default <prefix>-<file>-conversion)."
     )
     parser.add_argument(
+        "--family",
+        choices=("lightgbm", "linear", "auto"),
+        default="lightgbm",
+        help="--table: the model to register: LightGBM, the logistic regression (one-hot + "
+        "standardised, the fair baseline), or auto: what the latest `cto backtest --table` of "
+        "the same file recommended (default lightgbm). The gate compares it with the champion "
+        "whatever the families.",
+    )
+    parser.add_argument(
         "--treatment",
         help="--table: the 0/1 (yes/no) treatment column: train uplift models instead (training.uplift).",
     )
@@ -104,8 +113,12 @@ def _print_table_result(result) -> None:
         f"model {result.model_name} v{result.version}  run {result.run_id}  split {result.split_method}"
     )
     print(f"{'':22}{'ROC-AUC':>9}{'PR-AUC':>9}{'logloss':>9}{'ECE':>8}{'lift@10':>9}")
+    registered = "LightGBM" if result.family == "lightgbm" else "logistic regr. (model)"
+    rows = [(registered, "test_")]
+    if result.family != "lightgbm":
+        rows.append(("LightGBM (not used)", "lightgbm_test_"))
     for name, prefix in (
-        ("LightGBM", "test_"),
+        *rows,
         ("logistic regression", "baseline_logistic_test_"),
         ("one rule", "baseline_one_rule_test_"),
         ("base rate", "baseline_base_rate_test_"),
@@ -209,12 +222,18 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             window=args.window,
             half_life=args.half_life,
+            family=args.family,
         )
         _print_table_result(result)
         return 0
     if args.label or args.time_column or args.exclude or args.model_name or args.treatment:
         raise CTOError(
             "--label, --treatment, --time-column, --exclude and --model-name go with --table FILE"
+        )
+    if args.family != "lightgbm":
+        raise CTOError(
+            "--family goes with --table FILE: the models of contract data are LightGBM (the "
+            "service explains them with TreeSHAP)"
         )
     from training.pipeline import run_training
 

@@ -53,6 +53,15 @@ def test_cto_backtest_table_on_online_shoppers_logs_folds_and_a_verdict(
     assert len(children) == 2
     assert all("lightgbm.expanding.roc_auc_low" in c.data.metrics for c in children)
 
+    # `cto train --table --family auto` follows this backtest's verdict (same file, same digest).
+    from features.settings import get_settings
+    from training.table import resolve_family
+
+    family, why = resolve_family(get_settings(), parent.data.tags["data_digest"], "auto")
+    assert family == parent.data.tags["recommended_family"]
+    assert parent.info.run_id in why
+    assert resolve_family(get_settings(), "no-such-digest", "auto")[0] == "lightgbm"
+
 
 def test_cto_backtest_table_needs_a_time_column(shared_data, capsys):
     from cto.cli import main

@@ -114,6 +114,41 @@ def test_cto_train_table_on_online_shoppers_reaches_published_auc(
     with pytest.raises(CTOError, match=r"trained on other data .*one-row-per-contact table"):
         serve_model(settings, "conversion-arrival", str(version), table_env)
 
+    # `--family linear`: the fair logistic regression is the registered model (raw-row pyfunc,
+    # card, no Booster), scored by cto score --table, and gated against the LightGBM champion on
+    # the same window.
+    capsys.readouterr()
+    common = ["train", "--table", str(path), "--label", "Revenue", "--promote", "--quiet"]
+    assert main([*common, "--family", "linear"]) == 0
+    out = capsys.readouterr().out
+    assert "logistic regr. (model)" in out and "LightGBM (not used)" in out
+    linear = client.get_model_version(name, "2")
+    run = client.get_run(linear.run_id)
+    assert run.data.tags["family"] == "linear"
+    metrics = run.data.metrics
+    # The registered model is the logistic regression: its test metrics are the baseline's.
+    assert metrics["test_roc_auc"] == pytest.approx(metrics["baseline_logistic_test_roc_auc"])
+    assert metrics["lightgbm_test_roc_auc"] > metrics["test_roc_auc"]  # what was given up
+    # The gate compared it with the LightGBM champion on its own test window, with an interval:
+    # LightGBM is better here (about 0.93 against 0.89), so the champion stays.
+    assert run.data.tags["promotion_decision"] == "kept_champion"
+    assert metrics["promotion_gain_high_roc_auc"] < 0
+    assert metrics["promotion_champion_roc_auc"] == pytest.approx(
+        metrics["lightgbm_test_roc_auc"], abs=0.005
+    )
+    assert client.get_model_version_by_alias(name, "champion").version == champion.version
+    # Registered like any other: a raw-row pyfunc with a signature, no LightGBM flavour.
+    linear_pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/2")
+    assert "lightgbm" not in linear_pyfunc.metadata.flavors
+    assert linear_pyfunc.metadata.get_input_schema() is not None
+    linear_p = linear_pyfunc.predict(rows)["p_order"].to_numpy()
+    out_file = table_env / "linear.parquet"
+    assert main(["score", "--table", str(path), "--model", f"{name}/2", "--out", str(out_file),
+                 "--quiet"]) == 0  # fmt: skip
+    linear_scores = pl.read_parquet(out_file)["p_order"].to_numpy()
+    assert np.allclose(linear_scores[: len(linear_p)], linear_p)
+    assert roc_auc_score(source["Revenue"].to_numpy(), linear_scores) > 0.85
+
 
 def test_cto_train_table_names_a_bad_label_column(shared_data, table_env, capsys):
     from cto.cli import main

@@ -145,17 +145,19 @@ def test_after_contact_model_beats_every_baseline_and_nears_the_oracle(trained):
         assert m["test_lift_top10"] > m[f"{baseline}_test_lift_top10"], baseline
         assert m["test_log_loss"] < m[f"{baseline}_test_log_loss"], baseline
     # The full oracle knows hidden customer traits no feature carries; against the oracle without
-    # them (truth p_convert_observable) the model must come close even on 40k contacts.
+    # them (truth p_convert_observable) the model must come close. docs/training.md states 3% for
+    # the 200k-contact report card; this 40k-contact set trains on 5x fewer rows and a smaller
+    # test window (measured 3.4% here), so it is held to 4%.
     assert m["oracle_test_roc_auc"] > m["oracle_p_convert_observable_roc_auc"]
-    assert m["test_roc_auc"] > 0.95 * m["oracle_p_convert_observable_roc_auc"]
-    assert m["test_ece"] < 0.03
+    assert m["test_roc_auc"] >= 0.96 * m["oracle_p_convert_observable_roc_auc"]
+    assert m["test_ece"] < 0.02  # the documented line
     # After the contact the model knows more than at arrival.
     assert m["test_roc_auc"] > trained.metrics[ARRIVAL]["test_roc_auc"]
 
 
 def test_explanations_name_the_planted_driver(trained):
     share = trained.metrics[AFTER]["driver_recovery_share"]
-    assert share >= 0.7
+    assert share >= 0.8  # the documented line (docs/training.md, Measured)
 
 
 def test_reason_model_beats_the_class_prior(trained):

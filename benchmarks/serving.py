@@ -3,18 +3,20 @@
 One run, on loopback, with wrk (a C load generator) and a Lua script that times every request
 itself (clock_gettime through LuaJIT's FFI; benchmarks/timed.lua), 8 clients (one connection each):
 
-- the service, `cto serve --workers 2`, on an event store loaded by `cto materialize` from the
-  simulated tables; /score with no history in the request (the state is read from the store), at
-  arrival (explain off) and after contact with explanations (top 5), through the BentoML API route
-  (/score) and through the ASGI app mounted in the service (/fast/score);
+- the service, `cto serve --workers 2 --fast-port P`, on an event store loaded by `cto materialize`
+  from the simulated tables; /score with no history in the request (the state is read from the
+  store), at arrival (explain off) and after contact with explanations (top 5), three ways: the
+  BentoML API route (/score), the ASGI app mounted in the service (/fast/score), and the fast port
+  (each worker's own uvicorn server, serving.fast_server);
 - the floor: a bare Starlette app on one uvicorn process (benchmarks/floor_app.py) doing "look up a
   precomputed encoded row, LightGBM predict" on the same arrival model, and with pred_contrib on
   the after-contact model.
 
 Every setting runs once per round for ``--seconds``, the rounds in turn (other work on the machine
 hits all settings alike); p50/p99/p99.9/max and req/s are medians over the rounds; ratios are to
-the floor's medians. One more ``--long-seconds`` run of /fast/score at arrival gives the maximum
-over a long run. In process: a state read + arrival features + predict per contact; /score_batch
+the floor's medians. One more ``--long-seconds`` run of the fast port's /score at arrival gives the
+maximum over a long run, and another on a second server started with ``CTO_GC_TUNING=false`` (no
+gc.freeze, default collector thresholds) shows what the heap settling changes. In process: a state read + arrival features + predict per contact; /score_batch
 contacts per second; /events ingestion (events per second, one contact per request, state updated
 in the same transaction) and the in-process cost of that update; and a state lookup in SQLite via
 ``sqlite3`` against SQLAlchemy Core (why the store reads the way it does).
@@ -311,6 +313,7 @@ def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # 
         _row("floor: lookup + predict", floor, None),
         _row("/score arrival (BentoML API)", runs["api_arrival"], floor),
         _row("/fast/score arrival (ASGI app in the service)", runs["fast_arrival"], floor),
+        _row("fast port /score arrival (uvicorn in each worker)", runs["port_arrival"], floor),
         _row("floor: lookup + predict + pred_contrib", floor_contrib, None),
         _row(
             "/score after_contact, explain top 5 (BentoML API)", runs["api_explain"], floor_contrib
@@ -318,6 +321,7 @@ def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # 
         _row(
             "/fast/score after_contact, explain top 5 (ASGI)", runs["fast_explain"], floor_contrib
         ),
+        _row("fast port /score after_contact, explain top 5", runs["port_explain"], floor_contrib),
         "",
     ]
     bento = runs["bentoml_livez"]
@@ -326,17 +330,27 @@ def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # 
         f"p50 {bento['p50_ms']:.2f} ms against {floor_livez['p50_ms']:.2f} ms for the floor app's "
         f"(p99 {bento['p99_ms'] / floor_livez['p99_ms']:.1f}x, req/s "
         f"{bento['rps'] / floor_livez['rps']:.2f}x): the server and middleware stack a request "
-        "crosses before any route, /fast/score's included (the mounted app sits under it).",
+        "crosses before any route, /fast/score's included (the mounted app sits under it). The "
+        "fast port is each worker's own uvicorn server (serving.fast_server): none of that stack.",
         "",
     ]
-    long = extra["long"]
     lines += [
-        f"One {args.long_seconds:g} s run of /fast/score at arrival: {long['requests']:.0f} "
-        f"requests, {long['errors']:.0f} non-2xx, p50 {long['p50_ms']:.2f} ms, p99 "
-        f"{long['p99_ms']:.2f} ms, p99.9 {long['p999_ms']:.1f} ms, max {long['max_ms']:.1f} ms, "
-        f"{long['rps']:.0f} req/s.",
+        f"{args.long_seconds:g} s runs of the fast port's /score at arrival, the garbage "
+        "collector tuned (gc.freeze after loading and raised thresholds, serving.service; the "
+        "default) and not "
+        "(`CTO_GC_TUNING=false`, a second server started for it):",
         "",
+        "| run | requests | non-2xx | p50 ms | p99 ms | p99.9 ms | max ms | req/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    for label, key in (("GC tuned", "long"), ("GC untuned", "long_untuned")):
+        long = extra[key]
+        lines.append(
+            f"| {label} | {long['requests']:.0f} | {long['errors']:.0f} | {long['p50_ms']:.2f} | "
+            f"{long['p99_ms']:.2f} | {long['p999_ms']:.1f} | {long['max_ms']:.1f} | "
+            f"{long['rps']:.0f} |"
+        )
+    lines.append("")
     per_round = extra["per_round"]
     lines += [
         "Per round (p99 ms / req/s), to show the spread:",
@@ -405,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     from features.settings import get_settings
     from features.simulate import simulate
     from serving.models import load_bundle
-    from serving.process import start_server
+    from serving.process import free_port, start_server
     from serving.scoring import FeatureWindows
     from serving.store import EventStore
 
@@ -462,14 +476,15 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             for r in rows
         ]
         floor_bodies = [{"customer_id": r["customer_id"]} for r in rows]
-        server = start_server(
-            {
-                "CTO_TRACKING_URI": settings.tracking_uri,
-                "CTO_EVENT_STORE_URL": store_url,
-                "CTO_WORKERS": str(args.workers),
-            },
-            root / "server.log",
-        )
+        server_env = {
+            "CTO_TRACKING_URI": settings.tracking_uri,
+            "CTO_EVENT_STORE_URL": store_url,
+            "CTO_WORKERS": str(args.workers),
+        }
+        fast_port = free_port()
+        server = start_server(server_env | {"CTO_FAST_PORT": str(fast_port)}, root / "server.log")
+        fast_url = f"http://127.0.0.1:{fast_port}"
+        untuned = None
         floors = []
         try:
             floor_a, floor_a_url = start_floor(
@@ -488,9 +503,11 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
                 ("floor", floor_a_url, "/score", floor_bodies),
                 ("api_arrival", server.base_url, "/score", arrival),
                 ("fast_arrival", server.base_url, "/fast/score", arrival),
+                ("port_arrival", fast_url, "/score", arrival),
                 ("floor_contrib", floor_b_url, "/score_contrib", floor_bodies),
                 ("api_explain", server.base_url, "/score", explain),
                 ("fast_explain", server.base_url, "/fast/score", explain),
+                ("port_explain", fast_url, "/score", explain),
             ]
             per_round: dict[str, list[dict]] = {name: [] for name, *_ in settings_run}
             for round_number in range(1, args.rounds + 1):
@@ -508,7 +525,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
                 median["errors"] = sum(r["errors"] for r in results)
                 runs[name] = median
             extra["per_round"] = per_round
-            extra["long"] = wrk(server.base_url, "/fast/score", arrival, args.long_seconds, root)
+            wrk(fast_url, "/score", arrival, 1.0, root)
+            extra["long"] = wrk(fast_url, "/score", arrival, args.long_seconds, root)
             print("long", extra["long"], flush=True)
 
             body = {
@@ -535,8 +553,22 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             ]
             extra["events"] = wrk(server.base_url, "/events", events, args.seconds, root)
             print("events", extra["events"], flush=True)
+
+            # The GC A/B: the same long run on a server without the heap settling.
+            server.stop()
+            untuned_port = free_port()
+            untuned = start_server(
+                server_env | {"CTO_FAST_PORT": str(untuned_port), "CTO_GC_TUNING": "false"},
+                root / "server_untuned.log",
+            )
+            untuned_url = f"http://127.0.0.1:{untuned_port}"
+            wrk(untuned_url, "/score", arrival, 1.0, root)
+            extra["long_untuned"] = wrk(untuned_url, "/score", arrival, args.long_seconds, root)
+            print("long untuned", extra["long_untuned"], flush=True)
         finally:
             server.stop()
+            if untuned is not None:
+                untuned.stop()
             for process in floors:
                 _stop(process)
     print(write_results(runs, extra, args))

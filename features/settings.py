@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     model_prefix: str = Field("cto", description="Registered model names start with this prefix.")
     champion_alias: str = Field("champion", description="Registry alias the service loads.")
     num_threads: int = Field(2, ge=1, description="LightGBM threads (always set: see stack notes).")
+    max_rounds: int = Field(
+        600,
+        ge=1,
+        description="Boosting rounds per LightGBM model at most. Early stopping on the validation "
+        "window usually ends sooner; on Dask (which cannot stop early) every round is trained and "
+        "the model is cut at the round early stopping would keep, so a lower cap saves time there.",
+    )
     promotion_margin: float = Field(
         0.0,
         ge=0.0,
@@ -42,6 +49,13 @@ class Settings(BaseSettings):
     # Serving
     host: str = Field("127.0.0.1", description="Address the service binds to.")
     port: int = Field(3000, ge=1, le=65535, description="Port the service binds to.")
+    fast_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port of the lean scoring server each worker runs beside the service "
+        "(POST /score, /score_batch without BentoML's per-request middleware); unset: off.",
+    )
     api_token: str | None = Field(
         None,
         description="Bearer token; when set, requests need it. Unset runs without auth; an empty or "
@@ -61,6 +75,11 @@ class Settings(BaseSettings):
         8 * 1024 * 1024,
         ge=1024,
         description="Largest request body accepted; larger ones get 413 before they are parsed.",
+    )
+    gc_tuning: bool = Field(
+        True,
+        description="After a model set loads, freeze the heap and raise the garbage collector's "
+        "thresholds (fewer, shorter pauses); false only to measure what that changes.",
     )
     model_poll_seconds: float = Field(
         30.0, gt=0, description="How often the service checks the registry for a new champion."
@@ -88,6 +107,12 @@ class Settings(BaseSettings):
                 "variable to run without authentication"
             )
         return value
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.fast_port is not None and self.fast_port == self.port:
+            raise ValueError(f"CTO_FAST_PORT must differ from CTO_PORT (both {self.port})")
+        return self
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -6,7 +6,11 @@ BentoML's per-request API machinery: a routing engine that calls thousands of ti
 the lean path, everything else (lifecycle, /readyz, /metrics, auth, `bentoml build`) stays the
 service's. benchmarks/serving.py measures both paths in the same run.
 
-The app reaches the service instance through ``app.state.service``, set by the service's
+The same routes are also served on a port of their own (``CTO_FAST_PORT``, :func:`port_app`,
+serving.fast_server): there not even BentoML's server middleware (tracing, metrics, timeouts,
+concurrency limits) sits in front of them.
+
+The apps reach the service instance through ``app.state.service``, set by the service's
 ``__init__`` in each worker process.
 """
 
@@ -90,9 +94,31 @@ async def score_batch(request: Request) -> Response:
     return _answer(answer)
 
 
-app = Starlette(
-    routes=[
+async def livez(_request: Request) -> Response:
+    return Response(b"", status_code=200)
+
+
+def _routes() -> list[Route]:
+    return [
         Route("/score", score, methods=["POST"]),
         Route("/score_batch", score_batch, methods=["POST"]),
     ]
-)
+
+
+app = Starlette(routes=_routes())
+
+
+def port_app(service: Any, api_token: str | None, max_body_bytes: int) -> Any:
+    """The ASGI app of the fast port: the hot routes plus GET /livez, /readyz and /docs.json (an
+    OpenAPI document of this port), behind the same bearer token and body checks as the
+    service's port."""
+    from serving.auth import BearerTokenMiddleware
+    from serving.guard import RequestGuardMiddleware
+    from serving.openapi import FastPortDocMiddleware
+    from serving.probes import ReadyzMiddleware
+
+    inner = Starlette(routes=[*_routes(), Route("/livez", livez, methods=["GET"])])
+    inner.state.service = service
+    wrapped: Any = FastPortDocMiddleware(ReadyzMiddleware(inner), auth=api_token is not None)
+    wrapped = BearerTokenMiddleware(wrapped, token=api_token)
+    return RequestGuardMiddleware(wrapped, max_body_bytes=max_body_bytes)

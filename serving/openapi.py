@@ -166,50 +166,134 @@ def component_schemas() -> dict[str, Any]:
     return schemas
 
 
-def truthful(doc: dict[str, Any], auth: bool) -> dict[str, Any]:
-    """BentoML's document with our schemas, answers, info and security in place."""
+def _version() -> str:
     try:
-        version = metadata.version("cto-prediction")
+        return metadata.version("cto-prediction")
     except metadata.PackageNotFoundError:  # running from a Bento without the distribution
-        version = "0+unknown"
-    doc["openapi"] = "3.1.0"
-    doc["info"] = {"title": TITLE, "version": version, "description": DESCRIPTION}
-    doc["components"] = {"schemas": component_schemas()}
-    if auth:
-        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    error_content = {"application/json": {"schema": _ref("ErrorResponse")}}
-    for path, (request, answer, statuses) in ROUTES.items():
-        operation = doc["paths"][path]["post"]
-        # /model_info takes no fields: any JSON object will do.
-        body = {"type": "object"} if request is None else _ref(request.__name__)
-        operation["requestBody"] = {
-            "required": request is not None,
-            "content": {"application/json": {"schema": body}},
-        }
-        responses: dict[str, Any] = {
-            "200": {
-                "description": "Answer.",
-                "content": {"application/json": {"schema": _ref(answer.__name__)}},
-            }
-        }
-        for status in statuses:
-            if status == 401 and not auth:
-                continue
-            responses[str(status)] = {"description": ERRORS[status], "content": error_content}
-        operation["responses"] = responses
-        if auth:
-            operation["security"] = [{"bearer": []}]
-    doc["paths"]["/readyz"]["get"]["responses"] = {
-        "200": {
-            "description": "This worker serves models: their versions by task.",
-            "content": {"application/json": {"schema": READY}},
-        },
-        "503": {
-            "description": "Not ready (starting, or no champion could be loaded): the reason.",
-            "content": {"application/json": {"schema": NOT_READY}},
-        },
+        return "0+unknown"
+
+
+def _operation(
+    request: type[BaseModel] | None,
+    answer: type[BaseModel],
+    statuses: tuple[int, ...],
+    auth: bool,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A POST operation: ``base`` (summary, description, operationId) plus our request body,
+    answers and security."""
+    operation = dict(base or {})
+    # /model_info takes no fields: any JSON object will do.
+    body = {"type": "object"} if request is None else _ref(request.__name__)
+    operation["requestBody"] = {
+        "required": request is not None,
+        "content": {"application/json": {"schema": body}},
     }
+    error_content = {"application/json": {"schema": _ref("ErrorResponse")}}
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "Answer.",
+            "content": {"application/json": {"schema": _ref(answer.__name__)}},
+        }
+    }
+    for status in statuses:
+        if status == 401 and not auth:
+            continue
+        responses[str(status)] = {"description": ERRORS[status], "content": error_content}
+    operation["responses"] = responses
+    if auth:
+        operation["security"] = [{"bearer": []}]
+    return operation
+
+
+READYZ_RESPONSES = {
+    "200": {
+        "description": "This worker serves models: their versions by task.",
+        "content": {"application/json": {"schema": READY}},
+    },
+    "503": {
+        "description": "Not ready (starting, or no champion could be loaded): the reason.",
+        "content": {"application/json": {"schema": NOT_READY}},
+    },
+}
+
+# The hot routes: mounted at /fast on the service's port (serving.hot_routes), and at the root
+# of the fast port (CTO_FAST_PORT). Same request, answers and errors as /score and /score_batch.
+HOT_ROUTES = ("/score", "/score_batch")
+_LEAN = (
+    " Served without BentoML's API layer (serving.hot_routes): the same contract as `{route}` "
+    "on the service's port."
+)
+
+
+def _components(auth: bool) -> dict[str, Any]:
+    components: dict[str, Any] = {"schemas": component_schemas()}
+    if auth:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return components
+
+
+def _hot_operation(doc_path: str, route: str, auth: bool, source: dict[str, Any]) -> dict:
+    """The operation of a hot route served at ``doc_path``, described like ``route``'s."""
+    request, answer, statuses = ROUTES[route]
+    base = {
+        "summary": source.get("summary", route),
+        "description": (source.get("description") or "") + _LEAN.format(route=route),
+        "operationId": "post_" + doc_path.strip("/").replace("/", "_"),
+    }
+    return _operation(request, answer, statuses, auth, base)
+
+
+def truthful(doc: dict[str, Any], auth: bool) -> dict[str, Any]:
+    """BentoML's document with our schemas, answers, info and security in place, and the hot
+    routes mounted at /fast added (BentoML lists only its own endpoints)."""
+    doc["openapi"] = "3.1.0"
+    doc["info"] = {"title": TITLE, "version": _version(), "description": DESCRIPTION}
+    doc["components"] = _components(auth)
+    for path, (request, answer, statuses) in ROUTES.items():
+        doc["paths"][path]["post"] = _operation(
+            request, answer, statuses, auth, doc["paths"][path]["post"]
+        )
+    for route in HOT_ROUTES:
+        source = doc["paths"][route]["post"]
+        doc["paths"]["/fast" + route] = {
+            "post": _hot_operation("/fast" + route, route, auth, source)
+            | {"tags": source.get("tags", [])}
+        }
+    doc["paths"]["/readyz"]["get"]["responses"] = READYZ_RESPONSES
     return doc
+
+
+def fast_port_document(auth: bool) -> dict[str, Any]:
+    """The OpenAPI document of the fast port (CTO_FAST_PORT): its two hot routes and probes."""
+    paths: dict[str, Any] = {
+        route: {"post": _hot_operation(route, route, auth, {"summary": route})}
+        for route in HOT_ROUTES
+    }
+    paths["/livez"] = {
+        "get": {
+            "summary": "This worker's fast server is up.",
+            "operationId": "get_livez",
+            "responses": {"200": {"description": "Up."}},
+        }
+    }
+    paths["/readyz"] = {
+        "get": {
+            "summary": "Whether this worker serves models.",
+            "operationId": "get_readyz",
+            "responses": READYZ_RESPONSES,
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": TITLE + " (fast port)",
+            "version": _version(),
+            "description": DESCRIPTION,
+        },
+        "paths": paths,
+        "components": _components(auth),
+    }
 
 
 class OpenApiMiddleware:
@@ -257,3 +341,27 @@ async def _capture(app: Any, scope: dict[str, Any], receive: Any) -> tuple[int, 
 
     await app(scope, receive, collect)
     return status, b"".join(chunks)
+
+
+class FastPortDocMiddleware:
+    """Answers ``GET /docs.json`` on the fast port with :func:`fast_port_document`."""
+
+    def __init__(self, app: Any, auth: bool) -> None:
+        self.app = app
+        self._body = json.dumps(fast_port_document(auth)).encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != DOC_PATH or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(self._body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": self._body})

@@ -35,6 +35,7 @@ class Server:
     process: subprocess.Popen
     log_path: Path
     token: str | None
+    fast_url: str | None = None  # the fast port (CTO_FAST_PORT), when set
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -61,7 +62,8 @@ def start_server(
     wait_for: str = "/readyz",
 ) -> Server:
     """`cto serve` on a loopback port (a free one by default); returns once ``wait_for`` (a
-    probe path) answers 200: /readyz (models loaded) or /livez (the process is up)."""
+    probe path) answers 200: /readyz (models loaded) or /livez (the process is up), and the fast
+    port too when ``CTO_FAST_PORT`` is set."""
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
     env |= {"CTO_HOST": "127.0.0.1", "CTO_PORT": str(port)} | env_overrides
@@ -74,15 +76,21 @@ def start_server(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    fast_port = env_overrides.get("CTO_FAST_PORT")
     server = Server(
-        f"http://127.0.0.1:{port}", process, log_path, env_overrides.get("CTO_API_TOKEN")
+        f"http://127.0.0.1:{port}",
+        process,
+        log_path,
+        env_overrides.get("CTO_API_TOKEN"),
+        f"http://127.0.0.1:{fast_port}" if fast_port else None,
     )
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_tail()}")
         try:
-            if httpx.get(f"{server.base_url}{wait_for}", timeout=2).status_code == 200:
+            urls = [server.base_url] + ([server.fast_url] if server.fast_url else [])
+            if all(httpx.get(f"{url}{wait_for}", timeout=2).status_code == 200 for url in urls):
                 return server
         except httpx.HTTPError:
             pass

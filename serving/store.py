@@ -321,6 +321,7 @@ class EventStore:
             connection = getattr(self._local, "connection", None)
             if connection is None:
                 connection = sqlite3.connect(self._sqlite_path, timeout=30, check_same_thread=True)
+                connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
                 self._local.connection = connection
             row = connection.execute(
                 f"SELECT state FROM {STATE_TABLE} WHERE customer_id = ?", (customer_id,)
@@ -469,12 +470,19 @@ def _create_tables(metadata: sa.MetaData, engine: sa.Engine, attempts: int = 5) 
             time.sleep(0.05 * (attempt + 1))
 
 
+# Page cache per SQLite connection (KiB). Every thread that scores or appends holds its own
+# connection, and each cache fills up to its bound as the store grows: bounded small, the
+# operating system's file cache (shared by all of them) does the caching.
+SQLITE_CACHE_KIB = 512
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers (scoring) run while a writer (/events) commits; synchronous stays at
     # SQLite's default FULL, so an acknowledged append survives a power cut.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
 
 

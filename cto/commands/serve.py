@@ -22,6 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=None, help="Port (default: CTO_PORT, 3000).")
     parser.add_argument(
+        "--fast-port",
+        type=int,
+        default=None,
+        help="Also serve POST /score and /score_batch on this port, without BentoML's "
+        "per-request middleware (default: CTO_FAST_PORT, off).",
+    )
+    parser.add_argument(
         "--workers", type=int, default=None, help="Worker processes (default: CTO_WORKERS, 1)."
     )
     parser.add_argument(
@@ -39,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_port_free(host: str, port: int, wait_seconds: float = PORT_WAIT_SECONDS) -> None:
+def check_port_free(
+    host: str, port: int, wait_seconds: float = PORT_WAIT_SECONDS, option: str = "--port / CTO_PORT"
+) -> None:
     """Fail with a clear message, before anything loads, when another process listens on the port."""
     deadline = time.monotonic() + wait_seconds
     while True:
@@ -55,7 +64,7 @@ def check_port_free(host: str, port: int, wait_seconds: float = PORT_WAIT_SECOND
         if time.monotonic() >= deadline:
             raise CTOError(
                 f"port {port} on {host} is in use by another process (a server still running?): "
-                "stop it, or choose another port with --port / CTO_PORT"
+                f"stop it, or choose another port with {option}"
             )
         time.sleep(0.2)
 
@@ -72,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "host": args.host,
         "port": args.port,
+        "fast_port": args.fast_port,
         "workers": args.workers,
         "tracking_uri": args.tracking_uri,
         "event_store_url": args.event_store_url,
@@ -80,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings(**{k: v for k, v in overrides.items() if v is not None})
     check_tracking_store(absolute_sqlite_url(settings.tracking_uri))
     check_port_free(settings.host, settings.port)
+    if settings.fast_port is not None:
+        # The workers share this port (SO_REUSEPORT): another listener there would share it too.
+        check_port_free(settings.host, settings.fast_port, option="--fast-port / CTO_FAST_PORT")
     env = server_environment(settings, os.environ)
     # exec keeps this pid: the workers check they were started by it (serving.supervision).
     env["CTO_SUPERVISOR_PID"] = str(os.getpid())
@@ -97,8 +110,13 @@ def run(args: argparse.Namespace) -> int:
         "--working-dir",
         str(repo),
     ]
+    fast = (
+        f", POST /score and /score_batch also on http://{settings.host}:{settings.fast_port}"
+        if settings.fast_port is not None
+        else ""
+    )
     print(
-        f"serving on http://{settings.host}:{settings.port} "
+        f"serving on http://{settings.host}:{settings.port}{fast} "
         f"(models {settings.model_prefix}-*@{settings.champion_alias} from {env['CTO_TRACKING_URI']}, "
         f"events in {env['CTO_EVENT_STORE_URL']})",
         file=sys.stderr,

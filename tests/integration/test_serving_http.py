@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from serving.demo import contact_payload, history_payload
-from serving.process import copy_sqlite, start_server
+from serving.process import copy_sqlite, free_port, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,7 +72,7 @@ def server_env(store_copy, sim_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(server_env):
     root, env = server_env
-    running = start_server(env, root / "server.log")
+    running = start_server(env | {"CTO_FAST_PORT": str(free_port())}, root / "server.log")
     yield running
     running.stop()
 
@@ -355,39 +355,71 @@ def test_the_online_store_survives_a_restart(server_env, client, tables, sample)
         assert second["raw_score"] == first["raw_score"]
 
 
-def test_fast_routes_answer_what_the_api_routes_answer(server, client, tables, sample):
-    """/fast/score and /fast/score_batch (the ASGI app in the service): same contract, answers,
-    errors and token as /score and /score_batch."""
+@pytest.mark.parametrize("where", ["mounted", "fast port"])
+def test_fast_routes_answer_what_the_api_routes_answer(server, client, tables, sample, where):
+    """/fast/score and /fast/score_batch (the ASGI app in the service) and /score and /score_batch
+    on the fast port (CTO_FAST_PORT): same contract, answers, errors and token as the API
+    routes."""
+    base, prefix = (server.base_url, "/fast") if where == "mounted" else (server.fast_url, "")
+    fast_client = httpx.Client(base_url=base + prefix, headers=server.headers(), timeout=60)
     rows = sample.head(4).to_dicts()
-    for row in rows:
-        for moment in ("arrival", "after_contact"):
-            for with_history in (True, False):
-                payload = _payload(row, tables, moment, with_history, top_k=3)
-                api = client.post("/score", json=payload)
-                fast = client.post("/fast/score", json=payload)
-                assert fast.status_code == api.status_code == 200, fast.text
-                assert fast.json() == api.json()
-    batch = {
-        "moment": "arrival",
-        "items": [{"contact": contact_payload(r, "arrival")} for r in rows],
-    }
-    api, fast = (
-        client.post("/score_batch", json=batch),
-        client.post("/fast/score_batch", json=batch),
-    )
-    assert fast.status_code == 200 and fast.json() == api.json()
-    bad = _payload(rows[0], tables, "after_contact")
-    bad["contact"]["wait_seconds"] = -3
-    answer = client.post("/fast/score", json=bad)
-    assert answer.status_code == 400 and ["contact", "wait_seconds"] in [
-        d["loc"] for d in answer.json()["detail"]
-    ]
-    malformed = client.post(
-        "/fast/score", content=b'{"contact": {', headers={"Content-Type": "application/json"}
-    )
-    assert malformed.status_code == 400
-    anonymous = httpx.post(server.base_url + "/fast/score", json=bad, timeout=30)
+    with fast_client:
+        for row in rows:
+            for moment in ("arrival", "after_contact"):
+                for with_history in (True, False):
+                    payload = _payload(row, tables, moment, with_history, top_k=3)
+                    api = client.post("/score", json=payload)
+                    fast = fast_client.post("/score", json=payload)
+                    assert fast.status_code == api.status_code == 200, fast.text
+                    assert fast.json() == api.json()
+        batch = {
+            "moment": "arrival",
+            "items": [{"contact": contact_payload(r, "arrival")} for r in rows],
+        }
+        api, fast = (
+            client.post("/score_batch", json=batch),
+            fast_client.post("/score_batch", json=batch),
+        )
+        assert fast.status_code == 200 and fast.json() == api.json()
+        bad = _payload(rows[0], tables, "after_contact")
+        bad["contact"]["wait_seconds"] = -3
+        answer = fast_client.post("/score", json=bad)
+        assert answer.status_code == 400 and ["contact", "wait_seconds"] in [
+            d["loc"] for d in answer.json()["detail"]
+        ]
+        # The same fields and rules as the API route names (its wording may differ).
+        same = [(d["loc"], d["type"], d["msg"]) for d in answer.json()["detail"]]
+        api_detail = client.post("/score", json=bad).json()["detail"]
+        assert same == [(d["loc"], d["type"], d["msg"]) for d in api_detail]
+        malformed = fast_client.post(
+            "/score", content=b'{"contact": {', headers={"Content-Type": "application/json"}
+        )
+        assert malformed.status_code == 400
+    anonymous = httpx.post(base + prefix + "/score", json=bad, timeout=30)
     assert anonymous.status_code == 401
+    assert anonymous.json() == httpx.post(server.base_url + "/score", json=bad, timeout=30).json()
+
+
+def test_the_fast_port_has_its_probes_and_its_own_openapi_document(server):
+    ready = httpx.get(server.fast_url + "/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert ready.json() == httpx.get(server.base_url + "/readyz", timeout=10).json()
+    assert httpx.get(server.fast_url + "/livez", timeout=10).status_code == 200
+    doc = httpx.get(server.fast_url + "/docs.json", headers=server.headers(), timeout=10).json()
+    assert set(doc["paths"]) == {"/score", "/score_batch", "/livez", "/readyz"}
+    main = httpx.get(server.base_url + "/docs.json", headers=server.headers(), timeout=30).json()
+    for route in ("/score", "/score_batch"):
+        # The same request and answers as the service's route, and the mounted copy's.
+        ours, theirs = doc["paths"][route]["post"], main["paths"][route]["post"]
+        assert ours["requestBody"] == theirs["requestBody"]
+        assert ours["responses"] == theirs["responses"]
+        assert main["paths"]["/fast" + route]["post"]["responses"] == theirs["responses"]
+    assert doc["components"] == main["components"]
+    # Routes the fast port does not serve are not there.
+    assert (
+        httpx.post(server.fast_url + "/events", json={}, headers=server.headers()).status_code
+        == 404
+    )
 
 
 def test_events_round_trip_matches_history_in_the_request(client, tables, sample):

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from serving.process import REPO, copy_sqlite, start_server
+from serving.process import REPO, copy_sqlite, free_port, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,6 +28,8 @@ TOKEN = "reliability-token-1"
 MAX_BODY = 64 * 1024
 EMAIL_ID = "carol.reliability@example.com"
 POST_ROUTES = ("/score", "/score_batch", "/events", "/model_info")
+# The hot routes: mounted at /fast on the service's port, and at the root of the fast port.
+HOT_ROUTES = ("/fast/score", "/fast/score_batch")
 # Cases per operation and phase: enough to cover every field and rule, small enough for the suite
 # (benchmarks/schemathesis.py runs the long campaign).
 SCHEMATHESIS_EXAMPLES = 25
@@ -58,7 +60,7 @@ def server_env(registry, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(server_env):
     root, env = server_env
-    running = start_server(env, root / "server.log")
+    running = start_server(env | {"CTO_FAST_PORT": str(free_port())}, root / "server.log")
     yield running
     running.stop()
 
@@ -68,8 +70,12 @@ def _auth() -> dict[str, str]:
 
 
 def _post(server, path: str, **kwargs) -> httpx.Response:
+    """POST to the service's port, or to the fast port for ``fast:/score``."""
     headers = _auth() | kwargs.pop("headers", {})
-    return httpx.post(server.base_url + path, headers=headers, timeout=30, **kwargs)
+    base = server.base_url
+    if path.startswith("fast:"):
+        base, path = server.fast_url, path.removeprefix("fast:")
+    return httpx.post(base + path, headers=headers, timeout=30, **kwargs)
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
@@ -91,7 +97,7 @@ def test_bearer_scheme_is_case_insensitive(server, scheme):
     assert isinstance(wrong.json()["detail"], list)
 
 
-@pytest.mark.parametrize("path", POST_ROUTES)
+@pytest.mark.parametrize("path", [*POST_ROUTES, *HOT_ROUTES, "fast:/score", "fast:/score_batch"])
 def test_non_json_bodies_get_415_naming_the_type(server, path):
     multipart = _post(server, path, files={"file": ("a.json", b"{}", "application/json")})
     bare = _post(server, path, content=b"x", headers={"Content-Type": "multipart/form-data"})
@@ -112,7 +118,10 @@ def test_bodies_over_the_limit_get_413_with_the_limit(server):
     streamed = _post(
         server, "/events", content=stream(), headers={"Content-Type": "application/json"}
     )
-    for answer in (declared, streamed):
+    on_fast_port = _post(
+        server, "fast:/score", content=big, headers={"Content-Type": "application/json"}
+    )
+    for answer in (declared, streamed, on_fast_port):
         assert answer.status_code == 413, answer.text
         assert f"{MAX_BODY:,}" in answer.json()["error"]
     # A body under the limit still goes through, streamed or not.
@@ -163,7 +172,7 @@ def test_openapi_document_tells_the_truth(server):
     base_value = schemas["ScoreResponse"]["properties"]["base_value"]
     assert {"type": "null"} in base_value["anyOf"]
     assert "base_value" in schemas["ScoreResponse"]["required"]
-    for route in POST_ROUTES:
+    for route in (*POST_ROUTES, *HOT_ROUTES):
         responses = doc["paths"][route]["post"]["responses"]
         assert {"200", "400", "401", "413", "415"} <= set(responses), route
     assert set(doc["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}
@@ -426,6 +435,29 @@ def test_a_second_server_on_the_same_port_fails_fast_and_plainly(server, registr
     assert f"port {port}" in proc.stderr and "in use" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert time.monotonic() - started < 20
+    # The fast port too: the workers share it, so another server must not join it.
+    fast_port = server.fast_url.rsplit(":", 1)[1]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cto.cli",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--fast-port",
+            fast_port,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert f"port {fast_port}" in proc.stderr and "--fast-port" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def _port_is_free(port: int) -> bool:
@@ -441,6 +473,7 @@ def _port_is_free(port: int) -> bool:
 def test_kill_9_of_the_server_leaves_no_worker_and_a_restart_works(server, server_env):
     """Runs last: kills the module's server."""
     port = int(server.base_url.rsplit(":", 1)[1])
+    fast_port = int(server.fast_url.rsplit(":", 1)[1])
     workers = psutil.Process(server.process.pid).children(recursive=True)
     assert len(workers) >= 2
     os.kill(server.process.pid, signal.SIGKILL)
@@ -448,9 +481,10 @@ def test_kill_9_of_the_server_leaves_no_worker_and_a_restart_works(server, serve
     _gone, alive = psutil.wait_procs(workers, timeout=15)
     assert alive == [], f"orphaned workers: {[p.pid for p in alive]}"
     deadline = time.monotonic() + 10
-    while not _port_is_free(port) and time.monotonic() < deadline:
+    while not (_port_is_free(port) and _port_is_free(fast_port)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _port_is_free(port)
+    assert _port_is_free(fast_port)
     root, env = server_env
     # The alias still names the broken version (the test above): the restart serves the last
     # versions this service loaded instead of answering 503.

@@ -76,3 +76,10 @@ def test_empty_api_token_fails_at_start():
     assert proc.returncode == 2
     assert "api_token" in proc.stderr and "CTO_API_TOKEN" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_fast_port_must_differ_from_the_service_port():
+    with pytest.raises(ValidationError, match="CTO_FAST_PORT must differ from CTO_PORT"):
+        Settings(port=3000, fast_port=3000)
+    assert Settings(port=3000, fast_port=3001).fast_port == 3001
+    assert Settings().fast_port is None  # off unless asked for

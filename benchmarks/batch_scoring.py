@@ -13,7 +13,7 @@ fixed cost (start-up, imports, model download), the floor under every job.
 
 Each command runs as its own process tree, timed wall-clock from start to exit; peak memory is
 the largest sum of resident memory over the tree, sampled every 10 ms (and never below the
-largest single process's peak, which the kernel reports at exit). Medians of ``--rounds``
+largest single process's high-water mark, VmHWM, read while it runs). Medians of ``--rounds``
 rounds; the rounds interleave the two commands so machine noise hits both alike.
 
 With ``--olist``, also ``cto score OLIST_DIR --moment arrival`` on the imported olist funnel
@@ -58,18 +58,27 @@ class Run:
     peak_mb: float
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
+def _tree_rss(process: psutil.Process) -> tuple[int, int]:
+    """(sum of resident memory over the tree now, largest single process's peak so far).
+
+    The single peak is VmHWM, which starts afresh at exec; the kernel's ru_maxrss would carry
+    this benchmark process's own peak into every child it forks.
+    """
+    total, single = 0, 0
     try:
         members = [process, *process.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
+        return 0, 0
     for member in members:
         try:
             total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
+            status = Path(f"/proc/{member.pid}/status").read_text()
+        except (psutil.NoSuchProcess, OSError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                single = max(single, int(line.split()[1]) * 1024)
+    return total, single
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> Run:
@@ -84,20 +93,19 @@ def timed(command: list[str], env: dict[str, str], cwd: Path) -> Run:
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _tree_rss(child))
+            peak = max(peak, *_tree_rss(child))
             done.wait(0.01)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     stderr = child.stderr.read() if child.stderr else b""
-    _pid, status, usage = os.wait4(child.pid, 0)
+    code = child.wait()
     seconds = time.perf_counter() - started
     done.set()
     sampler.join()
-    if os.waitstatus_to_exitcode(status) != 0:
+    if code != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{stderr.decode(errors='replace')[-3000:]}")
-    largest_single = usage.ru_maxrss * 1024  # kilobytes on Linux
-    return Run(seconds, max(peak, largest_single) / 2**20)
+    return Run(seconds, peak / 2**20)
 
 
 def _env(workdir: Path) -> dict[str, str]:
@@ -223,7 +231,7 @@ def render(result: dict, base: int, max_diff: float, olist: dict | None, rounds:
         "--env-manager local -o out.json`, the same registered model (online-shoppers table model, "
         f"its raw-row pyfunc) on the same rows: the data set's {base:,} sessions, repeated; one row "
         "is the start-up floor (interpreter, imports, model download). Wall time of the whole "
-        "command; peak memory = largest resident memory of the process tree (sampled every 10 ms). "
+        "command; peak memory = largest resident memory of the process tree (sampled every 10 ms, never below a process's own high-water mark). "
         f"Medians of {rounds} interleaved rounds. Largest difference between the two commands' "
         f"probabilities: {max_diff:.1e}.",
         "",

@@ -1,7 +1,7 @@
 """Benchmark: `cto features` as users run it, on one process and on a Dask cluster.
 
     .venv/bin/python -m benchmarks.scale_out                       # 2M contacts (default)
-    .venv/bin/python -m benchmarks.scale_out --contacts 10000000 --baseline 710be04
+    .venv/bin/python -m benchmarks.scale_out --contacts 10000000 --baseline e3e21a2
     .venv/bin/python -m benchmarks.scale_out --quick               # smoke run (100k)
 
 Each job is the CLI command itself (validation, rate tables, both scoring moments, Parquet
@@ -10,8 +10,11 @@ generator: the simulator's shape). Measured per job: wall time, CPU time of the 
 tree, the largest peak resident memory of any one process in it (for the Dask runs: the workers;
 the client holds no data), and the stage times the command prints. Jobs:
 
-- ``baseline``: the same command at ``--baseline COMMIT`` (the code before the rate-step rewrite),
-  run from ``git archive`` of that commit: the floor this change is judged against, same machine,
+- ``floor``: no features at all: read the input Parquet and write the one-process job's two
+  output files again (Polars streaming scan -> Parquet sink, lz4): the cost of the I/O any
+  such job pays, in its own fresh process;
+- ``baseline``: the same command at ``--baseline COMMIT`` (the code before the last change),
+  run from ``git archive`` of that commit: what this change is judged against, same machine,
   same run;
 - ``one process``: ``cto features DATA --out DIR``;
 - ``Dask local:2``: ``cto features DATA --out DIR --dask local:2`` (LocalCluster, 2 worker
@@ -39,9 +42,22 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = {
     "validate": re.compile(r"read and validated in ([\d.]+) s"),
     "rates": re.compile(r"^rates: ([\d.]+) s", re.MULTILINE),
+    # Both moments from one pass (the current command) ...
+    "features": re.compile(r"^features: ([\d.]+) s", re.MULTILINE),
+    # ... or one pass per moment (older commands): summed.
     "arrival": re.compile(r"features \(arrival\): .* in ([\d.]+) s"),
     "after_contact": re.compile(r"features \(after_contact\): .* in ([\d.]+) s"),
 }
+FLOOR = """
+import sys, polars as pl
+out, data = sys.argv[1], sys.argv[2]
+for table in ("contacts", "orders"):
+    pl.read_parquet(f"{data}/{table}.parquet")
+for moment in ("arrival", "after_contact"):
+    pl.scan_parquet(f"{out}/features_{moment}.parquet").sink_parquet(
+        f"{out}/floor_{moment}.parquet", compression="lz4"
+    )
+"""
 
 
 def run_job(command: list[str], env: dict[str, str], cwd: Path) -> dict:
@@ -53,6 +69,8 @@ def run_job(command: list[str], env: dict[str, str], cwd: Path) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
     stages = {name: float(m.group(1)) for name, p in STAGES.items() if (m := p.search(done.stdout))}
+    if "features" not in stages and "arrival" in stages:
+        stages["features"] = stages.pop("arrival") + stages.pop("after_contact", 0.0)
     return {
         "wall_s": wall,
         "cpu_s": usage.ru_utime + usage.ru_stime,
@@ -115,8 +133,11 @@ def _cpu_load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=2_000_000)
-    parser.add_argument("--baseline", default="710be04", help="Commit of the baseline run.")
+    parser.add_argument(
+        "--baseline", default="e3e21a2", help="Commit of the baseline run ('' for none)."
+    )
     parser.add_argument("--quick", action="store_true", help="Smoke run: 100k contacts.")
+    parser.add_argument("--no-dask", action="store_true", help="Skip the Dask local:2 job.")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
@@ -144,6 +165,11 @@ def main() -> None:
             )
         jobs.append(_measure("one process", [*cto, "--out", str(work / "one")], ROOT, work))
         loads.append(_cpu_load())
+        floor = [sys.executable, "-c", FLOOR, str(work / "one"), str(data)]
+        jobs.append(_measure("floor: read the inputs, rewrite the outputs", floor, ROOT, work))
+        if args.no_dask:
+            _write(contacts, jobs, None, loads, baseline=args.baseline, quick=args.quick)
+            return
         jobs.append(
             _measure(
                 "Dask local:2 (LocalCluster, 2 worker processes)",
@@ -158,33 +184,39 @@ def main() -> None:
 
 
 def _write(
-    contacts: int, jobs: list[dict], same: str, loads: list[str], *, baseline, quick
+    contacts: int, jobs: list[dict], same: str | None, loads: list[str], *, baseline, quick
 ) -> None:
     import polars as pl
 
+    def stage(job: dict, name: str) -> str:
+        return f"{job['stages'][name]:.1f}" if name in job["stages"] else "-"
+
     rows = [
-        f"| {j['label']} | {j['wall_s']:.1f} | {j['cpu_s']:.1f} | {j['peak_mb']:.0f} | "
-        + " | ".join(
-            f"{j['stages'][s]:.1f}" if s in j["stages"] else "-"
-            for s in ("validate", "rates", "arrival", "after_contact")
-        )
+        f"| {j['label']} | {j['wall_s']:.1f} | {j['cpu_s']:.1f} | "
+        f"{contacts / j['wall_s']:,.0f} | {j['peak_mb']:.0f} | "
+        + " | ".join(stage(j, s) for s in ("validate", "rates", "features"))
         + " |"
         for j in jobs
     ]
     now = next(j for j in jobs if j["label"] == "one process")
-    dask = next(j for j in jobs if j["label"].startswith("Dask"))
+    floor = next(j for j in jobs if j["label"].startswith("floor"))
+    dask = next((j for j in jobs if j["label"].startswith("Dask")), None)
     lines = [
         "## scale-out",
         "",
-        f"`cto features` on {contacts:,} generated contacts (both scoring moments, rate tables, "
-        "Parquet output) as users run it, each job a fresh process tree on the same data "
-        "(`benchmarks/scale_out.py`). Wall and CPU time in seconds; peak = the largest peak "
-        "resident memory of any one process of the job (for Dask: a worker; the client holds no "
-        "data). Stage columns: the times the command prints (the Dask run prints no stage times: "
-        f"its steps overlap on the workers). Polars {pl.__version__}, 2 cores, shared with other "
-        "work: " + "; ".join(loads) + " (before, between, after the jobs).",
+        f"`cto features` on {contacts:,} generated contacts (validation, rate tables, both scoring "
+        "moments, Parquet output) as users run it, each job a fresh process tree on the same data "
+        "(`benchmarks/scale_out.py`). Wall and CPU time in seconds; contacts/s = contacts per "
+        "second of wall time; peak = the largest peak resident memory of any one process of the "
+        "job (for Dask: a worker; the client holds no data). Stage columns: the wall times the "
+        "command prints (validate, rates, features = both moments; the Dask run prints none: its "
+        "steps overlap on the workers). The floor job computes no features: it reads the inputs "
+        "and rewrites the one-process job's output files (Polars scan -> Parquet sink). "
+        f"Polars {pl.__version__}, 2 cores, shared with other work: "
+        + "; ".join(loads)
+        + " (before, between, after the jobs).",
         "",
-        "| job | wall (s) | CPU (s) | peak (MB) | validate (s) | rates (s) | arrival (s) | after_contact (s) |",
+        "| job | wall (s) | CPU (s) | contacts/s | peak (MB) | validate (s) | rates (s) | features (s) |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
@@ -192,16 +224,21 @@ def _write(
     base = next((j for j in jobs if j["label"].startswith("baseline")), None)
     if base is not None:
         lines.append(
-            f"- Against the baseline ({baseline}) in the same run: CPU **{base['cpu_s'] / now['cpu_s']:.1f}x** "
-            f"less, wall {base['wall_s'] / now['wall_s']:.1f}x, peak memory "
-            f"{base['peak_mb'] / now['peak_mb']:.2f}x."
+            f"- Against the baseline ({baseline}) in the same run: CPU "
+            f"**{base['cpu_s'] / now['cpu_s']:.2f}x** less, wall {base['wall_s'] / now['wall_s']:.2f}x, "
+            f"peak memory {base['peak_mb'] / now['peak_mb']:.2f}x less."
         )
-    lines += [
-        f"- Dask local:2 against one process: wall {now['wall_s'] / dask['wall_s']:.2f}x "
-        f"(>1: faster), CPU {dask['cpu_s'] / now['cpu_s']:.2f}x, largest peak of one process "
-        f"{dask['peak_mb']:.0f} MB against {now['peak_mb']:.0f} MB.",
-        f"- Outputs, one process against Dask: {same}.",
-    ]
+    lines.append(
+        f"- The floor (I/O only) took {floor['cpu_s']:.1f} s CPU, {floor['wall_s']:.1f} s wall: "
+        f"the command costs {now['cpu_s'] / floor['cpu_s']:.1f}x the floor's CPU."
+    )
+    if dask is not None:
+        lines += [
+            f"- Dask local:2 against one process: wall {now['wall_s'] / dask['wall_s']:.2f}x "
+            f"(>1: faster), CPU {dask['cpu_s'] / now['cpu_s']:.2f}x, largest peak of one process "
+            f"{dask['peak_mb']:.0f} MB against {now['peak_mb']:.0f} MB.",
+            f"- Outputs, one process against Dask: {same}.",
+        ]
     if quick:
         lines.append("- Smoke run (--quick): not a measurement.")
     RESULTS.write_text("\n".join(lines) + "\n")

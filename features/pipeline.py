@@ -631,12 +631,6 @@ def _feature_chunks(  # noqa: PLR0917 (internal; mirrors build_features)
             yield frame
 
 
-# The output schema of a feature set and moment (no data needed): what write_features declares.
-def _output_schema(rates: RateTables | None, moment: str, options: dict[str, object]) -> pl.Schema:
-    plan, _ = _features_plan(_EMPTY_CONTACTS, _EMPTY_ORDERS, None, rates, moment, **options)  # type: ignore[arg-type]
-    return plan.collect_schema()
-
-
 def write_features(  # noqa: PLR0917 (mirrors build_features)
     contacts: FrameLike,
     orders: FrameLike,
@@ -654,46 +648,153 @@ def write_features(  # noqa: PLR0917 (mirrors build_features)
     """Build the features of every contact and write them to one Parquet file; returns the rows.
 
     The same rows, in the same order and dtypes, as :func:`build_features`, but the output is
-    never held whole: customer-hash chunks of at most ``chunk_rows`` contacts (default: an eighth
-    of the input, between ``SINK_MIN_CHUNK_ROWS`` and ``SINK_CHUNK_ROWS``) are built one at a
-    time and streamed into the file by Polars' Parquet sink, so peak memory is the input plus one
-    chunk's working set (docs/benchmarks.md).
+    never held whole (see :func:`write_feature_files`, which this calls for one moment).
     """
-    from polars.io.plugins import register_io_source
+    return write_feature_files(
+        contacts,
+        orders,
+        {moment: path},
+        customers,
+        rates,
+        journey_gap_days=journey_gap_days,
+        horizon_days=horizon_days,
+        feature_set=feature_set,
+        chunk_rows=chunk_rows,
+        progress=progress,
+    )
 
+
+def write_feature_files(  # noqa: PLR0917 (mirrors build_features)
+    contacts: FrameLike,
+    orders: FrameLike,
+    paths: Mapping[str, Path | str],
+    customers: FrameLike | None = None,
+    rates: RateTables | None = None,
+    *,
+    journey_gap_days: int | None = None,
+    horizon_days: int | None = None,
+    feature_set: FeatureSet = FEATURE_SET,
+    chunk_rows: int | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> int:
+    """Features of every contact at each moment of ``paths`` (moment -> Parquet file), one pass.
+
+    Each file holds the rows of :func:`build_features` at its moment (same rows, order, dtypes).
+    Both moments come from one pass: ``after_contact`` holds every ``arrival`` feature with the
+    same definition (the registry's rule), so the arrival file is a column subset of each
+    after-contact chunk. The output is never held whole: customer-hash chunks of at most
+    ``chunk_rows`` contacts (default: an eighth of the input, between ``SINK_MIN_CHUNK_ROWS`` and
+    ``SINK_CHUNK_ROWS``) are built one at a time and handed to a writer thread, which appends
+    them to the files while the next chunk is built. Peak memory is the input plus about two
+    chunks' working sets. Returns the number of contacts written (per file).
+    """
+    if not paths:
+        raise CTOError("write_feature_files: no output file given")
+    unknown = [m for m in paths if m not in MOMENTS]
+    if unknown:
+        raise CTOError(f"moment must be one of {', '.join(MOMENTS)}, got {unknown[0]!r}")
+    built = "after_contact" if "after_contact" in paths else "arrival"
+    columns = {m: [*KEY_COLUMNS, *(f.name for f in feature_set.for_moment(m))] for m in paths}
     options = _feature_options(journey_gap_days, horizon_days, feature_set)
     if isinstance(contacts, pl.LazyFrame):
         contacts = contacts.collect(engine=ENGINE)
-    schema = _output_schema(rates, moment, options)
     if chunk_rows is None:
         # At least ~8 chunks (the working set is a chunk's), at most SINK_CHUNK_ROWS each.
         chunk_rows = min(SINK_CHUNK_ROWS, max(contacts.height // 8, SINK_MIN_CHUNK_ROWS))
     chunk_bits = _chunk_bits(contacts, chunk_rows, chunk_rows)
-    written = 0
-
-    def source(
-        with_columns: list[str] | None,
-        predicate: pl.Expr | None,
-        n_rows: int | None,
-        batch_size: int | None,
-    ) -> Iterator[pl.DataFrame]:
-        nonlocal written
-        chunks = _feature_chunks(
-            contacts, orders, customers, rates, moment, chunk_bits, options, progress
-        )
-        for chunk in chunks:
-            written += chunk.height
-            # The sink asks for all columns and no filter; honour a projection or filter anyway.
-            out = chunk if predicate is None else chunk.filter(predicate)
-            yield out if with_columns is None else out.select(with_columns)
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # lz4: ~2 s less than zstd over 10M contacts (measured), for a somewhat larger file.
-    register_io_source(source, schema=schema, validate_schema=True).sink_parquet(
-        path, compression="lz4"
+    empty = _collect(
+        *_features_plan(_EMPTY_CONTACTS, _EMPTY_ORDERS, None, rates, built, **options)  # type: ignore[arg-type]
     )
+    writer = _FeatureFileWriter({m: (Path(p), empty.select(columns[m])) for m, p in paths.items()})
+    written = 0
+    try:
+        for chunk in _feature_chunks(
+            contacts, orders, customers, rates, built, chunk_bits, options, progress
+        ):
+            written += chunk.height
+            writer.put({m: chunk.select(columns[m]) for m in paths})
+    finally:
+        writer.close()
     return written
+
+
+class _FeatureFileWriter:
+    """Streams feature chunks into Parquet files, one Polars Parquet sink per file.
+
+    Each sink runs in its own thread and pulls its chunks from a queue holding at most one
+    chunk, which bounds memory; a sink writes with the GIL released, so writing one chunk
+    overlaps building the next. An error in a sink is raised in the caller at the next chunk or
+    at close.
+    """
+
+    _POLL_SECONDS = 0.5
+
+    def __init__(self, outputs: Mapping[str, tuple[Path, pl.DataFrame]]) -> None:
+        import queue
+        import threading
+
+        self._queues: dict[str, queue.Queue] = {}
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        for moment, (path, empty) in outputs.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._queues[moment] = queue.Queue(maxsize=1)
+            thread = threading.Thread(
+                target=self._sink,
+                args=(self._queues[moment], path, empty.schema),
+                name=f"features-writer-{moment}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _sink(self, chunks, path: Path, schema: pl.Schema) -> None:
+        from polars.io.plugins import register_io_source
+
+        def source(
+            with_columns: list[str] | None,
+            predicate: pl.Expr | None,
+            n_rows: int | None,
+            batch_size: int | None,
+        ) -> Iterator[pl.DataFrame]:
+            while (chunk := chunks.get()) is not None:
+                # The sink asks for all columns and no filter; honour a projection or filter.
+                out = chunk if predicate is None else chunk.filter(predicate)
+                yield out if with_columns is None else out.select(with_columns)
+
+        try:
+            # lz4: ~2 s less than zstd over 10M contacts (measured), for a somewhat larger file.
+            register_io_source(source, schema=schema, validate_schema=True).sink_parquet(
+                path, compression="lz4"
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._errors.append(exc)
+            while chunks.get() is not None:  # drain, so the caller never blocks on this queue
+                pass
+
+    def _put(self, moment: str, item: pl.DataFrame | None) -> None:
+        import queue
+
+        while True:
+            if self._errors and item is not None:
+                raise self._errors[0]
+            try:
+                self._queues[moment].put(item, timeout=self._POLL_SECONDS)
+                return
+            except queue.Full:
+                continue
+
+    def put(self, frames: dict[str, pl.DataFrame]) -> None:
+        for moment, frame in frames.items():
+            self._put(moment, frame)
+
+    def close(self) -> None:
+        for moment in self._queues:
+            self._put(moment, None)
+        for thread in self._threads:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
 
 
 # Chunk size of write_features: its output goes to disk, so small chunks bound the working set.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,8 +61,35 @@ class RateTables:
     tables: dict[str, pl.DataFrame]
     global_rate: pl.DataFrame
     meta: dict[str, object] = field(default_factory=dict)
+    # Set by for_joining(): the prepared join tables, the full tables having been let go.
+    join_only: _RateLookup | None = field(default=None, repr=False, compare=False)
+
+    def for_joining(self) -> RateTables:
+        """These rates as the feature joins need them, and nothing else: same joined values.
+
+        The rate tables hold about one row per contact (7 columns, a key string); the join
+        reads prepared copies of four of them (an integer key, counts). A large batch job
+        writes the tables, then keeps only this (at 10M contacts: about 1.9 GB less).
+        ``tables``/``global_rate`` of the result are empty: it cannot be written or reported.
+        """
+        lookup = _rate_lookup(self)
+        if lookup.snapshot or lookup.composite is None:
+            return self  # small, or joined by the fallback that reads the full tables
+        return RateTables(
+            horizon_days=self.horizon_days,
+            prior_strength=self.prior_strength,
+            tables={name: table.clear() for name, table in self.tables.items()},
+            global_rate=self.global_rate.clear(),
+            meta=dict(self.meta),
+            join_only=replace(lookup, tables={}),
+        )
 
     def write(self, directory: Path | str) -> Path:
+        if self.join_only is not None:
+            raise CTOError(
+                "these rate tables were reduced for joining (for_joining): write the "
+                "full tables before reducing them"
+            )
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for name, table in self.tables.items():
@@ -137,13 +164,22 @@ def compute_rates(
         *[expr.alias(f"_key_{name}") for name, expr in keys.items()],
     ).filter(pl.col("_converted").is_not_null())
 
-    # One sort by time and one per key (by a dense integer key id), then running sums read at the
-    # last row of each instant: no group-by over nearly unique instants, no string sorts.
-    outcomes = outcomes.collect(engine=ENGINE)
+    # One sort by time; each instant gets its index in the global table (``_instant``), so the
+    # per-key tables are stable sorts by a dense integer key id and the prior (the global rate
+    # at the same instant) is a gather, not a join: no group-by over nearly unique instants, no
+    # string or timestamp sorts per key.
+    outcomes = (
+        outcomes.sort(KNOWN_AT)
+        .with_columns(
+            ((pl.col(KNOWN_AT) != pl.col(KNOWN_AT).shift(1)).fill_null(True).cum_sum() - 1)
+            .cast(pl.UInt32)
+            .alias("_instant")
+        )
+        .collect(engine=ENGINE)
+    )
     global_rate = (
         outcomes.lazy()
         .select(KNOWN_AT, "_converted")
-        .sort(KNOWN_AT)
         .with_columns(
             pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("outcomes"),
             pl.col("_converted").cum_sum().alias("conversions"),
@@ -157,33 +193,37 @@ def compute_rates(
         )
         .collect(engine=ENGINE)
     )
-    prior = global_rate.lazy().select(KNOWN_AT, pl.col("rate").alias("prior"))
+    instants, prior = global_rate[KNOWN_AT], global_rate["rate"]
     tables = {}
     for name in keys:
         key = f"_key_{name}"
         present = outcomes.lazy().filter(pl.col(key).is_not_null())
         names = present.select(pl.col(key).unique().sort()).collect(engine=ENGINE).to_series()
-        ids = pl.col(key).replace_strict(
-            names, pl.int_range(names.len(), dtype=pl.UInt32, eager=True)
+        ids = (
+            pl.col(key).replace_strict(
+                names, pl.int_range(names.len(), dtype=pl.UInt32, eager=True)
+            )
+            if names.len()
+            else pl.lit(None, pl.UInt32)  # a key no contact has (e.g. no agent ids at all)
         )
         per_key = (
-            present.select(ids.alias("_key_id"), pl.col(key).alias("key"), KNOWN_AT, "_converted")
-            .sort("_key_id", KNOWN_AT)
+            present.select(ids.alias("_key_id"), "_instant", "_converted")
+            # Stable: rows stay in time order within each key.
+            .sort("_key_id", maintain_order=True)
             .with_columns(_running_within_key())
-            .filter(_last_of_run("_key_id", KNOWN_AT))
-            # Every instant of a key is an instant of the global table: an equi-join finds the
-            # global rate known then (the asof backward match).
-            .join(prior, on=KNOWN_AT, how="left", maintain_order="left")
+            .filter(_last_of_run("_key_id", "_instant"))
             .select(
-                "key",
-                KNOWN_AT,
+                pl.lit(names).gather(pl.col("_key_id")).alias("key"),
+                pl.lit(instants).gather(pl.col("_instant")).alias(KNOWN_AT),
                 "outcomes",
                 "conversions",
-                "prior",
+                pl.lit(prior).gather(pl.col("_instant")).alias("prior"),
+            )
+            .with_columns(
                 (
                     (pl.col("conversions") + prior_strength * pl.col("prior"))
                     / (pl.col("outcomes") + prior_strength)
-                ).alias("rate"),
+                ).alias("rate")
             )
             .collect(engine=ENGINE)
         )
@@ -355,6 +395,8 @@ _LOOKUPS_MAX = 8
 
 
 def _rate_lookup(rates: RateTables) -> _RateLookup:
+    if rates.join_only is not None:
+        return rates.join_only
     cached = _LOOKUPS.get(id(rates))
     if cached is not None and cached[0] is rates:
         return cached[1]
@@ -436,7 +478,9 @@ def _composite_tables(tables: dict[str, pl.DataFrame]) -> _CompositeTables | Non
                 (pl.col(f"_rate_kid_{name}") * (1 << time_bits) + pl.col("_offset")).alias(
                     f"_rate_c_{name}"
                 ),
-                pl.exclude("_offset"),
+                # Counts fit 32 bits (one per contact); the key id is in the composite's high bits.
+                pl.col(f"_rate_{name}_conversions").cast(pl.UInt32),
+                f"_rate_{name}_outcomes",
             )
             .sort(f"_rate_c_{name}")
             .collect(engine=ENGINE)
@@ -491,12 +535,12 @@ def _join_composite(
             )
             .with_columns(
                 # A match in the previous key's rows means this key had no outcome yet.
-                pl.when(pl.col(f"_rate_kid_{name}") == pl.col(kid))
+                pl.when(pl.col(f"_rate_c_{name}") // (1 << composite.time_bits) == pl.col(kid))
                 .then(pl.col(f"_rate_{name}_{column}"))
                 .alias(f"_rate_{name}_{column}")
                 for column in ("conversions", "outcomes")
             )
-            .drop(left, kid, f"_rate_c_{name}", f"_rate_kid_{name}")
+            .drop(left, kid, f"_rate_c_{name}")
         )
     return joined
 

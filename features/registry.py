@@ -814,10 +814,12 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "Everything except the rates is per customer, so a batch can be cut by customer hash and "
         "the pieces concatenated in hash order give exactly the one-pass rows. "
         "`build_features` does so above 2M contacts (1M-contact chunks; the output is returned "
-        "whole). `features.pipeline.write_features(contacts, orders, path, ...)`, which `cto "
-        "features` uses for Parquet output, builds chunks of at most 250k contacts (at least ~8) "
-        "and streams each into one Parquet file through Polars' sink, so the output is never held "
-        "whole: peak memory is the input plus one chunk (docs/benchmarks.md).",
+        "whole). `features.pipeline.write_feature_files(contacts, orders, {moment: path}, ...)`, "
+        "which `cto features` uses for Parquet output, builds chunks of at most 250k contacts (at "
+        "least ~8) and streams each into the Parquet files through Polars' sinks, so the output is "
+        "never held whole: peak memory is the input plus about two chunks (docs/benchmarks.md). "
+        "Both moments come from one pass: after_contact holds every arrival feature with the same "
+        "definition, so the arrival file is a column subset of each chunk.",
         "",
         "Larger than memory: `features.pipeline.build_features_partitioned"
         "(input_dir, out_dir, n_partitions)` (`cto features --partitions N`) reads one customer-hash "

@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     model_prefix: str = Field("cto", description="Registered model names start with this prefix.")
     champion_alias: str = Field("champion", description="Registry alias the service loads.")
     num_threads: int = Field(2, ge=1, description="LightGBM threads (always set: see stack notes).")
+    max_rounds: int = Field(
+        600,
+        ge=1,
+        description="Boosting rounds per LightGBM model at most. Early stopping on the validation "
+        "window usually ends sooner; on Dask (which cannot stop early) every round is trained and "
+        "the model is cut at the round early stopping would keep, so a lower cap saves time there.",
+    )
     promotion_margin: float = Field(
         0.0,
         ge=0.0,

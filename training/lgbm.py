@@ -89,8 +89,10 @@ def fit_booster(
 
     Inside :func:`training.distributed.use_dask` the booster is trained on the Dask cluster.
     """
+    from features.settings import get_settings
     from training.distributed import active_client, fit_booster_dask
 
+    max_rounds = min(max_rounds, get_settings().max_rounds)  # CTO_MAX_ROUNDS caps every fit
     client = active_client()
     if client is not None:
         return fit_booster_dask(

@@ -106,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
     import polars as pl
 
     from features.errors import CTOError
-    from features.pipeline import build_features, build_features_partitioned, write_features
+    from features.pipeline import (
+        build_features,
+        build_features_partitioned,
+        write_feature_files,
+    )
     from features.rates import compute_rates, compute_rates_partitioned, rate_inputs
     from features.registry import FEATURE_SET
     from features.settings import get_settings
@@ -161,46 +165,54 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_rates:
             stage = time.perf_counter()
             rates = compute_rates(rate_inputs(contacts, orders, horizon), horizon_days=horizon)
+            if args.out.suffix not in (".parquet", ".csv"):
+                rates.write(args.out / "rates")
+            # The joins need a fraction of the tables: the rest is let go before the features.
+            rates = rates.for_joining()
             print(f"rates: {time.perf_counter() - stage:.1f} s", flush=True)
         n_features = {m: len(FEATURE_SET.for_moment(m)) for m in moments}
+        stage = time.perf_counter()
+        target = next(iter(outputs.values()))
+        if target.suffix == ".csv":
+            frame = build_features(
+                contacts,
+                orders,
+                customers,
+                rates,
+                moments[0],
+                journey_gap_days=gap,
+                horizon_days=horizon,
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            frame.write_csv(target)
+            rows = frame.height
+        else:
+            # Every moment from one pass (after_contact holds the arrival features), streamed to
+            # the files chunk by chunk: the output is never held whole.
+            rows = write_feature_files(
+                contacts,
+                orders,
+                outputs,
+                customers,
+                rates,
+                journey_gap_days=gap,
+                horizon_days=horizon,
+                progress=_chunk_progress(" + ".join(moments), contacts.height),
+            )
+        seconds = time.perf_counter() - stage
         for moment, target in outputs.items():
-            stage = time.perf_counter()
-            if target.suffix == ".csv":
-                frame = build_features(
-                    contacts,
-                    orders,
-                    customers,
-                    rates,
-                    moment,
-                    journey_gap_days=gap,
-                    horizon_days=horizon,
-                )
-                target.parent.mkdir(parents=True, exist_ok=True)
-                frame.write_csv(target)
-                rows = frame.height
-            else:
-                # Streamed to the file chunk by chunk: the output is never held whole.
-                rows = write_features(
-                    contacts,
-                    orders,
-                    target,
-                    customers,
-                    rates,
-                    moment,
-                    journey_gap_days=gap,
-                    horizon_days=horizon,
-                    progress=_chunk_progress(moment, contacts.height),
-                )
             print(
-                f"features ({moment}): {rows:,} rows x {n_features[moment]} features -> {target} "
-                f"in {time.perf_counter() - stage:.1f} s",
+                f"features ({moment}): {rows:,} rows x {n_features[moment]} features -> {target}",
                 flush=True,
             )
+        print(
+            f"features: {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} contacts/s)", flush=True
+        )
 
     if args.out.suffix not in (".parquet", ".csv"):
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "feature_set.json").write_text(json.dumps(FEATURE_SET.to_dict(), indent=2))
-        if not dask and rates is not None:
+        if partitioned and not dask and rates is not None:
             rates.write(args.out / "rates")
     print(
         f"feature set {FEATURE_SET.name} {FEATURE_SET.version} ({FEATURE_SET.digest}), "

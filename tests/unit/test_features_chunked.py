@@ -78,3 +78,34 @@ def test_write_features_lazy_input_and_no_orders(small_world, tmp_path):
     expected = pipeline.build_features(sim.contacts, orders, moment="arrival")
     assert rows == expected.height
     assert_frame_equal(expected, pl.read_parquet(path))
+
+
+def test_both_moments_from_one_pass_equal_each_moment_alone(small_world, tmp_path):
+    # after_contact holds every arrival feature with the same definition: the arrival file,
+    # a column subset of the one after-contact pass, must equal building arrival alone.
+    sim, rates = small_world
+    paths = {m: tmp_path / f"{m}.parquet" for m in ("arrival", "after_contact")}
+    rows = pipeline.write_feature_files(
+        sim.contacts, sim.orders, paths, sim.customers, rates, chunk_rows=1_500
+    )
+    assert rows == sim.contacts.height
+    for moment, path in paths.items():
+        alone = pipeline.build_features(
+            sim.contacts, sim.orders, sim.customers, rates=rates, moment=moment
+        )
+        assert_frame_equal(alone, pl.read_parquet(path), check_exact=True)
+    assert "agent_conversion_rate" not in pl.read_parquet_schema(paths["arrival"])
+
+
+def test_rates_reduced_for_joining_join_the_same(small_world, tmp_path):
+    sim, rates = small_world
+    lean = rates.for_joining()
+    assert lean.join_only is not None and all(t.height == 0 for t in lean.tables.values())
+    for moment in ("arrival", "after_contact"):
+        assert_frame_equal(
+            pipeline.build_features(sim.contacts, sim.orders, sim.customers, lean, moment),
+            pipeline.build_features(sim.contacts, sim.orders, sim.customers, rates, moment),
+            check_exact=True,
+        )
+    with pytest.raises(Exception, match="reduced for joining"):
+        lean.write(tmp_path / "rates")

@@ -81,3 +81,29 @@ def test_composite_join_equals_join_by_key(world, monkeypatch):
     assert all(nulls < sim.contacts.height for nulls in fast.select(columns).null_count().row(0))
     assert_frame_equal(fast.select(columns), plain.select(columns))
     rates_module._LOOKUPS.clear()
+
+
+def test_rates_without_any_agent_key():
+    # Data without agents (every contact handled by an agent with no id): an empty agent table.
+    import polars as pl
+
+    from features.rates import compute_rates
+
+    labeled = pl.DataFrame(
+        {
+            "started_at": pl.datetime_range(
+                pl.datetime(2026, 1, 1, time_zone="UTC"),
+                pl.datetime(2026, 1, 4, time_zone="UTC"),
+                "1d",
+                eager=True,
+            ),
+            "converted": [True, False, True, False],
+            "intent": ["pricing"] * 4,
+            "channel": ["phone"] * 4,
+            "agent_id": pl.Series([None] * 4, dtype=pl.String),
+            "handled_by": ["agent"] * 4,
+        }
+    )
+    rates = compute_rates(labeled, 7)
+    assert rates.tables["agent"].height == 0
+    assert rates.tables["intent"]["outcomes"].to_list() == [1, 2, 3, 4]

@@ -26,7 +26,7 @@ from training.tasks import (
     DROPOFF_REASON,
     PREDICTIVE_TASKS,
 )
-from training.tracking import CARD_FILE, TEST_SET_FILE, model_name
+from training.tracking import CARD_FILE, TEST_SET_FILE, model_name, use_store
 
 TASK_TITLES = {
     CONVERSION_ARRIVAL: "Chance to order, scored when a contact arrives",
@@ -104,8 +104,7 @@ def load_champions(settings: Settings) -> ChampionSet:
     """Every task's champion from the registry; a missing model is recorded, not an error."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    client = use_store(settings)
     champions: dict[str, Champion] = {}
     missing: dict[str, str] = {}
     for task in PREDICTIVE_TASKS:

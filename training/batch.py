@@ -39,7 +39,7 @@ from training.tasks import (
     DROPOFF_REASON,
     FOLLOW_UP_UPLIFT,
 )
-from training.tracking import CARD_FILE, model_name
+from training.tracking import CARD_FILE, model_name, use_store
 
 MOMENT_TASKS = {
     "arrival": (CONVERSION_ARRIVAL,),
@@ -94,8 +94,7 @@ def load_model(
     """One registered version by alias or number; a clear error when it does not exist."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    client = use_store(settings)
     try:
         found = (
             client.get_model_version(name, version)

@@ -32,11 +32,28 @@ def model_name(settings: Settings, task: str) -> str:
     return f"{settings.model_prefix}-{task}"
 
 
+def use_store(settings: Settings):
+    """Point MLflow at the settings' store, for runs and for the model registry; a client of it.
+
+    Both process-wide URIs are set: MLflow resolves the registry separately (``set_registry_uri``,
+    then ``MLFLOW_REGISTRY_URI``, only then the tracking URI), so setting the tracking URI alone
+    would leave registrations and ``models:/`` URIs in whatever registry the process or its
+    environment named before.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return mlflow.MlflowClient(
+        tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri
+    )
+
+
 def setup_mlflow(settings: Settings) -> str:
     """Point MLflow at the settings' store and make sure the experiment exists; its id."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = use_store(settings)
     experiment = mlflow.get_experiment_by_name(settings.experiment)
     if experiment is None:
         location = settings.artifact_location
@@ -48,7 +65,7 @@ def setup_mlflow(settings: Settings) -> str:
         experiment_id = experiment.experiment_id
     if experiment is None or EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
         # MLflow 3's UI opens an experiment without this tag on the GenAI traces view.
-        mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_KIND)
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

@@ -449,7 +449,9 @@ def uplift_version(
     """The version number when NAME@ALIAS / NAME/VERSION is a registered uplift model, else None."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri)
+    from training.tracking import use_store
+
+    client = use_store(settings)
     try:
         found = (
             client.get_model_version(name, version)
@@ -468,9 +470,10 @@ def score_uplift_table(path: Path, name: str, version: str, settings: Settings, 
     import mlflow
 
     from training.batch import ScoreResult
+    from training.tracking import use_store
 
     started = time.perf_counter()
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    use_store(settings)
     local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
     model, encoding = load_uplift(Path(local) / "artifacts" / "uplift")
     frame = read_table(Path(path))

@@ -219,7 +219,15 @@ def _median(runs: list[Run], field: str) -> float:
     return statistics.median(getattr(r, field) for r in runs)
 
 
-def render(result: dict, base: int, max_diff: float, olist: dict | None, rounds: int) -> str:
+def render(
+    result: dict,
+    base: int,
+    max_diff: float,
+    olist: dict | None,
+    rounds: int,
+    *,
+    load: tuple[float, float] | None = None,
+) -> str:
     runs, sizes = result["runs"], result["sizes"]
     tools = ["cto score --table", "mlflow models predict"]
     floor = {tool: _median(runs[(tool, 0)], "seconds") for tool in tools}
@@ -233,7 +241,12 @@ def render(result: dict, base: int, max_diff: float, olist: dict | None, rounds:
         "is the start-up floor (interpreter, imports, model download). Wall time of the whole "
         "command; peak memory = largest resident memory of the process tree (sampled every 10 ms, never below a process's own high-water mark). "
         f"Medians of {rounds} interleaved rounds. Largest difference between the two commands' "
-        f"probabilities: {max_diff:.1e}.",
+        f"probabilities: {max_diff:.1e}."
+        + (
+            f" Machine load (1-minute average) {load[0]:.1f} at the start, {load[1]:.1f} at the end."
+            if load
+            else ""
+        ),
         "",
         "| rows | cto score s | mlflow predict s | cto rows/s | mlflow rows/s | rows/s ratio cto / mlflow "
         "| cto rows/s beyond start-up | mlflow rows/s beyond start-up | cto peak MB | mlflow peak MB "
@@ -304,9 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         set_up(workdir, repeats, args.olist)
         if args.setup_only:
             return 0
+        load_before = os.getloadavg()[0]
         result, base, max_diff = measure(workdir, repeats, args.rounds)
         olist = measure_olist(workdir, args.rounds) if args.olist else None
-        args.out.write_text(render(result, base, max_diff, olist, args.rounds))
+        load = (load_before, os.getloadavg()[0])
+        args.out.write_text(render(result, base, max_diff, olist, args.rounds, load=load))
         print(f"wrote {args.out}", file=sys.stderr)
     finally:
         if args.workdir is None:

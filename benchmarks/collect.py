@@ -10,6 +10,7 @@ ORDER = [
     "scale_out",
     "online_features",
     "training",
+    "real_data",
     "batch_scoring",
     "explain",
     "serving",

@@ -10,6 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from training.tracking import use_store
+
 pytestmark = pytest.mark.integration
 
 AFTER = "conversion-after-contact"
@@ -32,8 +34,7 @@ def test_every_model_is_registered_as_champion_with_card_and_rates(trained, mlfl
     import mlflow
     from mlflow.models import Model
 
-    mlflow.set_tracking_uri(mlflow_settings.tracking_uri)
-    client = mlflow.MlflowClient()
+    client = use_store(mlflow_settings)
     prefix = mlflow_settings.model_prefix
     expected = {
         "conversion-arrival": f"{prefix}-conversion-arrival",
@@ -70,10 +71,8 @@ def test_every_model_is_registered_as_champion_with_card_and_rates(trained, mlfl
 
 
 def test_run_records_params_metrics_baselines_windows_and_plots(trained, mlflow_settings):
-    import mlflow
 
-    mlflow.set_tracking_uri(mlflow_settings.tracking_uri)
-    client = mlflow.MlflowClient()
+    client = use_store(mlflow_settings)
     run = client.get_run(trained.run_ids[AFTER])
     tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
     for key in ("feature_set_version", "feature_set_digest", "data_digest", "window_test_from"):
@@ -139,12 +138,11 @@ def _register(prepared, settings, *, max_rounds: int, shuffle_labels: bool = Fal
 
 
 def test_promotion_gate_takes_only_a_better_challenger(gate):
-    import mlflow
 
     from training.promote import promote
 
     prepared, settings = gate
-    client = mlflow.MlflowClient()
+    client = use_store(settings)
     name = f"gate-{AFTER}"
 
     one_tree = _register(prepared, settings, max_rounds=1)

@@ -118,7 +118,8 @@ def test_retrain_notebook_registers_compares_and_promotes(small_env):
             second["challengers"][task] if second["promoted"][task] else first["champions"][task]
         )
         assert second["champions"][task] == expected
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{small_env / 'mlflow.db'}")
+    store = f"sqlite:///{small_env / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     name = "cto-conversion-after-contact"
     assert len(client.search_model_versions(f"name = '{name}'")) == 2
     decision_tags = {

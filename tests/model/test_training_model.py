@@ -12,6 +12,7 @@ import pytest
 
 from features.encoding import FeatureEncoding, encode
 from training.scoring import predict
+from training.tracking import use_store
 
 AFTER = "conversion-after-contact"
 ARRIVAL = "conversion-arrival"
@@ -23,7 +24,7 @@ def champions(trained, mlflow_settings):
     """task -> (booster, card, test frame), loaded back from the registry by alias."""
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_settings.tracking_uri)
+    use_store(mlflow_settings)
     loaded = {}
     for task, name in trained.model_names.items():
         uri = f"models:/{name}@{mlflow_settings.champion_alias}"

@@ -216,8 +216,14 @@ def input_from_table(
     )
 
 
-def input_from_directory(data, settings: Settings, task: str, log=None) -> BacktestInput:
-    """Contract tables: features and labels as ``cto train`` builds them, every labelled contact."""
+def input_from_directory(
+    data, settings: Settings, task: str, log=None, *, client=None, work_dir: Path | None = None
+) -> BacktestInput:
+    """Contract tables: features and labels as ``cto train`` builds them, every labelled contact.
+
+    With a Dask ``client`` the features come from the Dask feature path (the same frame): every
+    feature is point-in-time, so each fold's rows carry only what was known at their own moment.
+    """
     from features.registry import categorical_features, feature_names
     from training.data import prepare
     from training.pipeline import monotone_hints
@@ -227,7 +233,7 @@ def input_from_directory(data, settings: Settings, task: str, log=None) -> Backt
         raise CTOError(
             f"backtest task {task!r}: choose {CONVERSION_ARRIVAL} or {CONVERSION_AFTER_CONTACT}"
         )
-    prepared = prepare(data, settings, log=log)
+    prepared = prepare(data, settings, log=log, client=client, work_dir=work_dir)
     moment = TASK_MOMENT[task]
     names = [*feature_names(moment), *prepared.data_columns]
     frame = prepared.frame.filter(pl.col("label_known_at") <= prepared.windows.end).sort(
@@ -788,14 +794,19 @@ def _write_outputs(
 def _log_mlflow(result: BacktestResult, data: BacktestInput, settings: Settings, files) -> str:
     import mlflow
 
+    from training.distributed import active_client
     from training.tracking import setup_mlflow
 
     setup_mlflow(settings)
     name = f"backtest {Path(result.source).name}"
+    client = active_client()
     with mlflow.start_run(run_name=name) as parent:
         mlflow.set_tags(
             {
                 "kind": "backtest",
+                # Where the LightGBM fits ran: on Dask they agree with one process only within
+                # a tolerance (docs/scale-out.md).
+                "fit_engine": "lightgbm.dask" if client is not None else "lightgbm",
                 "data_source": result.source,
                 "data_digest": data.digest,
                 "task": result.task,

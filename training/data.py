@@ -348,6 +348,42 @@ class Prepared:
     exploration: pl.DataFrame | None = None  # randomised decisions (uplift models), if logged
 
 
+def _features_on_cluster(client, tables: dict, settings: Settings, work_dir: Path | None, say):
+    """After-contact features and rate tables by the Dask feature path (one task per customer-hash
+    partition, the rates as one global step: :func:`features.distributed.build_features_dask`).
+
+    The validated tables are written as Parquet under ``work_dir`` (default: the system's temporary
+    directory), where the workers read them and write their partitions; on a cluster of several
+    machines it must be storage every worker sees. Removed afterwards.
+    """
+    import tempfile
+
+    from features.distributed import TABLES, build_features_dask
+    from features.rates import RateTables
+
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cto-dask-", dir=work_dir) as tmp:
+        root = Path(tmp)
+        (root / "input").mkdir()
+        for name in TABLES:
+            if tables.get(name) is not None:
+                tables[name].write_parquet(root / "input" / f"{name}.parquet")
+        target = root / "after_contact"
+        build_features_dask(
+            client,
+            root / "input",
+            {"after_contact": target},
+            rates_dir=root / "rates",
+            journey_gap_days=settings.journey_gap_days,
+            horizon_days=settings.horizon_days,
+            progress=say,
+        )
+        features = pl.concat([pl.read_parquet(p) for p in sorted(target.glob("part-*.parquet"))])
+        rates = RateTables.read(root / "rates")
+    return features, rates
+
+
 def with_data_columns(
     features: pl.DataFrame, contacts: pl.DataFrame, columns: tuple[str, ...] | list[str]
 ) -> pl.DataFrame:
@@ -362,8 +398,19 @@ def with_data_columns(
     return features.join(extra, on="contact_id", how="left")
 
 
-def prepare(data: Path | str | dict[str, pl.DataFrame], settings: Settings, log=None) -> Prepared:
-    """Validate, label, compute rates and features, join, and assign the time split."""
+def prepare(
+    data: Path | str | dict[str, pl.DataFrame],
+    settings: Settings,
+    log=None,
+    *,
+    client=None,
+    work_dir: Path | None = None,
+) -> Prepared:
+    """Validate, label, compute rates and features, join, and assign the time split.
+
+    With a Dask ``client`` the rates and features are computed by the Dask feature path
+    (:func:`_features_on_cluster`): the same frame, exactly.
+    """
     from features.labels import label_contacts
     from features.pipeline import build_features
     from features.rates import compute_rates
@@ -377,9 +424,22 @@ def prepare(data: Path | str | dict[str, pl.DataFrame], settings: Settings, log=
 
     labeled = label_contacts(contacts, orders, settings.horizon_days, settings.journey_gap_days)
     say("labelled contacts and journeys")
-    rates = compute_rates(labeled, settings.horizon_days)
-    say("computed point-in-time rate tables")
-    features = build_features(contacts, orders, customers, rates, moment="after_contact")
+    if client is None:
+        rates = compute_rates(labeled, settings.horizon_days)
+        say("computed point-in-time rate tables")
+        # The journey days of these settings (a command's --horizon-days, an importer's
+        # recommended horizon), as the labels above and batch scoring use them.
+        features = build_features(
+            contacts,
+            orders,
+            customers,
+            rates,
+            moment="after_contact",
+            journey_gap_days=settings.journey_gap_days,
+            horizon_days=settings.horizon_days,
+        )
+    else:
+        features, rates = _features_on_cluster(client, inputs.tables, settings, work_dir, say)
     features = with_data_columns(features, contacts, inputs.arrival_columns)
     say(f"built {features.width - len(KEY_COLUMNS)} features")
 

@@ -42,11 +42,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, help="Also write backtest.md, backtest.json and backtest.png here."
     )
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="Run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N; default "
+        "CTO_DASK. DATA_DIR's features by the Dask feature path (one task per customer-hash "
+        "partition), every LightGBM fit with lightgbm.dask.",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="--dask with DATA_DIR: where the validated tables and feature partitions go while "
+        "the job runs; storage every worker sees (default: a temporary directory, enough for "
+        "local:N).",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
     add_label_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from features.settings import get_settings
+
+    address = args.dask or get_settings().dask
+    if not address:
+        return _run(args, None)
+    from features.distributed import dask_client, worker_count
+    from training.distributed import use_dask
+
+    with dask_client(address) as client, use_dask(client):
+        if not args.quiet:
+            print(f"dask: {address}, {worker_count(client)} workers", flush=True)
+        return _run(args, client)
+
+
+def _run(args: argparse.Namespace, client) -> int:
     from features.errors import CTOError
     from features.settings import get_settings
     from training import backtest
@@ -64,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             raise CTOError("--table needs --label COLUMN and --time-column COLUMN")
         if args.data_dir:
             raise CTOError("--table backtests one file: drop DATA_DIR")
+        if args.work_dir:
+            raise CTOError("--work-dir goes with --dask and DATA_DIR (a table has no feature step)")
         data = backtest.input_from_table(
             args.table, args.label, args.time_column, list(args.exclude), settings.seed
         )
@@ -74,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.label or args.time_column or args.exclude:
             raise CTOError("--label, --time-column and --exclude go with --table FILE")
-        data = backtest.input_from_directory(data_dir, settings, args.task, log=say)
+        data = backtest.input_from_directory(
+            data_dir, settings, args.task, log=say, client=client, work_dir=args.work_dir
+        )
     result = backtest.run_backtest(
         data, settings, folds=args.folds, n_boot=args.bootstrap, log=say, out_dir=args.out
     )

@@ -14,6 +14,7 @@ from features.labels import label_contacts
 from features.pipeline import build_features
 from features.rates import RateTables, compute_rates
 from features.simulate import simulate
+from training.tracking import use_store
 
 pytestmark = pytest.mark.integration
 HORIZON, GAP = 7, 14
@@ -150,8 +151,7 @@ def test_dask_training_registers_a_model_within_tolerance(cluster, world, tmp_pa
         == 0
     )
     settings = get_settings()
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    client = mlflow.MlflowClient()
+    client = use_store(settings)
     name = f"{settings.model_prefix}-{task}"
     version = client.search_model_versions(f"name='{name}'")[0]
     distributed_auc = client.get_run(version.run_id).data.metrics["test_roc_auc"]
@@ -186,3 +186,48 @@ def test_best_round_is_the_early_stopping_rule():
     # A later, lower loss after the patience ran out is not taken (early stopping never saw it).
     assert best_round([5.0, 4.0, 4.5, 4.6, 1.0], patience=2) == 2
     assert best_round([3.0, 2.0, 1.0], patience=40) == 3
+
+
+def test_dask_backtest_within_tolerance_of_one_process(cluster, world, tmp_path, monkeypatch):
+    """`cto backtest --dask`: the frame from the Dask feature path, every LightGBM fit on the
+    cluster. The folds and every candidate fitted off the cluster (logistic regression, one rule,
+    base rate: they see the same frame) are exactly the one-process ones; LightGBM within the
+    stated tolerance."""
+    import json
+
+    _, data = world
+    env = {
+        "CTO_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "CTO_ARTIFACT_LOCATION": str(tmp_path / "mlruns"),
+        "CTO_SEED": "5",
+        "CTO_NUM_THREADS": "1",
+        "CTO_MAX_ROUNDS": "20",  # every Dask fit trains the full budget (no early stopping)
+        "CTO_HORIZON_DAYS": str(HORIZON),
+        "CTO_JOURNEY_GAP_DAYS": str(GAP),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    results = {}
+    for how, extra in (("one", []), ("dask", ["--dask", cluster.scheduler.address])):
+        out = tmp_path / how
+        args = ["backtest", str(data), "--task", "conversion-arrival", "--folds", "1"]
+        assert main([*args, "--bootstrap", "30", "--quiet", "--out", str(out), *extra]) == 0
+        results[how] = json.loads((out / "backtest.json").read_text())
+    one, dask = results["one"], results["dask"]
+    assert dask["folds"] == one["folds"] and len(one["folds"]) == 1
+    for key in ("linear/expanding", "one_rule/expanding", "base_rate/expanding"):
+        assert dask["overall"][key] == one["overall"][key], key
+    lightgbm = [key for key in one["overall"] if key.startswith("lightgbm")]
+    assert "lightgbm/expanding" in lightgbm and "lightgbm_linear_tree/expanding" in lightgbm
+    for key in lightgbm:
+        ours, theirs = (
+            dask["overall"][key]["roc_auc"]["value"],
+            one["overall"][key]["roc_auc"]["value"],
+        )
+        assert abs(ours - theirs) <= ROC_AUC_TOLERANCE, (key, ours, theirs)
+    assert one["overall"]["lightgbm/expanding"]["roc_auc"]["value"] > 0.6
+    from features.settings import get_settings
+
+    store = use_store(get_settings())
+    assert store.get_run(dask["run_id"]).data.tags["fit_engine"] == "lightgbm.dask"
+    assert store.get_run(one["run_id"]).data.tags["fit_engine"] == "lightgbm"

@@ -29,9 +29,13 @@ class Decision:
     randomised: str  # the exploration log's column: True where a fair coin decided
     truth_column: str  # the simulator's true per-contact effect (truth.parquet)
     moment_features: str  # "after_contact" or "arrival"
-    extra_features: tuple[str, ...]  # after-contact features added to arrival ones
-    excluded_features: tuple[str, ...]  # the decision and what only follows it
     description: str
+    extra_features: tuple[str, ...] = ()  # after-contact features added to arrival ones
+
+    @property
+    def excluded_features(self) -> tuple[str, ...]:
+        """The decision itself: a model of its effect must not read it as a feature."""
+        return (self.treatment,)
 
     def applies(self, contact: Mapping[str, Any]) -> bool:
         """Online form: the decision exists for this contact."""
@@ -70,8 +74,6 @@ FOLLOW_UP = Decision(
     randomised="follow_up_randomised",
     truth_column="effect_of_follow_up",
     moment_features="after_contact",
-    extra_features=(),
-    excluded_features=("follow_up_sent",),
     description="change in P(order within the horizon) if a follow-up is sent after this contact "
     "rather than none; for contacts an agent served",
 )
@@ -81,9 +83,8 @@ CALLBACK = Decision(
     randomised="callback_randomised",
     truth_column="effect_of_callback_offer",
     moment_features="arrival",
-    extra_features=("wait_seconds",),
-    excluded_features=("callback_offered",),
     description="change in P(order within the horizon) if a callback is offered while the "
     "customer waits rather than none; for inbound phone contacts queued for an agent",
+    extra_features=("wait_seconds",),
 )
 DECISIONS = (FOLLOW_UP, CALLBACK)

@@ -93,6 +93,29 @@ def _observed_until(contacts: pl.LazyFrame, orders: pl.LazyFrame) -> datetime | 
     return latest.select(pl.col("at").max()).collect().item()
 
 
+def _with_first_order_from(contacts: pl.LazyFrame, first_orders: pl.LazyFrame) -> pl.LazyFrame:
+    """Each contact joined to its customer's first order at or after its start (exact matches
+    count: see the module docstring): a forward as-of join on ``_next_order_at``. Each customer's
+    rows must be in time order on both sides (sorting by time alone is enough)."""
+    return contacts.join_asof(
+        first_orders,
+        left_on="started_at",
+        right_on="_next_order_at",
+        by="customer_id",
+        strategy="forward",
+        check_sortedness=False,
+    )
+
+
+def _converted(horizon: pl.Expr) -> pl.Expr:
+    """An order within the horizon of the contact's start (no order at all: not converted)."""
+    return (
+        (pl.col("_next_order_at") <= pl.col("started_at") + horizon)
+        .fill_null(False)
+        .alias("converted")
+    )
+
+
 def label_contacts(
     contacts: pl.DataFrame | pl.LazyFrame,
     orders: pl.DataFrame | pl.LazyFrame,
@@ -170,16 +193,9 @@ def label_contacts(
         return expr.gather(pl.col("_journey_end_row"))
 
     labeled = (
-        contacts_lf.sort("customer_id", "started_at", "contact_id")
-        .with_row_index("_row")
-        # First order at or after the contact started (exact matches count: see module docstring).
-        .join_asof(
+        _with_first_order_from(
+            contacts_lf.sort("customer_id", "started_at", "contact_id").with_row_index("_row"),
             first_order_from,
-            left_on="started_at",
-            right_on="_next_order_at",
-            by="customer_id",
-            strategy="forward",
-            check_sortedness=False,
         )
         .with_columns(
             pl.when(same_customer_as_next)
@@ -188,9 +204,7 @@ def label_contacts(
             pl.when(same_customer_as_previous)
             .then(pl.col("started_at").shift(1))
             .alias("_previous_contact_at"),
-            (pl.col("_next_order_at") <= pl.col("started_at") + horizon)
-            .fill_null(False)
-            .alias("converted"),
+            _converted(horizon),
         )
         .with_columns(
             # Orders attributed to this contact: those it is the latest contact before, within H.
@@ -305,21 +319,12 @@ def label_conversions(
         .sort("_next_order_at")
     )
     labeled = (
-        contacts_lf.with_row_index("_row")
-        .sort("started_at")
-        .join_asof(
-            first_order_from,
-            left_on="started_at",
-            right_on="_next_order_at",
-            by="customer_id",
-            strategy="forward",
-            check_sortedness=False,
+        _with_first_order_from(
+            contacts_lf.with_row_index("_row").sort("started_at"), first_order_from
         )
         .sort("_row")
         .with_columns(
-            (pl.col("_next_order_at") <= pl.col("started_at") + horizon)
-            .fill_null(False)
-            .alias("converted"),
+            _converted(horizon),
             (pl.col("started_at") + horizon).alias("label_known_at"),
         )
         .drop("_row", "_next_order_at")

@@ -49,6 +49,10 @@ def server_env(registry, tmp_path_factory):
     root = tmp_path_factory.mktemp("reliability")
     return root, {
         "CTO_TRACKING_URI": registry,
+        # The server's own MLflow environment: not the URIs this test process last pointed at
+        # (MLflow exports them to every child process).
+        "MLFLOW_TRACKING_URI": registry,
+        "MLFLOW_REGISTRY_URI": registry,
         "CTO_MODEL_POLL_SECONDS": "1",
         "CTO_EVENT_STORE_URL": f"sqlite:///{root / 'events.db'}",
         "CTO_API_TOKEN": TOKEN,

@@ -17,7 +17,7 @@ With ``--baseline-engine streaming`` a second server takes the same load at the 
 workers running Polars on the streaming engine (Polars' default, which keeps native memory per
 query; serving/polars_engine.py): the baseline the service's memory slope is compared with.
 
-Writes benchmarks/results/soak.md.
+Writes benchmarks/results/soak.md (or ``--results PATH``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import psutil
 
 from benchmarks._reliability import contact_rows, trained_registry
 from serving.polars_engine import AFFINITY_VARIABLE
-from serving.process import Server, start_server
+from serving.process import REPO, Server, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.md"
 WEIGHTS = {"score_store": 60, "score_history": 10, "score_batch": 10, "events": 20}
@@ -299,10 +299,12 @@ def write_results(result: dict, args: argparse.Namespace) -> None:
         f"`python -m benchmarks.soak --minutes {args.minutes:g} --warmup {args.warmup:g} "
         f"--connections {args.connections}"
         + (f" --baseline-engine {args.baseline_engine}" if baseline else "")
+        + (f" --results {args.results.relative_to(REPO)}" if args.results != RESULTS else "")
         + "`"
     )
     lines = [
-        "## soak",
+        "## soak"
+        + (f": against a same-run baseline ({args.baseline_engine} engine)" if baseline else ""),
         "",
         f"{command}, measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
         f"on {os.cpu_count()} cores shared with other work (1-minute load average at the end: "
@@ -340,8 +342,8 @@ def write_results(result: dict, args: argparse.Namespace) -> None:
             "",
             *_latency_rows(baseline["table"]),
         ]
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print(RESULTS.read_text())
+    args.results.write_text("\n".join(lines) + "\n")
+    print(args.results.read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -358,6 +360,9 @@ def main(argv: list[str] | None = None) -> None:
         choices=["streaming"],
         default=None,
         help="also soak a second server whose workers run Polars on this engine (a baseline)",
+    )
+    parser.add_argument(
+        "--results", type=lambda p: Path(p).resolve(), default=RESULTS, help="results file"
     )
     args = parser.parse_args(argv)
     write_results(run(args), args)

@@ -85,11 +85,14 @@ class CTOService:
     def __init__(self) -> None:
         from serving.logs import install_client_error_filter
         from serving.models import check_tracking_store
+        from serving.polars_engine import pin_service_engine
         from serving.rules import ActionCosts
         from serving.scoring import FeatureWindows
         from serving.store import EventStore
 
         install_client_error_filter()
+        # Before any request: Polars' default (streaming) engine keeps memory per query.
+        pin_service_engine()
         self.settings = get_settings()
         check_tracking_store(self.settings.tracking_uri)
         self.windows = FeatureWindows(

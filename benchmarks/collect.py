@@ -16,6 +16,7 @@ ORDER = [
     "serving",
     "crash",
     "soak",
+    "soak_baseline",
     "fuzz",
 ]
 

@@ -696,7 +696,7 @@ def contact_rates(
     del global_rate
     # Outcomes known strictly before each contact started: the instants before its start.
     started = contacts["started_at"].cast(instants.dtype)
-    before = instants.search_sorted(started, side="left").rename("_before")
+    before = _count_below(instants.to_physical(), started.to_physical()).rename("_before")
     del started
     looked_up = pl.DataFrame(
         [
@@ -803,18 +803,34 @@ def _compact_outcomes(
 
 
 def _key_table(outcomes: pl.DataFrame, name: str) -> pl.DataFrame:
-    """One key's step table in integers: ``_key_id, _instant, outcomes, conversions`` (as
-    :func:`compute_rates` builds it), sorted by key id and instant."""
-    kid = f"_kid_{name}"
+    """One key's step table in integers, as :func:`compute_rates` builds it: ``_step`` (key id in
+    the high 32 bits, the instant's index below: sorted), ``outcomes``, ``conversions`` (UInt32).
+    """
+    kid = pl.col(f"_kid_{name}")
+    step = pl.col("_step")
+    first = ((step // (1 << 32)) != (step // (1 << 32)).shift(1)).fill_null(True)
+    index = pl.int_range(pl.len(), dtype=pl.UInt32)
+    start = pl.when(first).then(index).forward_fill()
+    conversions = pl.col("_converted").cast(pl.UInt32).cum_sum()
+    before = conversions - pl.col("_converted").cast(pl.UInt32)
     return (
         outcomes.lazy()
-        .filter(pl.col(kid).is_not_null())
-        .select(pl.col(kid).alias("_key_id"), "_instant", pl.col("_converted").cast(pl.Int64))
-        # Stable: rows stay in time order within each key.
-        .sort("_key_id", maintain_order=True)
-        .with_columns(_running_within_key())
-        .filter(_last_of_run("_key_id", "_instant"))
-        .select("_key_id", "_instant", "outcomes", pl.col("conversions").cast(pl.UInt32))
+        .filter(kid.is_not_null())
+        .select(
+            (kid.cast(pl.UInt64) * (1 << 32) + pl.col("_instant").cast(pl.UInt64)).alias("_step"),
+            "_converted",
+        )
+        # Rows of one key and instant end up together; their order does not matter (only the
+        # counts at the run's end are kept).
+        .sort("_step")
+        .select(
+            "_step",
+            (index - start + 1).alias("outcomes"),
+            (conversions - before.gather(start)).alias("conversions"),
+            (step != step.shift(-1)).fill_null(True).alias("_last"),
+        )
+        .filter(pl.col("_last"))
+        .drop("_last")
         .collect(engine=ENGINE)
     )
 
@@ -834,6 +850,10 @@ def _write_key_table(  # noqa: PLR0917 (internal)
         return (
             table.slice(offset, _WRITE_ROWS)
             .lazy()
+            .with_columns(
+                (pl.col("_step") // (1 << 32)).alias("_key_id"),
+                (pl.col("_step") % (1 << 32)).alias("_instant"),
+            )
             .select(
                 pl.lit(names).gather(pl.col("_key_id")).alias("key"),
                 pl.lit(instants).gather(pl.col("_instant")).alias(KNOWN_AT),
@@ -863,33 +883,62 @@ def _write_key_table(  # noqa: PLR0917 (internal)
 def _look_up(table: pl.DataFrame, key_ids: pl.Series, before: pl.Series) -> pl.DataFrame:
     """Each contact's key outcomes known strictly before it started: ``conversions, outcomes``.
 
-    ``before``: how many instants are earlier than the contact's start. The table's rows sorted
-    by (key id, instant) as one integer; the last one below (key id, ``before``) is the key's
-    latest step before the contact, if it is of the same key.
+    ``before``: how many instants are earlier than the contact's start. The key's latest step
+    before the contact is the table's last step below (key id, ``before``), if of the same key.
     """
     if table.height == 0:
         return pl.DataFrame(schema={"conversions": pl.UInt32, "outcomes": pl.UInt32}).clear(
             key_ids.len()
         )
-    steps = table["_key_id"].cast(pl.UInt64) * (1 << 32) + table["_instant"].cast(pl.UInt64)
+    wanted = (key_ids.cast(pl.UInt64) * (1 << 32) + before.cast(pl.UInt64)).fill_null(0)
+    below = _count_below(table["_step"], wanted)
+    del wanted
+    frame = pl.DataFrame([key_ids.alias("_kid"), below.alias("_below")])
+    at = (pl.col("_below").cast(pl.Int64) - 1).clip(0)
+    match = (
+        pl.col("_kid").is_not_null()
+        & (pl.col("_below") > 0)
+        & (pl.lit(table["_step"]).gather(at) // (1 << 32) == pl.col("_kid"))
+    )
+    return frame.select(
+        pl.when(match).then(pl.lit(table["conversions"]).gather(at)).alias("conversions"),
+        pl.when(match).then(pl.lit(table["outcomes"]).gather(at)).alias("outcomes"),
+    )
+
+
+def _count_below(ordered: pl.Series, queries: pl.Series) -> pl.Series:
+    """How many values of ``ordered`` (sorted, distinct) are strictly below each query (UInt32).
+
+    An as-of merge of the sorted queries, a slice at a time, then back to the queries' order:
+    a binary search per query costs several times more on tables of millions of rows (cache
+    misses, measured).
+    """
+    right = pl.DataFrame(
+        [
+            ordered.alias("_value"),
+            pl.int_range(1, ordered.len() + 1, dtype=pl.UInt32, eager=True).alias("_count"),
+        ]
+    )
     pieces = []
-    for offset in range(0, key_ids.len(), _LOOKUP_ROWS):  # slices bound the working set
-        ids = key_ids.slice(offset, _LOOKUP_ROWS)
-        wanted = ids.cast(pl.UInt64) * (1 << 32) + before.slice(offset, _LOOKUP_ROWS).cast(
-            pl.UInt64
-        )
-        position = steps.search_sorted(wanted.fill_null(0), side="left").cast(pl.Int64) - 1
-        frame = pl.DataFrame([ids.alias("_kid"), position.alias("_pos")])
-        at = pl.col("_pos").clip(0)
-        match = (
-            pl.col("_kid").is_not_null()
-            & (pl.col("_pos") >= 0)
-            & (pl.lit(table["_key_id"]).gather(at) == pl.col("_kid"))
-        )
+    for offset in range(0, queries.len(), _LOOKUP_ROWS):
+        query = queries.slice(offset, _LOOKUP_ROWS)
         pieces.append(
-            frame.select(
-                pl.when(match).then(pl.lit(table["conversions"]).gather(at)).alias("conversions"),
-                pl.when(match).then(pl.lit(table["outcomes"]).gather(at)).alias("outcomes"),
+            pl.DataFrame(
+                [
+                    query.alias("_query"),
+                    pl.int_range(query.len(), dtype=pl.UInt32, eager=True).alias("_row"),
+                ]
             )
+            .sort("_query")
+            .join_asof(
+                right,
+                left_on="_query",
+                right_on="_value",
+                strategy="backward",
+                allow_exact_matches=False,
+                check_sortedness=False,
+            )
+            .sort("_row")["_count"]
+            .fill_null(0)
         )
-    return pl.concat(pieces)
+    return pl.concat(pieces) if pieces else pl.Series("_count", [], pl.UInt32)

@@ -394,6 +394,22 @@ def _write_chunks(chunks: Iterator[pl.DataFrame], out: Path) -> int:
     return rows
 
 
+def champions(
+    settings: Settings, moment: str, say: Callable[[str], None]
+) -> dict[str, LoadedModel]:
+    """The champions of ``moment``'s tasks; the conversion model must exist, others may not."""
+    models: dict[str, LoadedModel] = {}
+    for task in MOMENT_TASKS[moment]:
+        name = model_name(settings, task)
+        try:
+            models[task] = load_model(settings, name, settings.champion_alias)
+        except CTOError:
+            if task == MOMENT_TASKS[moment][0]:
+                raise
+            say(f"{name}: no champion, its columns are left out")
+    return models
+
+
 def score_contacts(
     data_dir: Path | str,
     settings: Settings,
@@ -413,22 +429,23 @@ def score_contacts(
     from features.pipeline import feature_chunks
     from features.rates import DEFAULT_PRIOR_STRENGTH, RatesOnContacts, contact_rates
     from training.data import data_digest, data_profile, load_input, with_data_columns
+    from training.distributed import active_client
 
     say = log or (lambda _m: None)
+    client = active_client()
+    if client is not None:
+        from training.distributed_batch import score_contacts_dask
+
+        return score_contacts_dask(
+            client, data_dir, settings, out, moment, since, until, explain, allow_other_data,
+            chunk_rows, progress, log, rules,
+        )  # fmt: skip
     started = time.perf_counter()
     if moment not in MOMENT_TASKS:
         raise CTOError(f"--moment {moment!r}: choose arrival or after_contact")
     inputs = load_input(data_dir)
     profile = data_profile(inputs, data_digest(inputs.tables))
-    models: dict[str, LoadedModel] = {}
-    for task in MOMENT_TASKS[moment]:
-        name = model_name(settings, task)
-        try:
-            models[task] = load_model(settings, name, settings.champion_alias)
-        except CTOError:
-            if task == MOMENT_TASKS[moment][0]:
-                raise
-            say(f"{name}: no champion, its columns are left out")
+    models = champions(settings, moment, say)
     mismatches = check_models_fit_data(list(models.values()), profile, allow_other_data)
     contacts = inputs.tables["contacts"]
     selected = contacts.filter(_period_filter(since, until)).height

@@ -15,6 +15,7 @@ ORDER = [
     "serving",
     "crash",
     "soak",
+    "soak_baseline",
     "fuzz",
 ]
 

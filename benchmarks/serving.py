@@ -15,8 +15,12 @@ itself (clock_gettime through LuaJIT's FFI; benchmarks/timed.lua), 8 clients (on
 Every setting runs once per round for ``--seconds``, the rounds in turn (other work on the machine
 hits all settings alike); p50/p99/p99.9/max and req/s are medians over the rounds; ratios are to
 the floor's medians. One more ``--long-seconds`` run of the fast port's /score at arrival gives the
-maximum over a long run, and another on a second server started with ``CTO_GC_TUNING=false`` (no
-gc.freeze, default collector thresholds) shows what the heap settling changes. In process: a state read + arrival features + predict per contact; /score_batch
+maximum over a long run, another on a second server started with ``CTO_GC_TUNING=false`` (no
+gc.freeze) shows what freezing the heap changes, and one of the floor app shows what the machine
+itself allows. The garbage collector in process: a burst of /score requests through the fast
+port's ASGI app, every collection recorded (serving.heap), with Python's default thresholds (what
+the service keeps) and with raised ones (50,000, 20, 10). In process: a state read + arrival
+features + predict per contact; /score_batch
 contacts per second; /events ingestion (events per second, one contact per request, state updated
 in the same transaction) and the in-process cost of that update; and a state lookup in SQLite via
 ``sqlite3`` against SQLAlchemy Core (why the store reads the way it does).
@@ -211,6 +215,49 @@ def in_process(bundle, store, rows: list[dict], windows) -> dict[str, float]:
     return out
 
 
+RAISED_GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def gc_burst(bundle, store, rows: list[dict], windows, requests: int) -> dict[str, dict]:
+    """Every collection during ``requests`` /score calls through the fast port's app (in process,
+    after serving.heap.settle), with the default collector thresholds and with raised ones."""
+    import gc
+
+    from starlette.testclient import TestClient
+
+    from serving.heap import CollectionLog, settle
+    from serving.hot_routes import port_app
+
+    class Service:  # what serving.hot_routes reads from the service instance
+        def __init__(self) -> None:
+            self.bundle, self.store, self.windows, self.last_error = bundle, store, windows, None
+
+    bodies = [
+        {"contact": _contact_payload(row), "moment": "arrival", "explain": False} for row in rows
+    ]
+    default = gc.get_threshold()
+    out = {}
+    with TestClient(port_app(Service(), None, 1 << 20)) as client:
+        for label, thresholds in (("default", default), ("raised", RAISED_GC_THRESHOLDS)):
+            client.post("/score", json=bodies[0])
+            settle()
+            gc.set_threshold(*thresholds)
+            with CollectionLog() as log:
+                for index in range(requests):
+                    client.post("/score", json=bodies[index % len(bodies)])
+            gc.set_threshold(*default)
+            gc.unfreeze()
+            out[label] = {
+                "thresholds": thresholds,
+                "collections": len(log.collections),
+                "full": log.count(2),
+                "largest": log.largest(),
+                "longest_ms": max((c.cpu_seconds for c in log.collections), default=0.0) * 1000,
+                "total_ms": sum(c.cpu_seconds for c in log.collections) * 1000,
+            }
+    return out
+
+
 def store_reads(store, customer_ids: list[str]) -> dict[str, float]:
     """One state lookup: sqlite3 on a per-thread connection vs SQLAlchemy Core, and JSON decode."""
     import sqlalchemy as sa
@@ -335,20 +382,41 @@ def write_results(runs: dict, extra: dict, args: argparse.Namespace) -> str:  # 
         "",
     ]
     lines += [
-        f"{args.long_seconds:g} s runs of the fast port's /score at arrival, the garbage "
-        "collector tuned (gc.freeze after loading and raised thresholds, serving.service; the "
-        "default) and not "
-        "(`CTO_GC_TUNING=false`, a second server started for it):",
+        f"{args.long_seconds:g} s runs of the fast port's /score at arrival, the heap frozen after "
+        "loading (serving.heap; the default) and not (`CTO_GC_TUNING=false`, a second server "
+        "started for it), and of the floor app (what the machine allows):",
         "",
         "| run | requests | non-2xx | p50 ms | p99 ms | p99.9 ms | max ms | req/s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for label, key in (("GC tuned", "long"), ("GC untuned", "long_untuned")):
+    for label, key in (
+        ("fast port, heap frozen", "long"),
+        ("fast port, not frozen", "long_untuned"),
+        ("floor: lookup + predict", "long_floor"),
+    ):
         long = extra[key]
         lines.append(
             f"| {label} | {long['requests']:.0f} | {long['errors']:.0f} | {long['p50_ms']:.2f} | "
             f"{long['p99_ms']:.2f} | {long['p999_ms']:.1f} | {long['max_ms']:.1f} | "
             f"{long['rps']:.0f} |"
+        )
+    lines.append("")
+    burst = extra["gc"]
+    lines += [
+        f"The garbage collector during {args.gc_requests:,} /score calls through the fast port's "
+        "app, in process, after the heap is frozen (every collection recorded with `gc.callbacks`; "
+        "pauses in CPU time, so other work on the machine does not count):",
+        "",
+        "| collector thresholds | collections | full collections | most objects freed at once "
+        "| longest pause ms | all pauses ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, result in burst.items():
+        name = "Python's default (the service)" if label == "default" else "raised (tried before)"
+        lines.append(
+            f"| {name} {tuple(result['thresholds'])} | {result['collections']} | "
+            f"{result['full']} | {result['largest']:,} | {result['longest_ms']:.2f} | "
+            f"{result['total_ms']:.1f} |"
         )
     lines.append("")
     per_round = extra["per_round"]
@@ -406,6 +474,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     parser.add_argument("--long-seconds", type=float, default=60.0, help="The long run.")
     parser.add_argument("--workers", type=int, default=WORKERS, help="Service worker processes.")
     parser.add_argument(
+        "--gc-requests", type=int, default=3000, help="Requests of the in-process GC burst."
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=None,
@@ -414,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
     args = parser.parse_args(argv)
     if args.quick:
         args.contacts, args.rounds, args.seconds, args.long_seconds = 8_000, 1, 3.0, 5.0
+        args.gc_requests = 300
 
     from benchmarks.explain import trained_store
     from features.settings import get_settings
@@ -464,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             "in_process": in_process(bundle, store, rows[:500], windows),
             "reads": store_reads(store, [r["customer_id"] for r in rows[:500]]),
             "append": append_cost(root, rows[:200]),
+            "gc": gc_burst(bundle, store, rows[:500], windows, args.gc_requests),
         }
         store.close()
         print(extra, flush=True)
@@ -528,6 +601,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915
             wrk(fast_url, "/score", arrival, 1.0, root)
             extra["long"] = wrk(fast_url, "/score", arrival, args.long_seconds, root)
             print("long", extra["long"], flush=True)
+            extra["long_floor"] = wrk(floor_a_url, "/score", floor_bodies, args.long_seconds, root)
+            print("long floor", extra["long_floor"], flush=True)
 
             body = {
                 "moment": "arrival",

@@ -11,9 +11,13 @@ of the run; the answer counts, errors (any status but 200, and socket errors) an
 percentiles and maxima per route come from the Lua lines.
 
     .venv/bin/python -m benchmarks.soak [--minutes 30] [--warmup 5] [--connections 4]
-        [--tracking-uri sqlite:////abs/mlflow.db]
+        [--tracking-uri sqlite:////abs/mlflow.db] [--baseline-engine streaming]
 
-Writes benchmarks/results/soak.md.
+With ``--baseline-engine streaming`` a second server takes the same load at the same time, its
+workers running Polars on the streaming engine (Polars' default, which keeps native memory per
+query; serving/polars_engine.py): the baseline the service's memory slope is compared with.
+
+Writes benchmarks/results/soak.md (or ``--results PATH``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -32,7 +37,8 @@ import numpy as np
 import psutil
 
 from benchmarks._reliability import contact_rows, trained_registry
-from serving.process import start_server
+from serving.polars_engine import AFFINITY_VARIABLE
+from serving.process import REPO, Server, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.md"
 WEIGHTS = {"score_store": 60, "score_history": 10, "score_batch": 10, "events": 20}
@@ -173,70 +179,105 @@ def latency_table(lat_dir: Path) -> tuple[dict[str, dict], int]:
     return table, errors
 
 
-def run(args: argparse.Namespace) -> dict:
-    tracking_uri = trained_registry(args.tracking_uri)
-    root = Path(tempfile.mkdtemp(prefix="cto-soak-"))
+@dataclass
+class _Soaked:
+    """One server under the soak's load: its process, its files, what was measured."""
+
+    server: Server
+    root: Path
+    bodies: int = 0
+    samples: list = field(default_factory=list)
+    wrk: subprocess.Popen | None = None
+
+
+def _start(tracking_uri: str, root: Path, extra_env: dict[str, str]) -> _Soaked:
+    root.mkdir(parents=True, exist_ok=True)
     env = {
         "CTO_TRACKING_URI": tracking_uri,
         "CTO_EVENT_STORE_URL": f"sqlite:///{root / 'events.db'}",
         "CTO_WORKERS": "2",
         "OMP_WAIT_POLICY": "PASSIVE",
-    }
-    server = start_server(env, root / "server.log")
-    try:
-        bodies = root / "bodies.tsv"
-        count = build_bodies(server.base_url, {}, bodies)
-        script = root / "soak.lua"
-        script.write_text(LUA)
-        samples: list = []
-        stop = threading.Event()
-        sampler = threading.Thread(
-            target=sample_memory, args=(server.process.pid, stop, args.sample_seconds, samples)
-        )
-        sampler.start()
-        seconds = int(args.minutes * 60)
-        wrk = subprocess.run(
-            ["wrk", "-t", str(args.connections), "-c", str(args.connections), "-d", f"{seconds}s",
-             "--timeout", "30s", "-s", str(script), server.base_url, "--", str(bodies), str(root)],
-            capture_output=True, text=True, check=False, timeout=seconds + 120,
-        )  # fmt: skip
-        stop.set()
-        sampler.join()
-        log = server.log_path.read_text(errors="replace")
-    finally:
-        server.stop()
-    table, status_errors = latency_table(root)
-    socket_errors = wrk.stderr.strip().splitlines()[-1] if wrk.stderr.strip() else ""
+    } | extra_env
+    soaked = _Soaked(start_server(env, root / "server.log"), root)
+    soaked.bodies = build_bodies(soaked.server.base_url, {}, root / "bodies.tsv")
+    (root / "soak.lua").write_text(LUA)
+    return soaked
+
+
+def _measured(soaked: _Soaked, warmup: float) -> dict:
+    table, status_errors = latency_table(soaked.root)
+    stderr = soaked.wrk.stderr.read() if soaked.wrk and soaked.wrk.stderr else ""
+    log = soaked.server.log_path.read_text(errors="replace")
     return {
-        "bodies": count,
+        "bodies": soaked.bodies,
         "table": table,
         "status_errors": status_errors,
-        "socket_errors": socket_errors,
-        "slopes": slopes(samples, args.warmup),
+        "socket_errors": stderr.strip().splitlines()[-1] if stderr.strip() else "",
+        "slopes": slopes(soaked.samples, warmup),
         "server_errors": log.count("[ERROR]"),
         "tracebacks": log.count("Traceback"),
-        "wrk_stdout": wrk.stdout,
     }
 
 
-def write_results(result: dict, args: argparse.Namespace) -> None:
-    table = result["table"]
-    total = sum(row["count"] for row in table.values())
+def run(args: argparse.Namespace) -> dict:
+    """The soak; with ``--baseline-engine`` a second server under the same load at the same time,
+    its workers running Polars on that engine (the baseline)."""
+    tracking_uri = trained_registry(args.tracking_uri)
+    root = Path(tempfile.mkdtemp(prefix="cto-soak-"))
+    servers: dict[str, _Soaked] = {}
+    stop = threading.Event()
+    samplers = []
+    try:
+        servers["service"] = _start(tracking_uri, root / "service", {})
+        if args.baseline_engine:
+            servers["baseline"] = _start(
+                tracking_uri,
+                root / "baseline",
+                {AFFINITY_VARIABLE: args.baseline_engine},
+            )
+        seconds = int(args.minutes * 60)
+        for soaked in servers.values():
+            sampler = threading.Thread(
+                target=sample_memory,
+                args=(soaked.server.process.pid, stop, args.sample_seconds, soaked.samples),
+            )
+            sampler.start()
+            samplers.append(sampler)
+            soaked.wrk = subprocess.Popen(
+                ["wrk", "-t", str(args.connections), "-c", str(args.connections),
+                 "-d", f"{seconds}s", "--timeout", "30s", "-s", str(soaked.root / "soak.lua"),
+                 soaked.server.base_url, "--", str(soaked.root / "bodies.tsv"), str(soaked.root)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+        for soaked in servers.values():
+            soaked.wrk.wait(timeout=seconds + 120)
+    finally:
+        stop.set()
+        for sampler in samplers:
+            sampler.join()
+        for soaked in servers.values():
+            if soaked.wrk is not None and soaked.wrk.poll() is None:
+                soaked.wrk.kill()
+            soaked.server.stop()
+    result = _measured(servers["service"], args.warmup)
+    if "baseline" in servers:
+        result["baseline"] = _measured(servers["baseline"], args.warmup)
+    return result
+
+
+def _slope_rows(slopes_by_pid: dict) -> list[str]:
     lines = [
-        "## soak",
-        "",
-        f"`python -m benchmarks.soak --minutes {args.minutes:g} --warmup {args.warmup:g} "
-        f"--connections {args.connections}`, measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-        f"on {os.cpu_count()} cores shared with other work (1-minute load average at the end: "
-        f"{os.getloadavg()[0]:.1f}). wrk keeps {args.connections} connections busy against "
-        "`cto serve --workers 2` with a mix of /score (history from the store, 60%; in the "
-        "request, 10%), /score_batch of 10 (10%) and /events of 5 rows (20%); each request is "
-        "timed by wrk's Lua script.",
-        "",
-        f"{total:,} answers; errors: **{result['status_errors']}** non-200 answers, wrk "
-        f"`{result['socket_errors'] or 'no socket errors'}`; server log: "
-        f"{result['server_errors']} ERROR lines, {result['tracebacks']} tracebacks.",
-        "",
+        "| worker | RSS at warm-up end MiB | RSS at end MiB | slope MiB/min | flat |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for index, (slope, first, last) in enumerate(slopes_by_pid.values(), 1):
+        flat = "yes" if abs(slope) < FLAT_SLOPE_MIB_PER_MIN else "**no**"
+        lines.append(f"| {index} | {first:.0f} | {last:.0f} | {slope:+.3f} | {flat} |")
+    return lines
+
+
+def _latency_rows(table: dict) -> list[str]:
+    lines = [
         "| route | answers | p50 ms | p99 ms | p99.9 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -247,19 +288,62 @@ def write_results(result: dict, args: argparse.Namespace) -> None:
                 f"| {name} | {row['count']:,} | {row['p50']:.1f} | {row['p99']:.1f} "
                 f"| {row['p999']:.1f} | {row['max']:.0f} |"
             )
-    lines += [
+    return lines
+
+
+def write_results(result: dict, args: argparse.Namespace) -> None:
+    table = result["table"]
+    total = sum(row["count"] for row in table.values())
+    baseline = result.get("baseline")
+    command = (
+        f"`python -m benchmarks.soak --minutes {args.minutes:g} --warmup {args.warmup:g} "
+        f"--connections {args.connections}"
+        + (f" --baseline-engine {args.baseline_engine}" if baseline else "")
+        + (f" --results {args.results.relative_to(REPO)}" if args.results != RESULTS else "")
+        + "`"
+    )
+    lines = [
+        "## soak"
+        + (f": against a same-run baseline ({args.baseline_engine} engine)" if baseline else ""),
+        "",
+        f"{command}, measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        f"on {os.cpu_count()} cores shared with other work (1-minute load average at the end: "
+        f"{os.getloadavg()[0]:.1f}). wrk keeps {args.connections} connections busy against "
+        "`cto serve --workers 2` with a mix of /score (history from the store, 60%; in the "
+        "request, 10%), /score_batch of 10 (10%) and /events of 5 rows (20%); each request is "
+        "timed by wrk's Lua script."
+        + (
+            " A second server (the baseline) takes the same load at the same time, its workers "
+            f"running Polars on the {args.baseline_engine} engine (`{AFFINITY_VARIABLE}`); the "
+            "service's own workers run the engine serving/polars_engine.py pins."
+            if baseline
+            else ""
+        ),
+        "",
+        f"{total:,} answers; errors: **{result['status_errors']}** non-200 answers, wrk "
+        f"`{result['socket_errors'] or 'no socket errors'}`; server log: "
+        f"{result['server_errors']} ERROR lines, {result['tracebacks']} tracebacks.",
+        "",
+        *_latency_rows(table),
         "",
         f"Worker memory after {args.warmup:g} min of warm-up (least-squares slope over the rest "
         f"of the run; flat means under {FLAT_SLOPE_MIB_PER_MIN} MiB/min):",
         "",
-        "| worker | RSS at warm-up end MiB | RSS at end MiB | slope MiB/min | flat |",
-        "|---:|---:|---:|---:|---|",
+        *_slope_rows(result["slopes"]),
     ]
-    for index, (slope, first, last) in enumerate(result["slopes"].values(), 1):
-        flat = "yes" if abs(slope) < FLAT_SLOPE_MIB_PER_MIN else "**no**"
-        lines.append(f"| {index} | {first:.0f} | {last:.0f} | {slope:+.3f} | {flat} |")
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print(RESULTS.read_text())
+    if baseline:
+        answers = sum(row["count"] for row in baseline["table"].values())
+        lines += [
+            "",
+            f"Baseline, Polars on the {args.baseline_engine} engine, same load, same minutes: "
+            f"{answers:,} answers, {baseline['status_errors']} non-200; worker memory:",
+            "",
+            *_slope_rows(baseline["slopes"]),
+            "",
+            *_latency_rows(baseline["table"]),
+        ]
+    args.results.write_text("\n".join(lines) + "\n")
+    print(args.results.read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -270,6 +354,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-seconds", type=float, default=10.0)
     parser.add_argument(
         "--tracking-uri", default=None, help="a trained registry (else one is trained)"
+    )
+    parser.add_argument(
+        "--baseline-engine",
+        choices=["streaming"],
+        default=None,
+        help="also soak a second server whose workers run Polars on this engine (a baseline)",
+    )
+    parser.add_argument(
+        "--results", type=lambda p: Path(p).resolve(), default=RESULTS, help="results file"
     )
     args = parser.parse_args(argv)
     write_results(run(args), args)

@@ -51,10 +51,11 @@ class Settings(BaseSettings):
     port: int = Field(3000, ge=1, le=65535, description="Port the service binds to.")
     fast_port: int | None = Field(
         None,
-        ge=1,
+        ge=0,
         le=65535,
         description="Port of the lean scoring server each worker runs beside the service "
-        "(POST /score, /score_batch without BentoML's per-request middleware); unset: off.",
+        "(POST /score, /score_batch without BentoML's per-request middleware). Unset: `cto serve` "
+        "uses CTO_PORT + 1 (a bare `bentoml serve` none); 0: off.",
     )
     api_token: str | None = Field(
         None,
@@ -91,8 +92,8 @@ class Settings(BaseSettings):
     )
     gc_tuning: bool = Field(
         True,
-        description="After a model set loads, freeze the heap and raise the garbage collector's "
-        "thresholds (fewer, shorter pauses); false only to measure what that changes.",
+        description="After a model set loads, collect once and freeze the heap (serving.heap): "
+        "later collections never walk the models again; false only to measure what that changes.",
     )
     model_poll_seconds: float = Field(
         30.0, gt=0, description="How often the service checks the registry for a new champion."
@@ -123,7 +124,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:
-        if self.fast_port is not None and self.fast_port == self.port:
+        if self.fast_port and self.fast_port == self.port:
             raise ValueError(f"CTO_FAST_PORT must differ from CTO_PORT (both {self.port})")
         return self
 

@@ -305,7 +305,7 @@ class OpenApiMiddleware:
         self._cached: bytes | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != DOC_PATH or scope["method"] != "GET":
+        if not _asks_for_the_document(scope):
             await self.app(scope, receive, send)
             return
         if self._cached is None:
@@ -314,17 +314,26 @@ class OpenApiMiddleware:
                 await self.app(scope, receive, send)
                 return
             self._cached = json.dumps(truthful(json.loads(body), self.auth)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(self._cached)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": self._cached})
+        await _send_json(send, self._cached)
+
+
+def _asks_for_the_document(scope: dict[str, Any]) -> bool:
+    return scope["type"] == "http" and scope["path"] == DOC_PATH and scope["method"] == "GET"
+
+
+async def _send_json(send: Any, body: bytes) -> None:
+    """Answer 200 with a JSON body already encoded."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _capture(app: Any, scope: dict[str, Any], receive: Any) -> tuple[int, bytes]:
@@ -351,17 +360,7 @@ class FastPortDocMiddleware:
         self._body = json.dumps(fast_port_document(auth)).encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != DOC_PATH or scope["method"] != "GET":
+        if not _asks_for_the_document(scope):
             await self.app(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(self._body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": self._body})
+        await _send_json(send, self._body)

@@ -35,7 +35,7 @@ class Server:
     process: subprocess.Popen
     log_path: Path
     token: str | None
-    fast_url: str | None = None  # the fast port (CTO_FAST_PORT), when set
+    fast_url: str | None = None  # the fast port (CTO_FAST_PORT), unless off
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -63,9 +63,12 @@ def start_server(
 ) -> Server:
     """`cto serve` on a loopback port (a free one by default); returns once ``wait_for`` (a
     probe path) answers 200: /readyz (models loaded) or /livez (the process is up), and the fast
-    port too when ``CTO_FAST_PORT`` is set."""
+    port too (a free one unless ``CTO_FAST_PORT`` is given; "0": off)."""
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
+    # A free fast port, not `cto serve`'s default of port + 1: servers of parallel tests must not
+    # meet there.
+    env_overrides = {"CTO_FAST_PORT": str(free_port())} | env_overrides
     env |= {"CTO_HOST": "127.0.0.1", "CTO_PORT": str(port)} | env_overrides
     log_file = log_path.open("w")
     process = subprocess.Popen(
@@ -82,7 +85,7 @@ def start_server(
         process,
         log_path,
         env_overrides.get("CTO_API_TOKEN"),
-        f"http://127.0.0.1:{fast_port}" if fast_port else None,
+        f"http://127.0.0.1:{fast_port}" if fast_port != "0" else None,
     )
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:

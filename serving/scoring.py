@@ -281,11 +281,16 @@ def score_items(
     return responses
 
 
-def score_one(
-    bundle: ModelBundle, request: ScoreRequest, store: EventStore | None, windows: FeatureWindows
-) -> ScoreResponse:
+def _score_all(
+    bundle: ModelBundle,
+    request: ScoreRequest | ScoreBatchRequest,
+    items: Sequence[BatchItem | ScoreRequest],
+    store: EventStore | None,
+    windows: FeatureWindows,
+) -> list[ScoreResponse]:
+    """``items`` scored at the request's moment with its explain settings, in their order."""
     moment = request.moment
-    prepared = prepare_items([request], store, moment, bundle.rates_for(moment), windows)
+    prepared = prepare_items(items, store, moment, bundle.rates_for(moment), windows)
     return score_items(
         bundle,
         prepared,
@@ -293,7 +298,13 @@ def score_one(
         explain=request.explain,
         top_k=request.top_k,
         costs=windows.costs,
-    )[0]
+    )
+
+
+def score_one(
+    bundle: ModelBundle, request: ScoreRequest, store: EventStore | None, windows: FeatureWindows
+) -> ScoreResponse:
+    return _score_all(bundle, request, [request], store, windows)[0]
 
 
 def score_batch(
@@ -303,16 +314,7 @@ def score_batch(
     windows: FeatureWindows,
 ) -> ScoreBatchResponse:
     """Every item scored as it would be alone (its own history), one predict per model."""
-    moment = request.moment
-    prepared = prepare_items(request.items, store, moment, bundle.rates_for(moment), windows)
-    answers = score_items(
-        bundle,
-        prepared,
-        moment=moment,
-        explain=request.explain,
-        top_k=request.top_k,
-        costs=windows.costs,
-    )
+    answers = _score_all(bundle, request, request.items, store, windows)
     # A queue to work: highest rank first; ties keep the input order (stable sort).
     order = sorted(range(len(answers)), key=lambda i: -answers[i].priority.rank_score)
     queue = []

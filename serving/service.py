@@ -10,7 +10,7 @@ never see a half-loaded set. /readyz answers 503 until a bundle is loaded.
 
 The hot routes are also served by a plain ASGI app mounted at ``/fast`` (serving.hot_routes): the
 same contract and code without BentoML's per-request API machinery (benchmarks/serving.py
-measures both). After a model set is loaded the heap is frozen (``gc.freeze``): the collector
+measures both). After a model set is loaded the heap is frozen (serving.heap): the collector
 then never walks the models and libraries again, and a full collection no longer pauses a
 request for hundreds of milliseconds.
 """
@@ -24,7 +24,6 @@ from serving import supervision
 if supervision.is_worker_process():
     supervision.exit_with_parent(supervision.supervisor_pid())
 
-import gc
 import logging
 import threading
 import time
@@ -51,22 +50,11 @@ from serving.schemas import (
 
 log = logging.getLogger("cto.serving")
 PRUNE_EVERY_SECONDS = 3600.0
-# Generation-0 collections every 50,000 net allocations instead of 700: a request allocates a few
-# thousand objects, so young collections run every few requests instead of several times in one.
-GC_THRESHOLDS = (50_000, 20, 10)
 # Regular expressions searched in the request URL (OpenTelemetry's ExcludeList).
 UNTRACED_ROUTES = (
     r"/(fast/)?score(_batch)?$",
     r"/(livez|readyz|healthz|metrics)$",
 )
-
-
-def _settle_heap() -> None:
-    """Collect once, then move everything alive (models, libraries, caches) out of the collector's
-    sight: later collections only walk what requests allocate."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _service_config() -> dict[str, Any]:
@@ -97,11 +85,14 @@ class CTOService:
     def __init__(self) -> None:
         from serving.logs import install_client_error_filter
         from serving.models import check_tracking_store
+        from serving.polars_engine import pin_service_engine
         from serving.rules import ActionCosts
         from serving.scoring import FeatureWindows
         from serving.store import EventStore
 
         install_client_error_filter()
+        # Before any request: Polars' default (streaming) engine keeps memory per query.
+        pin_service_engine()
         self.settings = get_settings()
         check_tracking_store(self.settings.tracking_uri)
         self.windows = FeatureWindows(
@@ -200,7 +191,9 @@ class CTOService:
             except Exception as exc:  # a read-only store must not stop serving
                 log.warning("could not record the served versions: %s", exc)
         if self.settings.gc_tuning:
-            _settle_heap()
+            from serving import heap
+
+            heap.settle()
         log.info("serving %s", bundle.versions())
 
     @property
@@ -230,8 +223,8 @@ class CTOService:
 
     @bentoml.on_startup
     async def _start_fast_port(self) -> None:
-        """The hot routes on CTO_FAST_PORT too, when set (serving.fast_server)."""
-        if self.settings.fast_port is None:
+        """The hot routes on CTO_FAST_PORT too, when set and not 0 (serving.fast_server)."""
+        if not self.settings.fast_port:
             return
         from serving.fast_server import FastServer
         from serving.hot_routes import port_app

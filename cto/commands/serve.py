@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="Also serve POST /score and /score_batch on this port, without BentoML's "
-        "per-request middleware (default: CTO_FAST_PORT, off).",
+        "per-request middleware (default: CTO_FAST_PORT, else the --port + 1; 0: off).",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="Worker processes (default: CTO_WORKERS, 1)."
@@ -69,6 +69,11 @@ def check_port_free(
         time.sleep(0.2)
 
 
+def default_fast_port(port: int) -> int:
+    """The fast port when none is set: the one after the service's (the one before at the top)."""
+    return port + 1 if port < 65535 else port - 1
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import sys
@@ -88,11 +93,22 @@ def run(args: argparse.Namespace) -> int:
         "champion_alias": args.alias,
     }
     settings = get_settings(**{k: v for k, v in overrides.items() if v is not None})
+    derived = settings.fast_port is None
+    if derived:  # on by default: a routing engine gets the lean path without knowing of it
+        settings = get_settings(
+            **{k: v for k, v in overrides.items() if v is not None},
+            fast_port=default_fast_port(settings.port),
+        )
     check_tracking_store(absolute_sqlite_url(settings.tracking_uri))
     check_port_free(settings.host, settings.port)
-    if settings.fast_port is not None:
+    if settings.fast_port:
         # The workers share this port (SO_REUSEPORT): another listener there would share it too.
-        check_port_free(settings.host, settings.fast_port, option="--fast-port / CTO_FAST_PORT")
+        option = (
+            "--fast-port (by default the --port + 1; --fast-port 0 turns it off)"
+            if derived
+            else "--fast-port / CTO_FAST_PORT"
+        )
+        check_port_free(settings.host, settings.fast_port, option=option)
     env = server_environment(settings, os.environ)
     # exec keeps this pid: the workers check they were started by it (serving.supervision).
     env["CTO_SUPERVISOR_PID"] = str(os.getpid())
@@ -111,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
         str(repo),
     ]
     fast = (
-        f", POST /score and /score_batch also on http://{settings.host}:{settings.fast_port}"
-        if settings.fast_port is not None
-        else ""
+        f", fast port (POST /score, /score_batch) on http://{settings.host}:{settings.fast_port}"
+        if settings.fast_port
+        else ", fast port off"
     )
     print(
         f"serving on http://{settings.host}:{settings.port}{fast} "

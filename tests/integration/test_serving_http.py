@@ -408,6 +408,10 @@ def test_the_fast_port_has_its_probes_and_its_own_openapi_document(server):
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert ready.json() == httpx.get(server.base_url + "/readyz", timeout=10).json()
     assert httpx.get(server.fast_url + "/livez", timeout=10).status_code == 200
+    # `cto serve`'s start-up line names both ports.
+    started = server.log_path.read_text().splitlines()[0]
+    assert started.startswith(f"serving on {server.base_url}, fast port"), started
+    assert f"on {server.fast_url} " in started
     doc = httpx.get(server.fast_url + "/docs.json", headers=server.headers(), timeout=10).json()
     assert set(doc["paths"]) == {"/score", "/score_batch", "/livez", "/readyz"}
     main = httpx.get(server.base_url + "/docs.json", headers=server.headers(), timeout=30).json()

@@ -417,13 +417,10 @@ def test_before_any_model_is_registered_readyz_and_routes_answer_503_with_the_re
         waiting.stop()
 
 
-def test_a_second_server_on_the_same_port_fails_fast_and_plainly(server, registry):
-    port = server.base_url.rsplit(":", 1)[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
-    env["CTO_TRACKING_URI"] = registry
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "cto.cli", "serve", "--port", port],
+def _serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`cto serve ARGS` run to its end (one that cannot start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cto.cli", "serve", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -431,32 +428,39 @@ def test_a_second_server_on_the_same_port_fails_fast_and_plainly(server, registr
         timeout=60,
         check=False,
     )
+
+
+def test_a_second_server_on_the_same_port_fails_fast_and_plainly(server, registry):
+    port = server.base_url.rsplit(":", 1)[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
+    env["CTO_TRACKING_URI"] = registry
+    started = time.monotonic()
+    proc = _serve(env, "--port", port)
     assert proc.returncode == 2
     assert f"port {port}" in proc.stderr and "in use" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert time.monotonic() - started < 20
     # The fast port too: the workers share it, so another server must not join it.
     fast_port = server.fast_url.rsplit(":", 1)[1]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cto.cli",
-            "serve",
-            "--port",
-            str(free_port()),
-            "--fast-port",
-            fast_port,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _serve(env, "--port", str(free_port()), "--fast-port", fast_port)
     assert proc.returncode == 2
     assert f"port {fast_port}" in proc.stderr and "--fast-port" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cto_serve_opens_the_fast_port_beside_its_own_by_default(registry):
+    """Without --fast-port, `cto serve` serves the hot routes on --port + 1 too: a listener there
+    stops it before anything loads, with a message that names the way out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTO_")}
+    env["CTO_TRACKING_URI"] = registry
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        fast_port = taken.getsockname()[1]
+        assert _port_is_free(fast_port - 1)
+        proc = _serve(env, "--port", str(fast_port - 1))
+    assert proc.returncode == 2
+    assert f"port {fast_port}" in proc.stderr and "--fast-port 0" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -82,4 +82,12 @@ def test_the_fast_port_must_differ_from_the_service_port():
     with pytest.raises(ValidationError, match="CTO_FAST_PORT must differ from CTO_PORT"):
         Settings(port=3000, fast_port=3000)
     assert Settings(port=3000, fast_port=3001).fast_port == 3001
-    assert Settings().fast_port is None  # off unless asked for
+    assert Settings().fast_port is None  # `cto serve` then takes CTO_PORT + 1
+    assert Settings(port=3000, fast_port=0).fast_port == 0  # off
+
+
+def test_the_default_fast_port_is_the_one_after_the_service_port():
+    from cto.commands.serve import default_fast_port
+
+    assert default_fast_port(3000) == 3001
+    assert default_fast_port(65535) == 65534

@@ -43,7 +43,7 @@ import polars as pl
 
 from features.errors import CTOError
 from features.partitions import customer_partition, scan_tables
-from features.rates import RateTables, join_rates
+from features.rates import RATE_COLUMNS, RatesOnContacts, RateTables, join_rates
 from features.registry import (
     CHANNELS,
     FEATURE_SET,
@@ -82,8 +82,12 @@ FrameLike = pl.DataFrame | pl.LazyFrame
 # --- input conformance --------------------------------------------------------------------------
 
 
-def _conform(frame: FrameLike, table: Table, columns: Sequence[str]) -> pl.LazyFrame:
+def _conform(
+    frame: FrameLike, table: Table, columns: Sequence[str], keep: Sequence[str] = ()
+) -> pl.LazyFrame:
     """Select ``columns`` in the contract dtypes; absent nullable/outcome columns become null.
+
+    ``keep``: further columns passed through as they are (the rates of :class:`RatesOnContacts`).
 
     Enum values outside the contract become ``other`` (as features.validate does), so a frame
     that skipped validation still yields the contract's categories. Columns already in the
@@ -92,7 +96,10 @@ def _conform(frame: FrameLike, table: Table, columns: Sequence[str]) -> pl.LazyF
     lazy = frame.lazy()
     schema = lazy.collect_schema()
     present = tuple((name, schema[name]) for name in columns if name in schema)
-    return lazy.select(_conform_exprs(table.name, tuple(columns), present))
+    missing = [name for name in keep if name not in schema]
+    if missing:
+        raise CTOError(f"{table.name}: the rate column(s) {', '.join(missing)} are missing")
+    return lazy.select(*_conform_exprs(table.name, tuple(columns), present), *keep)
 
 
 @functools.lru_cache(maxsize=256)
@@ -498,7 +505,7 @@ def _features_plan(
     contacts: FrameLike,
     orders: FrameLike,
     customers: FrameLike | None,
-    rates: RateTables | None,
+    rates: RateTables | RatesOnContacts | None,
     moment: str,
     *,
     journey_gap_days: int,
@@ -510,13 +517,21 @@ def _features_plan(
 
     ``contacts_conformed``: the contacts are already in the contract's columns and dtypes (the
     online path conforms them itself), so resolving their plan's schema again is skipped.
+    ``rates``: tables joined as of each contact's start, or :class:`RatesOnContacts` when the
+    contacts carry their rate columns already (:func:`features.rates.contact_rates`).
     """
     if moment not in MOMENTS:
         raise CTOError(f"moment must be one of {', '.join(MOMENTS)}, got {moment!r}")
+    on_contacts = isinstance(rates, RatesOnContacts)
     contact_frame = (
         contacts.lazy()
         if contacts_conformed
-        else _conform(contacts, CONTACTS, _ARRIVAL_INPUTS + _OUTCOME_INPUTS)
+        else _conform(
+            contacts,
+            CONTACTS,
+            _ARRIVAL_INPUTS + _OUTCOME_INPUTS,
+            keep=RATE_COLUMNS if on_contacts else (),
+        )
     )
     order_frame = _conform(orders, ORDERS, ("order_id", "customer_id", "ordered_at", "amount"))
     # Used twice (event stream and output rows): collected once (cheaper than Polars' shared
@@ -530,7 +545,8 @@ def _features_plan(
     ).with_columns(_CUSTOMER_EXPRS)
     # Rates pool all customers: joined as of each contact's start from the global rate tables.
     # The conformed rows always carry agent_id and handled_by (_OUTCOME_INPUTS).
-    rows = join_rates(rows, rates, _rate_names(moment), has_agent=True)
+    if not on_contacts:
+        rows = join_rates(rows, rates, _rate_names(moment), has_agent=True)  # type: ignore[arg-type]
     return rows.select(_output_exprs(feature_set, moment)), checks
 
 
@@ -544,7 +560,7 @@ def build_features(
     contacts: FrameLike,
     orders: FrameLike,
     customers: FrameLike | None = None,
-    rates: RateTables | None = None,
+    rates: RateTables | RatesOnContacts | None = None,
     moment: str = "after_contact",
     *,
     journey_gap_days: int | None = None,
@@ -581,7 +597,7 @@ def _feature_chunks(  # noqa: PLR0917 (internal; mirrors build_features)
     contacts: FrameLike,
     orders: FrameLike,
     customers: FrameLike | None,
-    rates: RateTables | None,
+    rates: RateTables | RatesOnContacts | None,
     moment: str,
     chunk_bits: int,
     options: dict[str, object],
@@ -636,7 +652,7 @@ def write_features(  # noqa: PLR0917 (mirrors build_features)
     orders: FrameLike,
     path: Path | str,
     customers: FrameLike | None = None,
-    rates: RateTables | None = None,
+    rates: RateTables | RatesOnContacts | None = None,
     moment: str = "after_contact",
     *,
     journey_gap_days: int | None = None,
@@ -669,7 +685,7 @@ def write_feature_files(  # noqa: PLR0917 (mirrors build_features)
     orders: FrameLike,
     paths: Mapping[str, Path | str],
     customers: FrameLike | None = None,
-    rates: RateTables | None = None,
+    rates: RateTables | RatesOnContacts | None = None,
     *,
     journey_gap_days: int | None = None,
     horizon_days: int | None = None,
@@ -698,12 +714,10 @@ def write_feature_files(  # noqa: PLR0917 (mirrors build_features)
     options = _feature_options(journey_gap_days, horizon_days, feature_set)
     if isinstance(contacts, pl.LazyFrame):
         contacts = contacts.collect(engine=ENGINE)
-    if chunk_rows is None:
-        # At least ~8 chunks (the working set is a chunk's), at most SINK_CHUNK_ROWS each.
-        chunk_rows = min(SINK_CHUNK_ROWS, max(contacts.height // 8, SINK_MIN_CHUNK_ROWS))
-    chunk_bits = _chunk_bits(contacts, chunk_rows, chunk_rows)
+    rows = _sink_chunk_rows(contacts, chunk_rows)
+    chunk_bits = _chunk_bits(contacts, rows, rows)
     empty = _collect(
-        *_features_plan(_EMPTY_CONTACTS, _EMPTY_ORDERS, None, rates, built, **options)  # type: ignore[arg-type]
+        *_features_plan(_empty_contacts(rates), _EMPTY_ORDERS, None, rates, built, **options)  # type: ignore[arg-type]
     )
     writer = _FeatureFileWriter({m: (Path(p), empty.select(columns[m])) for m, p in paths.items()})
     written = 0
@@ -716,6 +730,38 @@ def write_feature_files(  # noqa: PLR0917 (mirrors build_features)
     finally:
         writer.close()
     return written
+
+
+def _sink_chunk_rows(contacts: pl.DataFrame, chunk_rows: int | None) -> int:
+    """At least ~8 chunks (the working set is a chunk's), at most SINK_CHUNK_ROWS each."""
+    if chunk_rows is not None:
+        return chunk_rows
+    return min(SINK_CHUNK_ROWS, max(contacts.height // 8, SINK_MIN_CHUNK_ROWS))
+
+
+def feature_chunks(  # noqa: PLR0917 (mirrors build_features)
+    contacts: pl.DataFrame,
+    orders: FrameLike,
+    customers: FrameLike | None = None,
+    rates: RateTables | RatesOnContacts | None = None,
+    moment: str = "after_contact",
+    *,
+    journey_gap_days: int | None = None,
+    horizon_days: int | None = None,
+    feature_set: FeatureSet = FEATURE_SET,
+    chunk_rows: int | None = None,
+) -> Iterator[pl.DataFrame]:
+    """The rows of :func:`build_features`, one customer-hash chunk at a time (same order).
+
+    For a consumer that uses each chunk and lets it go (batch scoring): the working set is a
+    chunk's (``chunk_rows`` contacts or so; default as :func:`write_feature_files`).
+    """
+    if moment not in MOMENTS:
+        raise CTOError(f"moment must be one of {', '.join(MOMENTS)}, got {moment!r}")
+    options = _feature_options(journey_gap_days, horizon_days, feature_set)
+    rows = _sink_chunk_rows(contacts, chunk_rows)
+    chunk_bits = _chunk_bits(contacts, rows, rows)
+    yield from _feature_chunks(contacts, orders, customers, rates, moment, chunk_bits, options)
 
 
 class _FeatureFileWriter:
@@ -874,6 +920,13 @@ def _as_lazy(
 
 _EMPTY_ORDERS = pl.LazyFrame(schema=ORDERS.polars_schema)
 _EMPTY_CONTACTS = pl.LazyFrame(schema=CONTACTS.polars_schema)
+
+
+def _empty_contacts(rates: RateTables | RatesOnContacts | None) -> pl.LazyFrame:
+    """No contacts, with the rate columns the pipeline reads when the contacts carry them."""
+    if not isinstance(rates, RatesOnContacts):
+        return _EMPTY_CONTACTS
+    return _EMPTY_CONTACTS.with_columns(pl.lit(None, pl.Float64).alias(c) for c in RATE_COLUMNS)
 
 
 def _contacts_input(data: object) -> pl.LazyFrame:

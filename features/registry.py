@@ -807,7 +807,10 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "global rate and one unlucky contact does not make a 0% agent. Bots share one `bot` rate. "
         "Intent and channel rates are arrival features; the agent rate is an after-contact feature "
         "(the agent is known once the contact is routed). Without rate tables the rate columns are "
-        "null. `RateTables.write(dir)`/`RateTables.read(dir)` store them for the service.",
+        "null. `RateTables.write(dir)`/`RateTables.read(dir)` store them for the service. A batch job "
+        "over the very contacts the rates are learnt from (`cto features`, `cto score DATA_DIR`) "
+        "computes each contact's rates directly (`features.rates.contact_rates`: the same values, "
+        "in integer form, without holding the tables) and the contacts carry them into the features.",
         "",
         "## Memory",
         "",

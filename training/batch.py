@@ -2,9 +2,12 @@
 
 Two forms, both writing one Parquet file:
 
-- contract tables: point-in-time features of every contact through the same code as training
-  (labels -> rates -> :func:`features.pipeline.write_features`, customer-hash chunks on disk),
-  then the champions of one moment score the contacts of ``[since, until]`` chunk by chunk;
+- contract tables: point-in-time features of every contact through the same code as training:
+  the global rate step first (:func:`features.rates.contact_rates`: every contact's rates, no
+  tables held), then :func:`features.pipeline.feature_chunks` one customer-hash chunk at a time;
+  the champions of one moment score each chunk's contacts of ``[since, until]`` and it is let go
+  (memory: the inputs plus one chunk's working set). On Dask (``cto score DATA_DIR --dask``) each
+  customer-hash partition is one task (:mod:`training.distributed_batch`);
 - one row per contact (a table): one output row per input row, in input order, the input
   columns plus ``p_order``.
 
@@ -391,6 +394,22 @@ def _write_chunks(chunks: Iterator[pl.DataFrame], out: Path) -> int:
     return rows
 
 
+def champions(
+    settings: Settings, moment: str, say: Callable[[str], None]
+) -> dict[str, LoadedModel]:
+    """The champions of ``moment``'s tasks; the conversion model must exist, others may not."""
+    models: dict[str, LoadedModel] = {}
+    for task in MOMENT_TASKS[moment]:
+        name = model_name(settings, task)
+        try:
+            models[task] = load_model(settings, name, settings.champion_alias)
+        except CTOError:
+            if task == MOMENT_TASKS[moment][0]:
+                raise
+            say(f"{name}: no champion, its columns are left out")
+    return models
+
+
 def score_contacts(
     data_dir: Path | str,
     settings: Settings,
@@ -407,26 +426,26 @@ def score_contacts(
     rules: RoutingRules | None = None,
 ) -> ScoreResult:
     """Score the contacts of ``[since, until]`` with the champions of ``moment`` into ``out``."""
-    from features.labels import label_contacts
-    from features.pipeline import write_features
-    from features.rates import compute_rates
+    from features.pipeline import feature_chunks
+    from features.rates import DEFAULT_PRIOR_STRENGTH, RatesOnContacts, contact_rates
     from training.data import data_digest, data_profile, load_input, with_data_columns
+    from training.distributed import active_client
 
     say = log or (lambda _m: None)
+    client = active_client()
+    if client is not None:
+        from training.distributed_batch import score_contacts_dask
+
+        return score_contacts_dask(
+            client, data_dir, settings, out, moment, since, until, explain, allow_other_data,
+            chunk_rows, progress, log, rules,
+        )  # fmt: skip
     started = time.perf_counter()
     if moment not in MOMENT_TASKS:
         raise CTOError(f"--moment {moment!r}: choose arrival or after_contact")
     inputs = load_input(data_dir)
     profile = data_profile(inputs, data_digest(inputs.tables))
-    models: dict[str, LoadedModel] = {}
-    for task in MOMENT_TASKS[moment]:
-        name = model_name(settings, task)
-        try:
-            models[task] = load_model(settings, name, settings.champion_alias)
-        except CTOError:
-            if task == MOMENT_TASKS[moment][0]:
-                raise
-            say(f"{name}: no champion, its columns are left out")
+    models = champions(settings, moment, say)
     mismatches = check_models_fit_data(list(models.values()), profile, allow_other_data)
     contacts = inputs.tables["contacts"]
     selected = contacts.filter(_period_filter(since, until)).height
@@ -436,46 +455,39 @@ def score_contacts(
             f"no contacts between {since or 'the start'} and {until or 'the end'}: the data's "
             f"contacts run {span['from'][:10]} to {span['until'][:10]}"
         )
-    say(f"{selected:,} contacts to score; building point-in-time features")
-    labeled = label_contacts(
-        contacts, inputs.tables["orders"], settings.horizon_days, settings.journey_gap_days
-    )
-    rates = compute_rates(labeled, settings.horizon_days)
+    say(f"{selected:,} contacts to score: the rates (global step), then features by customer chunk")
     data_columns = sorted(
         {c for m in models.values() for c in (m.card.get("feature_set") or {}).get("data_columns", [])}
     )  # fmt: skip
     threads = settings.num_threads
     bar = Progress(progress, selected)
-    with tempfile.TemporaryDirectory() as tmp:
-        features_path = Path(tmp) / "features.parquet"
-        write_features(
-            contacts,
+    in_period = _period_filter(since, until)
+    # The global step first: every contact's rates as of its start (compact, no tables kept);
+    # then the per-customer features one customer-hash chunk at a time, scored and let go.
+    carried = contacts.hstack(
+        contact_rates(contacts, inputs.tables["orders"], settings.horizon_days)
+    )
+
+    def chunks() -> Iterator[pl.DataFrame]:
+        for built in feature_chunks(
+            carried,
             inputs.tables["orders"],
-            features_path,
             inputs.tables.get("customers"),
-            rates,
-            moment="after_contact" if moment == "after_contact" else "arrival",
+            RatesOnContacts(settings.horizon_days, DEFAULT_PRIOR_STRENGTH),
+            "after_contact" if moment == "after_contact" else "arrival",
             journey_gap_days=settings.journey_gap_days,
             horizon_days=settings.horizon_days,
-        )
-        in_period = _period_filter(since, until)
-
-        def chunks() -> Iterator[pl.DataFrame]:
-            import pyarrow.parquet as pq
-
-            # Row groups of the features file one batch at a time: memory stays one chunk's.
-            for batch in pq.ParquetFile(features_path).iter_batches(batch_size=chunk_rows):
-                part = pl.from_arrow(batch).filter(in_period)
-                if part.height == 0:
-                    continue
-                part = with_data_columns(part, contacts, data_columns)
+        ):
+            features = built.filter(in_period)
+            for offset in range(0, features.height, chunk_rows):
+                part = with_data_columns(features.slice(offset, chunk_rows), contacts, data_columns)
                 scored = _score_chunk(part, models, moment, explain, threads, rules=rules)
                 if mismatches:
                     scored = scored.with_columns(pl.lit(True).alias("model_data_mismatch"))
                 bar.step(scored.height)
                 yield scored
 
-        rows = _write_chunks(chunks(), Path(out))
+    rows = _write_chunks(chunks(), Path(out))
     return ScoreResult(
         out=Path(out),
         rows=rows,

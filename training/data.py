@@ -95,20 +95,24 @@ def schema_digest(schema: dict[str, dict[str, str]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def directory_profile(path: Path, tables: dict[str, pl.DataFrame]) -> dict[str, object]:
-    """:func:`data_profile` of validated tables read from ``path`` (without reading the truth)."""
+def directory_inputs(path: Path, tables: dict[str, pl.DataFrame]) -> InputData:
+    """Validated ``tables`` read from ``path`` as :class:`InputData` (the truth only flagged)."""
     from features.validate import import_meta
 
     has_truth = any(
         (path / f"{s}{x}").exists() for s in TRUTH_FILE_STEMS for x in (".parquet", ".csv")
     )
-    inputs = InputData(
+    return InputData(
         tables=tables,
         truth=pl.DataFrame() if has_truth else None,
         source=str(path.resolve()),
         meta=import_meta(path),
     )
-    return data_profile(inputs, data_digest(tables))
+
+
+def directory_profile(path: Path, tables: dict[str, pl.DataFrame]) -> dict[str, object]:
+    """:func:`data_profile` of validated tables read from ``path`` (without reading the truth)."""
+    return data_profile(directory_inputs(path, tables), data_digest(tables))
 
 
 def data_profile(inputs: InputData, digest: str) -> dict[str, object]:

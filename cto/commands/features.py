@@ -111,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
         build_features_partitioned,
         write_feature_files,
     )
-    from features.rates import compute_rates, compute_rates_partitioned, rate_inputs
+    from features.rates import (
+        DEFAULT_PRIOR_STRENGTH,
+        RatesOnContacts,
+        compute_rates_partitioned,
+        contact_rates,
+    )
     from features.registry import FEATURE_SET
     from features.settings import get_settings
 
@@ -161,14 +166,22 @@ def run(args: argparse.Namespace) -> int:
             f"(read and validated in {time.perf_counter() - stage:.1f} s)",
             flush=True,
         )
+        del result  # the tables are held once, by the names above
         rates = None
         if not args.no_rates:
             stage = time.perf_counter()
-            rates = compute_rates(rate_inputs(contacts, orders, horizon), horizon_days=horizon)
-            if args.out.suffix not in (".parquet", ".csv"):
-                rates.write(args.out / "rates")
-            # The joins need a fraction of the tables: the rest is let go before the features.
-            rates = rates.for_joining()
+            # The global step: every contact's rates as of its start, the tables written (not
+            # kept: the contacts carry their rates into the features).
+            rate_columns = contact_rates(
+                contacts,
+                orders,
+                horizon,
+                write_to=None if args.out.suffix in (".parquet", ".csv") else args.out / "rates",
+            )
+            # agent_id only keys the agent rate: let it go with the tables.
+            contacts = contacts.drop("agent_id").hstack(rate_columns)
+            del rate_columns
+            rates = RatesOnContacts(horizon_days=horizon, prior_strength=DEFAULT_PRIOR_STRENGTH)
             print(f"rates: {time.perf_counter() - stage:.1f} s", flush=True)
         n_features = {m: len(FEATURE_SET.for_moment(m)) for m in moments}
         stage = time.perf_counter()

@@ -82,8 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dask",
         default=None,
         metavar="ADDRESS",
-        help="--table FILE.parquet: score on a Dask cluster (map_partitions over the file's row "
-        "groups), a scheduler address or local:N; default CTO_DASK. Same scores, input order.",
+        help="Score on a Dask cluster, a scheduler address or local:N; default CTO_DASK. "
+        "DATA_DIR (validated Parquet tables): one task per customer-hash partition (rates "
+        "computed once and broadcast), rows grouped by partition; --table FILE.parquet: "
+        "map_partitions over its row groups, input order. Same scores as one process.",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
     add_label_arguments(parser)
@@ -91,20 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
 
-    from features.errors import CTOError
     from features.settings import get_settings
 
     address = args.dask or get_settings().dask
-    if address and args.table is None:
-        if args.dask:
-            raise CTOError(
-                "--dask scores a --table FILE.parquet; for contract data build the features on "
-                "the cluster with `cto features --dask` (docs/scale-out.md)"
-            )
-        print("score: CTO_DASK is set; contract data is scored in this process", file=sys.stderr)
-        address = None
     if not address:
         return _run(args)
     from features.distributed import dask_client

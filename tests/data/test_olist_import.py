@@ -9,13 +9,14 @@ from datetime import timedelta
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from cto.cli import main
 from features.kpis import kpi_table
 from features.labels import label_contacts
 from features.olist import DEALS_FILE, LEADS_FILE, ORIGIN_CHANNEL, REJECTS_FILE, import_olist
 from features.pipeline import build_features
-from features.rates import compute_rates
+from features.rates import RATE_COLUMNS, compute_rates, contact_rates, join_rates
 from features.registry import feature_names
 from features.schema import CONTACTS, CUSTOMERS, ORDERS
 from features.validate import load_and_validate
@@ -142,6 +143,12 @@ def test_labels_kpis_and_features(imported, olist_src, deals):
     assert by_channel["contacts"].sum() == KEPT_LEADS
 
     rates = compute_rates(labeled, horizon_days=HORIZON)
+    # The batch job's compact global step gives every lead the rates the tables give it.
+    assert_frame_equal(
+        contact_rates(contacts, orders, HORIZON),
+        join_rates(contacts, rates, ("agent", "intent", "channel")).select(RATE_COLUMNS),
+        check_exact=True,
+    )
     arrival = build_features(contacts, orders, customers, rates, "arrival", horizon_days=HORIZON)
     assert arrival.height == KEPT_LEADS
     assert arrival.columns == ["contact_id", "customer_id", "started_at", *feature_names("arrival")]

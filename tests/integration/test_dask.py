@@ -1,6 +1,7 @@
 """The pipeline on a Dask cluster (LocalCluster, 2 worker processes): `cto features --dask` gives
 exactly the single-machine features and rate tables; `cto train --dask` registers a model whose
-held-out metric is within a stated tolerance of the single-machine fit."""
+held-out metric is within a stated tolerance of the single-machine fit; `cto score --dask` (a table,
+and contract data) gives exactly the one-process scores."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def test_dask_training_registers_a_model_within_tolerance(cluster, world, tmp_pa
     from training.data import prepare
     from training.pipeline import fit_task
 
-    _, data = world
+    sim, data = world
     store = tmp_path / "mlflow"
     env = {
         "CTO_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
@@ -177,6 +178,20 @@ def test_dask_training_registers_a_model_within_tolerance(cluster, world, tmp_pa
     assert one.height == single.test_frame.height > 1_000
     assert one["p_order"].n_unique() > 100
     assert_frame_equal(dask, one, check_exact=True)
+
+    # Contract data (`cto score DATA_DIR --dask`): rates once on the cluster, then one task per
+    # customer-hash partition with the champion broadcast; each contact's row equals the
+    # one-process run's (rows come grouped by partition there, by hash chunk here).
+    client.set_registered_model_alias(name, settings.champion_alias, version.version)
+    scored = {}
+    for how, extra in (("one", []), ("dask", ["--dask", cluster.scheduler.address])):
+        path = tmp_path / f"contacts_{how}.parquet"
+        score = ["score", str(data), "--moment", "after_contact", "--explain", "1", "--out"]
+        assert main([*score, str(path), "--since", "2026-03-01", "--quiet", *extra]) == 0
+        scored[how] = pl.read_parquet(path).sort("contact_id")
+    assert 1_000 < scored["one"].height < sim.contacts.height  # the period, not every contact
+    assert scored["one"]["p_order"].n_unique() > 100
+    assert_frame_equal(scored["dask"], scored["one"], check_exact=True)
 
 
 def test_best_round_is_the_early_stopping_rule():

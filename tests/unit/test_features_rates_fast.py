@@ -107,3 +107,43 @@ def test_rates_without_any_agent_key():
     rates = compute_rates(labeled, 7)
     assert rates.tables["agent"].height == 0
     assert rates.tables["intent"]["outcomes"].to_list() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("with_agents", [True, False])
+def test_contact_rates_equal_the_joined_tables(world, tmp_path, with_agents):
+    """The batch job's global step (compact, chunked, written as it goes) against the tables."""
+    from features import pipeline
+    from features.rates import RATE_COLUMNS, RatesOnContacts, RateTables, contact_rates
+
+    sim, _ = world
+    contacts = sim.contacts if with_agents else sim.contacts.drop("agent_id")
+    tables = compute_rates(rate_inputs(contacts, sim.orders, 7), horizon_days=7)
+    # As the feature pipeline joins them: its rows always have agent_id (null when absent).
+    expected = join_rates(
+        contacts.with_columns(
+            pl.col("agent_id") if with_agents else pl.lit(None, pl.String).alias("agent_id")
+        ),
+        tables,
+        ("agent", "intent", "channel"),
+    ).select(RATE_COLUMNS)
+    got = contact_rates(contacts, sim.orders, 7, write_to=tmp_path / "rates", label_chunks=3)
+    assert_frame_equal(got, expected, check_exact=True)
+    assert got["_rate_intent"].null_count() < got.height // 2  # not vacuous
+    # Without agent ids only the bots have an agent rate (the global rate: no agent table).
+    assert got["_rate_agent"].null_count() < got.height
+    # The files are the tables' own (RateTables.write), read back as RateTables.
+    written = RateTables.read(tmp_path / "rates")
+    assert sorted(written.tables) == sorted(tables.tables)
+    for name, table in tables.tables.items():
+        assert_frame_equal(written.tables[name], table, check_exact=True)
+    assert_frame_equal(written.global_rate, tables.global_rate, check_exact=True)
+    # Contacts carrying their rates give the features the joined tables give.
+    carried = contacts.hstack(got)
+    for moment in ("arrival", "after_contact"):
+        assert_frame_equal(
+            pipeline.build_features(
+                carried, sim.orders, sim.customers, RatesOnContacts(7, 20.0), moment
+            ),
+            pipeline.build_features(contacts, sim.orders, sim.customers, tables, moment),
+            check_exact=True,
+        )

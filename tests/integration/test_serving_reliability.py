@@ -305,6 +305,10 @@ def test_a_different_champion_is_swapped_in_under_load_without_mixing(server, re
     for _, version, raw in answers:
         expected = old_raw if version == old else old_raw + 0.5
         assert raw == pytest.approx(expected, abs=1e-9), (version, raw)
+    # The clients stop once one worker answers with the new version; the other may still be
+    # on the old one. Later tests read "the serving version" from one answer: wait until every
+    # worker serves the new one (8 /readyz answers in a row, from whichever worker).
+    _readyz_until(server, lambda ready: ready["models"][TASK] == new, streak=8)
 
 
 def test_a_champion_trained_on_other_data_is_refused_and_readyz_says_why(

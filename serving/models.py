@@ -101,9 +101,11 @@ def _client(settings: Settings) -> Any:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    # models:/ URIs resolve through the process-wide registry, so point it at ours too.
+    # models:/ URIs resolve through the process-wide registry, so point it at ours too. Both are
+    # compared: a shell's MLFLOW_REGISTRY_URI may name another store while the tracking URI agrees.
     if mlflow.get_tracking_uri() != settings.tracking_uri:
         mlflow.set_tracking_uri(settings.tracking_uri)
+    if mlflow.get_registry_uri() != settings.tracking_uri:
         mlflow.set_registry_uri(settings.tracking_uri)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 

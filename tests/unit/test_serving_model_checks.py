@@ -124,3 +124,20 @@ def test_readyz_names_a_refused_set_next_to_the_one_that_keeps_serving():
     }
     state.serving({"conversion-arrival": "3"})
     assert json.loads(state.answer()[1]) == {"ready": True, "models": {"conversion-arrival": "3"}}
+
+
+def test_the_loader_resolves_models_in_its_own_registry_whatever_the_shell_says(
+    tmp_path, isolated_mlflow_uris
+):
+    # A shell may export MLFLOW_TRACKING_URI equal to the service's store but an
+    # MLFLOW_REGISTRY_URI naming another one: models:/ URIs must still resolve in ours.
+    import mlflow
+
+    from serving.models import champion_versions
+
+    ours = f"sqlite:///{tmp_path / 'ours.db'}"
+    mlflow.set_tracking_uri(ours)
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'other.db'}")
+    champion_versions(get_settings(tracking_uri=ours))
+    assert mlflow.get_tracking_uri() == ours
+    assert mlflow.get_registry_uri() == ours

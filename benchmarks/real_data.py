@@ -252,7 +252,9 @@ def measure(base: Path, rounds: int) -> tuple[dict[tuple[str, str], list[Run]], 
         order = ["olist", "online-shoppers"]
         if round_ % 2 == 0:
             order.reverse()  # machine noise hits both paths alike
-        work = base / "round"
+        # A new directory per round: this process keeps its MLflow store of a path open, so a
+        # store re-created at the same path would be read through the old connection.
+        work = base / f"round-{round_}"
         for key, run in run_round(work, round_, order).items():
             runs.setdefault(key, []).append(run)
         models = [champion_metrics(work, f"{OLIST_PREFIX}-{t}") for t in OLIST_TASKS]

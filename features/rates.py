@@ -131,6 +131,39 @@ class RateTables:
         return self.tables[name].group_by("key").agg(pl.all().sort_by(KNOWN_AT).last()).sort("key")
 
 
+def _by_instant(outcomes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Outcomes sorted by time, each with its instant's index in the global table (``_instant``),
+    and that table: outcomes, conversions and the rate known at every instant. One definition for
+    :func:`compute_rates` and :func:`contact_rates`, so their instants and priors agree."""
+    outcomes = (
+        outcomes.lazy()
+        .sort(KNOWN_AT)
+        .with_columns(
+            ((pl.col(KNOWN_AT) != pl.col(KNOWN_AT).shift(1)).fill_null(True).cum_sum() - 1)
+            .cast(pl.UInt32)
+            .alias("_instant")
+        )
+        .collect(engine=ENGINE)
+    )
+    global_rate = (
+        outcomes.lazy()
+        .select(KNOWN_AT, pl.col("_converted").cast(pl.Int64))
+        .with_columns(
+            pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("outcomes"),
+            pl.col("_converted").cum_sum().alias("conversions"),
+        )
+        .filter(_last_of_run(KNOWN_AT))
+        .select(
+            KNOWN_AT,
+            "outcomes",
+            "conversions",
+            (pl.col("conversions") / pl.col("outcomes")).alias("rate"),
+        )
+        .collect(engine=ENGINE)
+    )
+    return outcomes, global_rate
+
+
 def compute_rates(
     labeled_contacts: pl.DataFrame | pl.LazyFrame,
     horizon_days: int,
@@ -169,31 +202,7 @@ def compute_rates(
     # per-key tables are stable sorts by a dense integer key id and the prior (the global rate
     # at the same instant) is a gather, not a join: no group-by over nearly unique instants, no
     # string or timestamp sorts per key.
-    outcomes = (
-        outcomes.sort(KNOWN_AT)
-        .with_columns(
-            ((pl.col(KNOWN_AT) != pl.col(KNOWN_AT).shift(1)).fill_null(True).cum_sum() - 1)
-            .cast(pl.UInt32)
-            .alias("_instant")
-        )
-        .collect(engine=ENGINE)
-    )
-    global_rate = (
-        outcomes.lazy()
-        .select(KNOWN_AT, "_converted")
-        .with_columns(
-            pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("outcomes"),
-            pl.col("_converted").cum_sum().alias("conversions"),
-        )
-        .filter(_last_of_run(KNOWN_AT))
-        .select(
-            KNOWN_AT,
-            "outcomes",
-            "conversions",
-            (pl.col("conversions") / pl.col("outcomes")).alias("rate"),
-        )
-        .collect(engine=ENGINE)
-    )
+    outcomes, global_rate = _by_instant(outcomes)
     instants, prior = global_rate[KNOWN_AT], global_rate["rate"]
     tables = {}
     for name in keys:
@@ -661,32 +670,7 @@ def contact_rates(
     kid_exprs = [_key_id(expr, names[name]).alias(f"_kid_{name}") for name, expr in keys.items()]
     outcomes = _compact_outcomes(contacts, orders, horizon_days, kid_exprs, label_chunks)
     # One global sort by time; each instant's index (as compute_rates numbers them).
-    outcomes = (
-        outcomes.lazy()
-        .sort(KNOWN_AT)
-        .with_columns(
-            ((pl.col(KNOWN_AT) != pl.col(KNOWN_AT).shift(1)).fill_null(True).cum_sum() - 1)
-            .cast(pl.UInt32)
-            .alias("_instant")
-        )
-        .collect(engine=ENGINE)
-    )
-    global_rate = (
-        outcomes.lazy()
-        .select(KNOWN_AT, pl.col("_converted").cast(pl.Int64))
-        .with_columns(
-            pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("outcomes"),
-            pl.col("_converted").cum_sum().alias("conversions"),
-        )
-        .filter(_last_of_run(KNOWN_AT))
-        .select(
-            KNOWN_AT,
-            "outcomes",
-            "conversions",
-            (pl.col("conversions") / pl.col("outcomes")).alias("rate"),
-        )
-        .collect(engine=ENGINE)
-    )
+    outcomes, global_rate = _by_instant(outcomes)
     outcomes = outcomes.drop(KNOWN_AT)
     directory = None if write_to is None else Path(write_to)
     if directory is not None:

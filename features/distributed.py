@@ -7,11 +7,15 @@ The same three steps as ``cto features --partitions N`` on one machine, spread o
    ``<work>/<table>/part-PPPPP/slice-SSSSS.parquet``: a shuffle through shared storage, so no
    task ever holds more than its slice.
 2. **Rates, global** (one task per partition, then one task): each partition labels its own
-   contacts (:func:`features.rates.rate_inputs`, per customer), then one task pools them into the
-   point-in-time :class:`~features.rates.RateTables`. The tables stay on the cluster (a future)
-   and are sent once to every worker that builds features: the broadcast.
-3. **Features** (one task per partition): :func:`features.pipeline.build_features` on the
-   partition with the broadcast rates, written to ``<out>/<moment>/part-PPPPP.parquet``.
+   contacts and keeps their outcomes in integers (:func:`features.rates.partition_outcomes`:
+   time, outcome, key ids, about 21 bytes a contact); one task pools them into the integer key
+   tables (:func:`features.rates.pool_outcomes`, which also writes the rate files). The tables
+   stay on the cluster (a future) and are sent once to every worker that builds features: the
+   broadcast.
+3. **Features** (one task per partition): the partition's contacts get their rates by lookup
+   in the broadcast tables (:meth:`features.rates.KeyTables.rates_of`), then
+   :func:`features.pipeline.build_features` runs on the partition, written to
+   ``<out>/<moment>/part-PPPPP.parquet``.
 
 Every feature but the rates reads only its customer's rows and the rates are global tables, so
 the files are exactly those of ``cto features --partitions N`` on one machine (a test checks it),
@@ -39,7 +43,7 @@ from features.partitions import customer_partition
 if TYPE_CHECKING:
     from distributed import Client
 
-    from features.rates import RateTables
+    from features.rates import KeyTables, PartitionOutcomes
 
 TABLES = ("contacts", "orders", "customers")
 LOCAL = "local:"
@@ -189,30 +193,60 @@ def _partition_tables(work_dir: Path, part: int) -> dict[str, pl.DataFrame | Non
 # --- step 2: the global rate step ---------------------------------------------------------------
 
 
-def _partition_rate_inputs(work_dir: str, part: int, horizon_days: int) -> pl.DataFrame:
-    from features.rates import rate_inputs
+def _partition_outcomes(work_dir: str, part: int, horizon_days: int) -> PartitionOutcomes:
+    from features.rates import partition_outcomes, rate_contact_columns
 
     tables = _partition_tables(Path(work_dir), part)
-    return rate_inputs(tables["contacts"], tables["orders"], horizon_days)
+    contacts = tables["contacts"]
+    return partition_outcomes(
+        contacts.select(rate_contact_columns(contacts.schema)), tables["orders"], horizon_days
+    )
 
 
-def _pool_rates(pieces: list[pl.DataFrame], horizon_days: int) -> RateTables:
-    from features.rates import compute_rates
+def _pool_outcomes(
+    pieces: list[PartitionOutcomes], horizon_days: int, write_to: str | None
+) -> KeyTables:
+    from features.rates import pool_outcomes
 
-    return compute_rates(pl.concat(pieces), horizon_days=horizon_days)
-
-
-def _write_rates(rates: RateTables, directory: str) -> str:
-    return str(rates.write(directory))
+    return pool_outcomes(pieces, horizon_days, write_to=write_to)
 
 
-def compute_rates_dask(client: Client, work_dir: Path, n_partitions: int, horizon_days: int):
-    """Step 2: a future of the :class:`RateTables` (labels per partition, pooled in one task)."""
+def compute_rates_dask(
+    client: Client,
+    work_dir: Path,
+    n_partitions: int,
+    horizon_days: int,
+    write_to: Path | None = None,
+):
+    """Step 2: a future of the :class:`~features.rates.KeyTables` (the global step in integers).
+
+    One task per partition labels its contacts and keeps their outcomes in integers (about 21
+    bytes a contact, :func:`features.rates.partition_outcomes`); one task pools them into the
+    integer key tables (:func:`features.rates.pool_outcomes`; with ``write_to`` it writes the
+    rate files there). No task holds string-keyed rows of more than its own partition.
+    """
     pieces = [
-        client.submit(_partition_rate_inputs, str(work_dir), part, horizon_days, pure=False)
+        client.submit(_partition_outcomes, str(work_dir), part, horizon_days, pure=False)
         for part in range(n_partitions)
     ]
-    return client.submit(_pool_rates, pieces, horizon_days, pure=False)
+    return client.submit(
+        _pool_outcomes,
+        pieces,
+        horizon_days,
+        None if write_to is None else str(write_to),
+        pure=False,
+    )
+
+
+def with_rates(contacts: pl.DataFrame, rates: KeyTables | None) -> tuple[pl.DataFrame, object]:
+    """A partition's contacts carrying their rate columns (looked up in the broadcast key
+    tables), and the ``rates`` argument of the feature pipeline that reads them."""
+    from features.rates import RatesOnContacts
+
+    if rates is None:
+        return contacts, None
+    carried = contacts.hstack(rates.rates_of(contacts))
+    return carried, RatesOnContacts(rates.horizon_days, rates.prior_strength)
 
 
 # --- step 3: features per partition -------------------------------------------------------------
@@ -222,7 +256,7 @@ def _partition_features(
     work_dir: str,
     part: int,
     targets: dict[str, str],
-    rates: RateTables | None,
+    rates: KeyTables | None,
     *,
     journey_gap_days: int,
     horizon_days: int,
@@ -230,13 +264,14 @@ def _partition_features(
     from features.pipeline import build_features
 
     tables = _partition_tables(Path(work_dir), part)
+    contacts, carried = with_rates(tables["contacts"], rates)
     rows = 0
     for moment, target in targets.items():
         frame = build_features(
-            tables["contacts"],
+            contacts,
             tables["orders"],
             tables["customers"],
-            rates,
+            carried,
             moment,
             journey_gap_days=journey_gap_days,
             horizon_days=horizon_days,
@@ -296,9 +331,11 @@ def build_features_dask(
             say(
                 f"rates: labelling {n_partitions} partitions, then the global step (H={horizon_days}d)"
             )
-            rate_future = compute_rates_dask(client, work_dir, n_partitions, horizon_days)
-            if rates_dir is not None:
-                client.submit(_write_rates, rate_future, str(rates_dir), pure=False).result()
+            # Kept on the cluster (never gathered to the client); a failed step fails every
+            # feature task that reads it, and its error is raised below.
+            rate_future = compute_rates_dask(
+                client, work_dir, n_partitions, horizon_days, write_to=rates_dir
+            )
         from distributed import as_completed
 
         futures = [

@@ -637,39 +637,210 @@ def contact_rates(
     label_chunks: int = _LABEL_CHUNKS,
 ) -> pl.DataFrame:
     """The rate columns (:data:`RATE_COLUMNS`) of every contact, in input order: the global step
-    of a batch that scores the very contacts the rates are learnt from.
+    of a batch that scores the very contacts the rates are learnt from, all in memory.
 
     Exactly what :func:`join_rates` gives the contacts with the tables of
     ``compute_rates(rate_inputs(contacts, orders, horizon_days))`` (a test checks it), at a
     fraction of the memory: the labels are computed per customer-hash chunk and only their
-    integer form is kept (time, outcome, three key ids: 21 bytes a contact); each key's table is
-    built, written to ``write_to`` (the files of :meth:`RateTables.write`, in row groups) and
-    looked up in turn, one binary search per contact, then let go. At 10M contacts the step
-    holds about 0.6 GB where the tables and their join copies held about 2.5 GB.
+    integer form is kept (:func:`partition_outcomes`), the key tables are built in integers
+    (:func:`pool_outcomes`, which writes them to ``write_to`` as :meth:`RateTables.write` does)
+    and every contact is looked up in them (:meth:`KeyTables.rates_of`). A job larger than
+    memory runs the same three functions one partition at a time.
+    """
+    orders = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
+    contact_chunk = contacts.select(customer_partition(label_chunks)).to_series()
+    order_chunk = orders.select(customer_partition(label_chunks)).to_series()
+    rate_contacts = contacts.select(rate_contact_columns(contacts.schema))
+    pieces = [
+        partition_outcomes(
+            rate_contacts.filter(contact_chunk == chunk),
+            orders.filter(order_chunk == chunk),
+            horizon_days,
+        )
+        for chunk in range(label_chunks)
+    ]
+    del contact_chunk, order_chunk, rate_contacts
+    tables = pool_outcomes(pieces, horizon_days, prior_strength, write_to=write_to)
+    del pieces
+    return tables.rates_of(contacts)
+
+
+# --- the global step in integers, from per-partition outcomes (one process and Dask) -------------
+
+
+@dataclass(frozen=True)
+class PartitionOutcomes:
+    """One partition's labelled outcomes in integers: ``label_known_at``, ``_converted`` (UInt8)
+    and ``_kid_<name>``, the rank of the contact's key among the partition's own key ``names``
+    (sorted; UInt32). About 21 bytes a contact: what the global step pools."""
+
+    outcomes: pl.DataFrame
+    names: dict[str, pl.Series]
+
+
+def rate_contact_columns(schema: pl.Schema) -> list[str]:
+    """The contact columns the global step reads (labels, keys, times) of those in ``schema``."""
+    return list(
+        dict.fromkeys(["contact_id", "customer_id", *[c for c in RATE_INPUTS if c in schema]])
+    )
+
+
+def _outcome_keys(schema: pl.Schema) -> dict[str, pl.Expr]:
+    """Each rate's key as the tables are built (no agent_id column: no agent table)."""
+    keys = dict(RATE_KEYS)
+    if "agent_id" not in schema:
+        keys["agent"] = pl.lit(None, pl.String)
+    return keys
+
+
+def _lookup_keys(schema: pl.Schema) -> dict[str, pl.Expr]:
+    """Each rate's key as the feature pipeline reads a contact: one with no agent_id column
+    still has the bots' key (it then gets the global rate, there being no agent table)."""
+    keys = _outcome_keys(schema)
+    if "agent_id" not in schema and "handled_by" in schema:
+        keys["agent"] = pl.when(pl.col("handled_by").cast(pl.String) == "bot").then(pl.lit("bot"))
+    return keys
+
+
+def partition_outcomes(
+    contacts: pl.DataFrame, orders: pl.DataFrame | pl.LazyFrame, horizon_days: int
+) -> PartitionOutcomes:
+    """The settled outcomes of ``contacts`` in integers: the per-partition half of the global step.
+
+    ``contacts`` and ``orders`` are every row of some customers (a customer-hash partition): a
+    contact's label reads only its customer's orders (:func:`rate_inputs`), so the partitions'
+    outcomes together are the whole data's.
+    """
+    from features.labels import label_conversions
+
+    keys = _outcome_keys(contacts.schema)
+    names = {
+        name: contacts.select(expr.drop_nulls().unique().sort()).to_series()
+        for name, expr in keys.items()
+    }
+    labeled = label_conversions(
+        contacts.select(rate_contact_columns(contacts.schema)), orders, horizon_days
+    )
+    outcomes = (
+        labeled.lazy()
+        .filter(pl.col("converted").is_not_null())
+        .select(
+            KNOWN_AT,
+            pl.col("converted").cast(pl.UInt8).alias("_converted"),
+            *[_key_id(expr, names[name]).alias(f"_kid_{name}") for name, expr in keys.items()],
+        )
+        .collect(engine=ENGINE)
+    )
+    return PartitionOutcomes(outcomes=outcomes, names=names)
+
+
+@dataclass(frozen=True)
+class KeyTables:
+    """The global rate step's result in integers: enough to give any contact its rates.
+
+    ``names``: each rate's keys (sorted; a key's id is its rank); ``instants``/``prior``: the
+    global table's times and rates; ``tables``: each key's step table (:func:`_key_table`: 16
+    bytes a row). A contact's rates are a lookup in them (:meth:`rates_of`), so a partition of
+    contacts needs only these, not the other partitions' contacts.
+    """
+
+    horizon_days: int
+    prior_strength: float
+    names: dict[str, pl.Series]
+    instants: pl.Series
+    prior: pl.Series
+    tables: dict[str, pl.DataFrame]
+
+    def rates_of(self, contacts: pl.DataFrame) -> pl.DataFrame:
+        """The rate columns (:data:`RATE_COLUMNS`) of ``contacts``, in their order: what
+        :func:`join_rates` gives them with the full tables, as of each contact's start."""
+        keys = _lookup_keys(contacts.schema)
+        instants = self.instants
+        # Outcomes known strictly before each contact started: the instants before its start.
+        started = contacts["started_at"].cast(instants.dtype)
+        before = _count_below(instants.to_physical(), started.to_physical()).rename("_before")
+        del started
+        prior = self.prior
+        global_rate = (
+            pl.select(
+                pl.when(pl.lit(before) > 0).then(
+                    pl.lit(prior).gather((pl.lit(before).cast(pl.Int64) - 1).clip(0))
+                )
+            ).to_series()
+            if prior.len()
+            else pl.Series(values=[None] * before.len(), dtype=pl.Float64)
+        ).alias("_rate_global")
+        columns = []
+        for name, key in keys.items():
+            found = _look_up(
+                self.tables[name], _per_contact(contacts, _key_id(key, self.names[name])), before
+            )
+            rated = pl.concat(
+                [
+                    global_rate.to_frame(),
+                    found,
+                    _per_contact(contacts, key.is_not_null()).alias("_has_key").to_frame(),
+                ],
+                how="horizontal",
+            ).select(
+                pl.when(pl.col("_has_key")).then(True).alias(f"_rate_key_{name}"),
+                pl.col("_rate_global"),
+                pl.col("conversions").alias(f"_rate_{name}_conversions"),
+                pl.col("outcomes").alias(f"_rate_{name}_outcomes"),
+            )
+            # The very expression join_rates smooths with: identical floats.
+            columns.append(
+                rated.select(_smoothed_rate_exprs((name,), self.prior_strength)[0]).to_series()
+            )
+            del found, rated
+        return pl.DataFrame(columns)
+
+
+def _merged_names(pieces: list[PartitionOutcomes]) -> dict[str, pl.Series]:
+    """Every partition's keys per rate, sorted: the global dictionaries."""
+    rates = pieces[0].names if pieces else {}
+    return {
+        name: pl.concat([piece.names[name] for piece in pieces]).unique().sort() for name in rates
+    }
+
+
+def _global_ids(piece: PartitionOutcomes, names: dict[str, pl.Series]) -> pl.DataFrame:
+    """The piece's outcomes with its key ids turned into ranks among the global ``names``."""
+    exprs = []
+    for name, merged in names.items():
+        local = piece.names[name]
+        column = f"_kid_{name}"
+        if local.len() == 0:
+            exprs.append(pl.lit(None, pl.UInt32).alias(column))
+            continue
+        # A partition's keys are among the merged ones: their ranks there, by a binary search.
+        ranks = merged.search_sorted(local, side="left").cast(pl.UInt32)
+        exprs.append(pl.lit(ranks).gather(pl.col(column)).alias(column))
+    return piece.outcomes.with_columns(exprs)
+
+
+def pool_outcomes(
+    pieces: list[PartitionOutcomes],
+    horizon_days: int,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+    *,
+    write_to: Path | str | None = None,
+) -> KeyTables:
+    """The global rate step: every partition's outcomes pooled into the integer key tables.
+
+    One global sort by time gives each instant's index (as :func:`compute_rates` numbers them)
+    and the global rate; each key's table is built from the pooled outcomes alone. With
+    ``write_to`` the tables are written there as :meth:`RateTables.write` writes
+    :func:`compute_rates`' tables (the same files, rows and values: a test checks it).
     """
     if horizon_days < 1:
         raise CTOError(f"horizon_days must be >= 1, got {horizon_days}")
     if prior_strength <= 0:
         raise CTOError(f"prior_strength must be > 0, got {prior_strength}")
-    schema = contacts.schema
-    keys = dict(RATE_KEYS)
-    if "agent_id" not in schema:
-        keys["agent"] = pl.lit(None, pl.String)
-    # Key names per rate, sorted: a key's id is its rank, as in compute_rates' tables.
-    # The contact's key as the feature pipeline reads it: a contact with no agent_id column
-    # still has the bots' key (the tables, as compute_rates builds them, then have no agent).
-    lookup_keys = dict(keys)
-    if "agent_id" not in schema and "handled_by" in schema:
-        lookup_keys["agent"] = pl.when(pl.col("handled_by").cast(pl.String) == "bot").then(
-            pl.lit("bot")
-        )
-    names = {
-        name: contacts.select(expr.drop_nulls().unique().sort()).to_series()
-        for name, expr in keys.items()
-    }
-    kid_exprs = [_key_id(expr, names[name]).alias(f"_kid_{name}") for name, expr in keys.items()]
-    outcomes = _compact_outcomes(contacts, orders, horizon_days, kid_exprs, label_chunks)
-    # One global sort by time; each instant's index (as compute_rates numbers them).
+    if not pieces:
+        raise CTOError("pool_outcomes: no partition outcomes given")
+    names = _merged_names(pieces)
+    outcomes = pl.concat([_global_ids(piece, names) for piece in pieces])
     outcomes, global_rate = _by_instant(outcomes)
     outcomes = outcomes.drop(KNOWN_AT)
     directory = None if write_to is None else Path(write_to)
@@ -678,61 +849,34 @@ def contact_rates(
         global_rate.write_parquet(directory / "rates_global.parquet")
     instants, prior = global_rate[KNOWN_AT], global_rate["rate"]
     del global_rate
-    # Outcomes known strictly before each contact started: the instants before its start.
-    started = contacts["started_at"].cast(instants.dtype)
-    before = _count_below(instants.to_physical(), started.to_physical()).rename("_before")
-    del started
-    looked_up = pl.DataFrame(
-        [
-            (
-                pl.select(
-                    pl.when(pl.lit(before) > 0).then(
-                        pl.lit(prior).gather((pl.lit(before).cast(pl.Int64) - 1).clip(0))
-                    )
-                ).to_series()
-                if prior.len()
-                else pl.Series(values=[None] * before.len(), dtype=pl.Float64)
-            ).alias("_rate_global")
-        ]
-    )
-    columns = []
-    for name in keys:
-        table = _key_table(outcomes, name)
+    tables = {}
+    for name in names:
+        tables[name] = _key_table(outcomes, name)
         if directory is not None:
             _write_key_table(
-                table,
+                tables[name],
                 directory / f"rates_{name}.parquet",
                 names[name],
                 instants,
                 prior,
                 prior_strength,
             )
-        key = lookup_keys[name]
-        found = _look_up(table, _per_contact(contacts, _key_id(key, names[name])), before)
-        rated = pl.concat(
-            [
-                looked_up.select("_rate_global"),
-                found,
-                _per_contact(contacts, key.is_not_null()).alias("_has_key").to_frame(),
-            ],
-            how="horizontal",
-        ).select(
-            pl.when(pl.col("_has_key")).then(True).alias(f"_rate_key_{name}"),
-            pl.col("_rate_global"),
-            pl.col("conversions").alias(f"_rate_{name}_conversions"),
-            pl.col("outcomes").alias(f"_rate_{name}_outcomes"),
-        )
-        # The very expression join_rates smooths with: identical floats.
-        columns.append(rated.select(_smoothed_rate_exprs((name,), prior_strength)[0]).to_series())
-        del table, found, rated
+    del outcomes
     if directory is not None:
         meta = {
             "horizon_days": horizon_days,
             "prior_strength": prior_strength,
-            "tables": sorted(keys),
+            "tables": sorted(names),
         }
         (directory / "rates.json").write_text(json.dumps(meta, indent=2, default=str))
-    return pl.DataFrame(columns)
+    return KeyTables(
+        horizon_days=horizon_days,
+        prior_strength=prior_strength,
+        names=names,
+        instants=instants,
+        prior=prior,
+        tables=tables,
+    )
 
 
 def _per_contact(contacts: pl.DataFrame, expr: pl.Expr) -> pl.Series:
@@ -746,44 +890,6 @@ def _key_id(expr: pl.Expr, names: pl.Series) -> pl.Expr:
         return pl.lit(None, pl.UInt32)
     ids = pl.int_range(names.len(), dtype=pl.UInt32, eager=True)
     return expr.replace_strict(names, ids, default=None, return_dtype=pl.UInt32)
-
-
-def _compact_outcomes(
-    contacts: pl.DataFrame,
-    orders: pl.DataFrame | pl.LazyFrame,
-    horizon_days: int,
-    kid_exprs: list[pl.Expr],
-    label_chunks: int,
-) -> pl.DataFrame:
-    """``label_known_at``, ``_converted`` (UInt8) and the key ids of every labelled contact.
-
-    Labelled per customer-hash chunk (a contact's label reads only its customer's orders, as
-    :func:`rate_inputs` says), so the labelling's working set is a chunk's.
-    """
-    from features.labels import label_conversions
-
-    schema = contacts.schema
-    keep = list(
-        dict.fromkeys(["contact_id", "customer_id", *[c for c in RATE_INPUTS if c in schema]])
-    )
-    orders = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
-    contact_chunk = contacts.select(customer_partition(label_chunks)).to_series()
-    order_chunk = orders.select(customer_partition(label_chunks)).to_series()
-    pieces = []
-    for chunk in range(label_chunks):
-        labeled = label_conversions(
-            contacts.select(keep).filter(contact_chunk == chunk),
-            orders.filter(order_chunk == chunk),
-            horizon_days,
-        )
-        pieces.append(
-            labeled.lazy()
-            .filter(pl.col("converted").is_not_null())
-            .select(KNOWN_AT, pl.col("converted").cast(pl.UInt8).alias("_converted"), *kid_exprs)
-            .collect(engine=ENGINE)
-        )
-        del labeled
-    return pl.concat(pieces)
 
 
 def _key_table(outcomes: pl.DataFrame, name: str) -> pl.DataFrame:

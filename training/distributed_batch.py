@@ -4,13 +4,15 @@ The same job as :func:`training.batch.score_contacts` (same features, same champ
 scores), spread over workers like ``cto features --dask`` (:mod:`features.distributed`):
 
 1. **Partition** the inputs by customer hash through storage (one task per input slice);
-2. **Rates, global**: each partition labels its own contacts, one task pools them into the
-   point-in-time rate tables, reduced to what the joins read (:meth:`RateTables.for_joining`);
-   the result stays on the cluster and is sent once to every worker (the broadcast);
-3. **Features and scores** (one task per partition): the partition's features with the broadcast
-   rates, the contacts of ``[since, until]`` scored by the registered champions (also sent once
-   to every worker), a partition's scores returned to the client, which appends them to the
-   output file partition by partition: no process ever holds more than a partition.
+2. **Rates, global**: each partition labels its own contacts and keeps their outcomes in
+   integers; one task pools them into the integer key tables
+   (:func:`features.rates.pool_outcomes`), which stay on the cluster and are sent once to every
+   worker (the broadcast);
+3. **Features and scores** (one task per partition): the partition's rates looked up in the
+   broadcast tables, its features, the contacts of ``[since, until]`` scored by the registered
+   champions (also sent once to every worker), a partition's scores returned to the client,
+   which appends them to the output file partition by partition: no process ever holds more
+   than a partition.
 
 Rows come out grouped by partition (one process: by customer-hash chunk), each contact's row
 identical to the one-process run (tests/integration/test_dask.py). The data directory must hold
@@ -34,34 +36,31 @@ from features.settings import Settings
 if TYPE_CHECKING:
     from distributed import Client
 
-    from features.rates import RateTables
+    from features.rates import KeyTables
     from training.batch import LoadedModel, RoutingRules, ScoreResult
-
-
-def _lean_rates(rates: RateTables) -> RateTables:
-    return rates.for_joining()
 
 
 def _score_partition(
     work_dir: str,
     part: int,
-    rates: RateTables,
+    rates: KeyTables,
     models: dict[str, LoadedModel],
     options: dict,
 ) -> pl.DataFrame | None:
     """One partition's features, its contacts of the period scored (None: none in the period)."""
-    from features.distributed import _partition_tables
+    from features.distributed import _partition_tables, with_rates
     from features.pipeline import build_features
     from training.batch import _period_filter, _score_chunk
     from training.data import with_data_columns
 
     tables = _partition_tables(Path(work_dir), part)
     contacts = tables["contacts"]
+    carried, on_contacts = with_rates(contacts, rates)
     features = build_features(
-        contacts,
+        carried,
         tables["orders"],
         tables["customers"],
-        rates,
+        on_contacts,
         options["feature_moment"],
         journey_gap_days=options["journey_gap_days"],
         horizon_days=options["horizon_days"],
@@ -207,11 +206,7 @@ def score_contacts_dask(  # noqa: PLR0913, PLR0917 (mirrors score_contacts)
         out.parent.mkdir(parents=True, exist_ok=True)
         partition_inputs(client, data_dir, work_dir, n_partitions)
         say(f"rates: labelling {n_partitions} partitions, then the global step")
-        rates = client.submit(
-            _lean_rates,
-            compute_rates_dask(client, work_dir, n_partitions, settings.horizon_days),
-            pure=False,
-        )
+        rates = compute_rates_dask(client, work_dir, n_partitions, settings.horizon_days)
         shared = client.scatter(models, broadcast=True)
         futures = [
             client.submit(_score_partition, str(work_dir), part, rates, shared, options, pure=False)

@@ -126,8 +126,10 @@ def run_job(command: list[str], env: dict[str, str], cwd: Path) -> dict:
     }
 
 
-def _measure(label: str, command: list[str], source: Path, work: Path) -> dict:
-    env = os.environ | {"PYTHONPATH": str(source), "OMP_WAIT_POLICY": "PASSIVE"}
+def _measure(
+    label: str, command: list[str], source: Path, work: Path, env: dict[str, str] | None = None
+) -> dict:
+    env = (env or dict(os.environ)) | {"PYTHONPATH": str(source), "OMP_WAIT_POLICY": "PASSIVE"}
     spec = json.dumps({"command": command, "env": env, "cwd": str(source)})
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.scale_out", "--job", spec],
@@ -183,6 +185,12 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="Smoke run: 100k contacts.")
     parser.add_argument("--no-dask", action="store_true", help="Skip the Dask local:2 job.")
+    parser.add_argument(
+        "--score",
+        action="store_true",
+        help="Also time `cto score DATA --moment arrival` in one process (an arrival champion "
+        "trained on 20k simulated contacts first, in a scratch MLflow store).",
+    )
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
@@ -212,8 +220,9 @@ def main() -> None:
         loads.append(_cpu_load())
         floor = [sys.executable, "-c", FLOOR, str(work / "one"), str(data)]
         jobs.append(_measure("floor: read the inputs, write the outputs", floor, ROOT, work))
+        scored = _score(data, work) if args.score else None
         if args.no_dask:
-            _write(contacts, jobs, None, loads, baseline=args.baseline, quick=args.quick)
+            _write(contacts, jobs, None, loads, scored, baseline=args.baseline, quick=args.quick)
             return
         jobs.append(
             _measure(
@@ -225,11 +234,36 @@ def main() -> None:
         )
         loads.append(_cpu_load())
         same = _same_output(work / "one", work / "dask")
-        _write(contacts, jobs, same, loads, baseline=args.baseline, quick=args.quick)
+        _write(contacts, jobs, same, loads, scored, baseline=args.baseline, quick=args.quick)
 
 
-def _write(
-    contacts: int, jobs: list[dict], same: str | None, loads: list[str], *, baseline, quick
+def _score(data: Path, work: Path) -> dict:
+    """``cto score DATA --moment arrival`` in one process, with a champion trained first."""
+    from benchmarks.scale_out_large import _train_champion
+
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "CTO_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "CTO_ARTIFACT_LOCATION": str(work / "mlruns"),
+        "CTO_MAX_ROUNDS": "60",
+        "CTO_SEED": "7",
+    }
+    env.pop("CTO_DASK", None)
+    _train_champion(work, env)
+    command = [sys.executable, "-m", "cto.cli", "score", str(data), "--moment", "arrival"]
+    command += ["--out", str(work / "scores.parquet"), "--allow-other-data", "--quiet"]
+    return _measure("cto score DATA --moment arrival, one process", command, ROOT, work, env)
+
+
+def _write(  # noqa: PLR0917
+    contacts: int,
+    jobs: list[dict],
+    same: str | None,
+    loads: list[str],
+    scored: dict | None,
+    *,
+    baseline,
+    quick,
 ) -> None:
     import polars as pl
 
@@ -303,6 +337,13 @@ def _write(
             f"{dask['peak_mb']:.0f} MB against {now['peak_mb']:.0f} MB.",
             f"- Outputs, one process against Dask: {same}.",
         ]
+    if scored is not None:
+        lines.append(
+            f"- `cto score DATA --moment arrival` on the same data, one process (validation, "
+            f"rates, features and scores chunk by chunk; an arrival champion trained on 20k "
+            f"simulated contacts, `--allow-other-data`): {scored['wall_s']:.1f} s wall, "
+            f"{scored['cpu_s']:.1f} s CPU, peak {scored['peak_mb']:.0f} MB."
+        )
     if quick:
         lines.append("- Smoke run (--quick): not a measurement.")
     RESULTS.write_text("\n".join(lines) + "\n")

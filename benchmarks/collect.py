@@ -8,6 +8,7 @@ ORDER = [
     "simulate",
     "features",
     "scale_out",
+    "scale_out_large",
     "online_features",
     "training",
     "real_data",

@@ -70,14 +70,42 @@ COMPARED = [
 
 
 def generate(n_contacts: int, seed: int, out: Path) -> Path:
-    """Random contacts/orders/customers in the contract dtypes, written as Parquet to ``out``."""
+    """Random contacts/orders in the contract dtypes, written as Parquet to ``out``."""
+    contacts, orders = generated_tables(n_contacts, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    contacts.write_parquet(out / "contacts.parquet")
+    orders.write_parquet(out / "orders.parquet")
+    return out
+
+
+def generate_parts(n_contacts: int, parts: int, seed: int, out: Path, progress=None) -> Path:
+    """``n_contacts`` in ``parts`` slices of disjoint customers, written as
+    ``out/<table>/part-NNNNN.parquet``: data larger than one frame, generated a slice at a time."""
+    size = n_contacts // parts
+    for part in range(parts):
+        contacts, orders = generated_tables(size, seed + part, offset=part * size)
+        for name, frame in (("contacts", contacts), ("orders", orders)):
+            (out / name).mkdir(parents=True, exist_ok=True)
+            frame.write_parquet(out / name / f"part-{part:05d}.parquet")
+        del contacts, orders
+        if progress is not None:
+            progress(f"generated part {part + 1}/{parts} ({(part + 1) * size:,} contacts)")
+    return out
+
+
+def generated_tables(
+    n_contacts: int, seed: int, *, offset: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Random contacts and orders. ``offset``: the first contact's number; customers and orders
+    are numbered from offset / 4 and offset / 8, so slices generated with offsets 0, n, 2n, ...
+    have disjoint ids (one larger data set)."""
     from features.schema import CHANNELS, CONTACTS, INTENTS, ORDERS
 
     rng = np.random.default_rng(seed)
     n_customers = max(n_contacts // 4, 1)
     # Heavy-tailed activity: most customers call once or twice, a few dozens of times.
     weights = rng.pareto(1.5, n_customers) + 1
-    customer = rng.choice(n_customers, n_contacts, p=weights / weights.sum())
+    customer = rng.choice(n_customers, n_contacts, p=weights / weights.sum()) + offset // 4
     start = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp())
     seconds = start + rng.integers(0, 26 * 7 * 86_400, n_contacts)
     channel = rng.choice(len(CHANNELS), n_contacts, p=[0.35, 0.2, 0.2, 0.1, 0.05, 0.05, 0.05])
@@ -86,7 +114,7 @@ def generate(n_contacts: int, seed: int, out: Path) -> Path:
     agent = rng.integers(0, 400, n_contacts)
     contacts = pl.DataFrame(
         {
-            "contact_id": pl.int_range(n_contacts, eager=True).cast(pl.String),
+            "contact_id": pl.int_range(offset, offset + n_contacts, eager=True).cast(pl.String),
             "customer_id": pl.Series(customer).cast(pl.String),
             "started_at": pl.Series(seconds * 1_000_000).cast(pl.Datetime("us", "UTC")),
             "channel": pl.Series(channel).replace_strict(dict(enumerate(CHANNELS))),
@@ -113,7 +141,9 @@ def generate(n_contacts: int, seed: int, out: Path) -> Path:
     n_orders = max(n_contacts // 8, 1)
     orders = pl.DataFrame(
         {
-            "order_id": pl.int_range(n_orders, eager=True).cast(pl.String),
+            "order_id": pl.int_range(offset // 8, offset // 8 + n_orders, eager=True).cast(
+                pl.String
+            ),
             "customer_id": pl.Series(rng.choice(customer, n_orders)).cast(pl.String),
             "ordered_at": pl.Series(
                 (start + rng.integers(0, 26 * 7 * 86_400, n_orders)) * 1_000_000
@@ -122,10 +152,7 @@ def generate(n_contacts: int, seed: int, out: Path) -> Path:
             "contact_id": pl.Series([None] * n_orders, dtype=pl.String),
         }
     ).with_columns(pl.col(c.name).cast(c.dtype) for c in ORDERS.columns)
-    out.mkdir(parents=True, exist_ok=True)
-    contacts.write_parquet(out / "contacts.parquet")
-    orders.write_parquet(out / "orders.parquet")
-    return out
+    return contacts, orders
 
 
 def _cpu_seconds() -> float:

@@ -133,13 +133,19 @@ def run_training(
     *,
     window: float | None = None,
     half_life: float | None = None,
+    work_dir: Path | None = None,
 ) -> TrainingResult:
-    """Train, log, register (and, with ``promote``, gate into the champion alias) each task's model."""
+    """Train, log, register (and, with ``promote``, gate into the champion alias) each task's model.
+
+    Inside :func:`training.distributed.use_dask` the training frame is built by the Dask feature
+    path (``work_dir``: storage every worker sees) and the LightGBM fits run on the cluster.
+    """
     from training.data import check_data, prepare, require_data
+    from training.distributed import active_client
 
     chosen = _check_tasks(tasks)
     say = Progress(progress)
-    prepared = prepare(data, settings, log=say)
+    prepared = prepare(data, settings, log=say, client=active_client(), work_dir=work_dir)
     split_counts = prepared.frame.group_by("split").len().sort("split", nulls_last=True)
     say(
         "split rows: "
@@ -203,8 +209,9 @@ def feature_set_digest(data_columns: tuple[str, ...] | list[str]) -> str:
 
 
 def run_tags(prepared) -> dict[str, str]:
-    """Tags every run of one training carries: feature set, data digest and time windows."""
+    """Tags every run of one training carries: feature set, data digest, time windows, engine."""
     from features.registry import FEATURE_SET
+    from training.distributed import active_client
 
     windows = prepared.windows.to_dict()
     profile = prepared.profile or {}
@@ -217,6 +224,8 @@ def run_tags(prepared) -> dict[str, str]:
         "data_source_kind": str(profile.get("source_kind", "")),
         "data_schema_digest": str(profile.get("schema_digest", "")),
         "simulated": str(prepared.truth is not None).lower(),
+        # The frame's features and the LightGBM fits ran on a Dask cluster (as backtests record).
+        "fit_engine": "lightgbm.dask" if active_client() is not None else "lightgbm",
     } | {
         f"window_{split}_{edge}": value
         for split, span in windows.items()

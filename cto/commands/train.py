@@ -101,8 +101,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dask",
         default=None,
         metavar="ADDRESS",
-        help="Fit the LightGBM models on a Dask cluster (lightgbm.dask): a scheduler address "
-        "(tcp://host:8786) or local:N; default CTO_DASK. Models are registered as usual.",
+        help="Run on a Dask cluster: a scheduler address (tcp://host:8786) or local:N; default "
+        "CTO_DASK. DATA_DIR's features by the Dask feature path (one task per customer-hash "
+        "partition), the LightGBM models fitted with lightgbm.dask; registered as usual.",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="--dask with DATA_DIR: where the validated tables and feature partitions go while "
+        "the job runs; storage every worker sees (default: a temporary directory, enough for "
+        "local:N).",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
     add_label_arguments(parser)
@@ -187,13 +195,19 @@ def run(args: argparse.Namespace) -> int:
 
     address = args.dask or get_settings().dask
     if not address:
+        if args.work_dir is not None:
+            from features.errors import CTOError
+
+            raise CTOError("--work-dir goes with --dask (where the Dask feature path writes)")
         return _run(args)
     from features.distributed import dask_client
     from training.distributed import use_dask
 
     with dask_client(address) as client, use_dask(client):
         if not args.quiet:
-            print(f"dask: {address}: LightGBM fits on the cluster's workers", flush=True)
+            print(
+                f"dask: {address}: features and LightGBM fits on the cluster's workers", flush=True
+            )
         return _run(args)
 
 
@@ -206,6 +220,8 @@ def _run(args: argparse.Namespace) -> int:
             raise CTOError("--table needs --label COLUMN (the outcome column)")
         if args.tasks or args.data_dir:
             raise CTOError("--table trains one conversion model: drop DATA_DIR and --tasks")
+        if args.work_dir is not None:
+            raise CTOError("--work-dir goes with DATA_DIR (a table has no feature step)")
         settings = command_settings(args)
         if args.treatment:
             return _run_uplift(args, settings)
@@ -249,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
         tasks=args.tasks,
         window=args.window,
         half_life=args.half_life,
+        work_dir=args.work_dir,
     )
     print(result.data_check)
     for task, reason in result.skipped.items():

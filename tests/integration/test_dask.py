@@ -5,6 +5,8 @@ and contract data) gives exactly the one-process scores."""
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -114,7 +116,9 @@ def test_dask_errors_are_clear(world, tmp_path):
 ROC_AUC_TOLERANCE = 0.03
 
 
-def test_dask_training_registers_a_model_within_tolerance(cluster, world, tmp_path, monkeypatch):
+def test_dask_training_registers_a_model_within_tolerance(
+    cluster, world, tmp_path, monkeypatch, capsys
+):
     import mlflow
 
     from features.settings import get_settings
@@ -144,18 +148,24 @@ def test_dask_training_registers_a_model_within_tolerance(cluster, world, tmp_pa
                 str(data),
                 "--tasks",
                 task,
-                "--quiet",
                 "--dask",
                 cluster.scheduler.address,
             ]
         )
         == 0
     )
+    # The training frame came from the Dask feature path (partitions, the global rate step, one
+    # feature task per partition), not from one machine; the run records the engine.
+    progress = capsys.readouterr().err
+    assert "customer-hash partitions" in progress, progress
+    assert re.search(r"features: (\d+)/\1 partitions", progress), progress
     settings = get_settings()
     client = use_store(settings)
     name = f"{settings.model_prefix}-{task}"
     version = client.search_model_versions(f"name='{name}'")[0]
-    distributed_auc = client.get_run(version.run_id).data.metrics["test_roc_auc"]
+    run = client.get_run(version.run_id)
+    assert run.data.tags["fit_engine"] == "lightgbm.dask"
+    distributed_auc = run.data.metrics["test_roc_auc"]
     booster = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
     assert booster.num_trees() >= 1
 
@@ -242,6 +252,57 @@ def test_dask_backtest_within_tolerance_of_one_process(cluster, world, tmp_path,
         )
         assert abs(ours - theirs) <= ROC_AUC_TOLERANCE, (key, ours, theirs)
     assert one["overall"]["lightgbm/expanding"]["roc_auc"]["value"] > 0.6
+    from features.settings import get_settings
+
+    store = use_store(get_settings())
+    assert store.get_run(dask["run_id"]).data.tags["fit_engine"] == "lightgbm.dask"
+    assert store.get_run(one["run_id"]).data.tags["fit_engine"] == "lightgbm"
+
+
+def test_dask_table_backtest_on_online_shoppers(cluster, shared_data, tmp_path, monkeypatch):
+    """`cto backtest --table --dask` on the public online-shoppers sessions (ordered by month):
+    no feature step, the LightGBM fits on the cluster; the folds and the client-side candidates
+    are exactly the one-process ones, LightGBM within the stated tolerance."""
+    import json
+
+    from benchmarks.backtests import shoppers_with_month_index
+
+    env = {
+        "CTO_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "CTO_ARTIFACT_LOCATION": str(tmp_path / "mlruns"),
+        "CTO_SEED": "7",
+        "CTO_NUM_THREADS": "1",
+        "CTO_MAX_ROUNDS": "30",  # every Dask fit trains the full budget (no early stopping)
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    table = shoppers_with_month_index(
+        shared_data / "online-shoppers" / "online_shoppers_intention.csv", tmp_path / "shop.csv"
+    )
+    results = {}
+    for how, extra in (("one", []), ("dask", ["--dask", cluster.scheduler.address])):
+        out = tmp_path / how
+        args = ["backtest", "--table", str(table), "--label", "Revenue", "--exclude", "Month"]
+        args += ["--time-column", "month_index", "--time-unit", "months", "--folds", "1"]
+        assert main([*args, "--bootstrap", "30", "--quiet", "--out", str(out), *extra]) == 0
+        results[how] = json.loads((out / "backtest.json").read_text())
+    one, dask = results["one"], results["dask"]
+    assert dask["folds"] == one["folds"] and len(one["folds"]) == 1
+    for key in ("linear/expanding", "one_rule/expanding", "base_rate/expanding"):
+        assert dask["overall"][key] == one["overall"][key], key
+    lightgbm = [key for key in one["overall"] if key.startswith("lightgbm/")]
+    assert "lightgbm/expanding" in lightgbm
+    for key in lightgbm:
+        ours, theirs = (
+            dask["overall"][key]["roc_auc"]["value"],
+            one["overall"][key]["roc_auc"]["value"],
+        )
+        assert abs(ours - theirs) <= ROC_AUC_TOLERANCE, (key, ours, theirs)
+    # Real sessions: the model beats the one-rule baseline on the cluster too.
+    assert (
+        dask["overall"]["lightgbm/expanding"]["roc_auc"]["value"]
+        > dask["overall"]["one_rule/expanding"]["roc_auc"]["value"]
+    )
     from features.settings import get_settings
 
     store = use_store(get_settings())

@@ -867,6 +867,17 @@ def build_chunk_features(
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical", rechunk=False)
 
 
+# How the feature files are written. lz4: ~2 s less CPU than zstd over 10M contacts, for a
+# somewhat larger file. No min/max statistics: the rows are grouped by customer hash, so every
+# row group spans the whole time range and nearly every id range, and min/max would prune
+# nothing; they cost ~17% of the write (~3 s CPU for both files at 10M contacts, measured).
+# Null counts are kept (nearly free).
+FEATURE_FILE_OPTIONS: dict[str, object] = {
+    "compression": "lz4",
+    "statistics": {"min": False, "max": False, "distinct_count": False, "null_count": True},
+}
+
+
 class _FeatureFileWriter:
     """Streams feature chunks into Parquet files, one Polars Parquet sink per file.
 
@@ -912,9 +923,8 @@ class _FeatureFileWriter:
                 yield out if with_columns is None else out.select(with_columns)
 
         try:
-            # lz4: ~2 s less than zstd over 10M contacts (measured), for a somewhat larger file.
             register_io_source(source, schema=schema, validate_schema=True).sink_parquet(
-                path, compression="lz4"
+                path, **FEATURE_FILE_OPTIONS
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             self._errors.append(exc)
@@ -1183,7 +1193,7 @@ def build_features_partitioned(
             horizon_days=horizon_days,
         )
         path = out_dir / f"part-{part:05d}.parquet"
-        frame.write_parquet(path)
+        frame.write_parquet(path, **FEATURE_FILE_OPTIONS)
         written.append(path)
         if progress:
             print(

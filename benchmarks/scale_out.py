@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = {
     "validate": re.compile(r"read and validated in ([\d.]+) s"),
     # The validated rows written to disk partitioned by customer hash (commands that spill).
-    "spill": re.compile(r"^spill: .*\(([\d.]+) s\)", re.MULTILINE),
+    "spill": re.compile(r"^spill: .*\(([\d.]+) s[,)]", re.MULTILINE),
     "rates": re.compile(r"^rates: ([\d.]+) s", re.MULTILINE),
     # Both moments from one pass (the current command) ...
     "features": re.compile(r"^features: ([\d.]+) s", re.MULTILINE),
@@ -55,8 +55,12 @@ STAGES = {
     "read": re.compile(r"^read: ([\d.]+) s", re.MULTILINE),
     "write": re.compile(r"^write: ([\d.]+) s", re.MULTILINE),
 }
-# CPU seconds of the floor's steps (its process also reads the outputs back, untimed).
-STEP_CPU = {
+# CPU seconds of a stage, where the command prints them (the process's, all threads).
+STAGE_CPU = {
+    "validate": re.compile(r"read and validated in [\d.]+ s, ([\d.]+) s CPU"),
+    "spill": re.compile(r"^spill: .*\([\d.]+ s, ([\d.]+) s CPU\)", re.MULTILINE),
+    "rates": re.compile(r"^rates: [\d.]+ s \(([\d.]+) s CPU\)", re.MULTILINE),
+    "features": re.compile(r"^features: [\d.]+ s \(.*, ([\d.]+) s CPU\)", re.MULTILINE),
     "read": re.compile(r"^read: [\d.]+ s \(([\d.]+) s CPU\)", re.MULTILINE),
     "write": re.compile(r"^write: [\d.]+ s \(([\d.]+) s CPU\)", re.MULTILINE),
 }
@@ -111,14 +115,13 @@ def run_job(command: list[str], env: dict[str, str], cwd: Path) -> dict:
     if "features" not in stages and "arrival" in stages:
         stages["features"] = stages.pop("arrival") + stages.pop("after_contact", 0.0)
     cpu = usage.ru_utime + usage.ru_stime
-    steps = {
-        name: float(m.group(1)) for name, p in STEP_CPU.items() if (m := p.search(done.stdout))
-    }
-    if len(steps) == len(STEP_CPU):  # the floor: its timed steps, not the untimed read-back
-        wall, cpu = stages["read"] + stages["write"], sum(steps.values())
+    stage_cpu = {n: float(m.group(1)) for n, p in STAGE_CPU.items() if (m := p.search(done.stdout))}
+    if "read" in stage_cpu and "write" in stage_cpu:  # the floor: its steps, not the read-back
+        wall, cpu = stages["read"] + stages["write"], stage_cpu["read"] + stage_cpu["write"]
     return {
         "wall_s": wall,
         "cpu_s": cpu,
+        "stage_cpu": stage_cpu,
         # ru_maxrss of children: the largest peak of any one descendant process (KB on Linux).
         "peak_mb": usage.ru_maxrss / 1024,
         "stages": stages,
@@ -268,7 +271,10 @@ def _write(  # noqa: PLR0917
     import polars as pl
 
     def stage(job: dict, name: str) -> str:
-        return f"{job['stages'][name]:.1f}" if name in job["stages"] else "-"
+        if name not in job["stages"]:
+            return "-"
+        cpu = job.get("stage_cpu", {}).get(name)
+        return f"{job['stages'][name]:.1f}" + ("" if cpu is None else f" / {cpu:.1f}")
 
     rows = [
         f"| {j['label']} | {j['wall_s']:.1f} | {j['cpu_s']:.1f} | "
@@ -288,7 +294,7 @@ def _write(  # noqa: PLR0917
         "(`benchmarks/scale_out.py`). Wall and CPU time in seconds; contacts/s = contacts per "
         "second of wall time; peak = the largest peak resident memory of any one process of the "
         "job (for Dask: a worker; the client holds no data). Stage columns: the wall times the "
-        "command prints (validate; spill = the validated rows written partitioned by customer "
+        "command prints, after a slash the stage's CPU time where it prints one (validate; spill = the validated rows written partitioned by customer "
         "hash, where the command does that; rates; features = both moments, built and written; "
         "the Dask run prints none: its steps overlap on the workers). The floor job computes "
         "nothing: it reads the inputs (read) and writes the one-process job's outputs again from "

@@ -1016,36 +1016,23 @@ def _look_up(table: pl.DataFrame, key_ids: pl.Series, before: pl.Series) -> pl.D
 
 
 def _count_below(ordered: pl.Series, queries: pl.Series) -> pl.Series:
-    """How many values of ``ordered`` (sorted, distinct) are strictly below each query (UInt32).
+    """How many values of ``ordered`` (sorted, distinct) are strictly below each query (UInt32;
+    0 for a null query).
 
-    An as-of merge of the sorted queries, a slice at a time, then scattered back to the queries'
-    order: a binary search per query costs several times more on tables of millions of rows
-    (cache misses), and a scatter less than sorting the results back (measured).
+    The queries are searched in sorted order, a slice at a time, and the counts put back in the
+    queries' order: searches in sorted order walk the table forward (in cache), where a search
+    per query in input order costs several times more on tables of millions of rows; it is
+    about 25% cheaper than an as-of merge of the sorted queries with the table (measured).
     """
-    right = pl.DataFrame(
-        [
-            ordered.alias("_value"),
-            pl.int_range(1, ordered.len() + 1, dtype=pl.UInt32, eager=True).alias("_count"),
-        ]
-    )
     pieces = []
     for offset in range(0, queries.len(), _LOOKUP_ROWS):
         query = queries.slice(offset, _LOOKUP_ROWS)
-        order = query.arg_sort()
-        counts = (
-            query.gather(order)
-            .alias("_query")
-            .to_frame()
-            .join_asof(
-                right,
-                left_on="_query",
-                right_on="_value",
-                strategy="backward",
-                allow_exact_matches=False,
-                check_sortedness=False,
-            )["_count"]
-            .fill_null(0)
-        )
-        pieces.append(pl.zeros(query.len(), pl.UInt32, eager=True).scatter(order, counts))
-        del order, counts
+        order = query.arg_sort(nulls_last=True)
+        valid = query.len() - query.null_count()
+        counts = pl.zeros(query.len(), pl.UInt32, eager=True)
+        if valid:
+            known = order.slice(0, valid)
+            found = ordered.search_sorted(query.gather(known), side="left").cast(pl.UInt32)
+            counts = counts.scatter(known, found)
+        pieces.append(counts.alias("_count"))
     return pl.concat(pieces) if pieces else pl.Series("_count", [], pl.UInt32)

@@ -171,29 +171,35 @@ def _run_one_process(
     from features.registry import FEATURE_SET
     from features.spill import spilled
 
-    stage = time.perf_counter()
+    stage, cpu = time.perf_counter(), time.process_time()
     tables = load_contract_tables(args.path, "left out").tables
     contacts = tables["contacts"].height
     print(
         f"input: {contacts:,} contacts, {tables['orders'].height:,} orders "
-        f"(read and validated in {time.perf_counter() - stage:.1f} s)",
+        f"(read and validated in {time.perf_counter() - stage:.1f} s, "
+        f"{time.process_time() - cpu:.1f} s CPU)",
         flush=True,
     )
     single = args.out.suffix in (".parquet", ".csv")
-    stage = time.perf_counter()
+    stage, cpu = time.perf_counter(), time.process_time()
     with spilled(tables, args.out.parent if single else args.out) as inputs:
         print(
-            f"spill: {inputs.chunks} customer-hash chunks ({time.perf_counter() - stage:.1f} s)",
+            f"spill: {inputs.chunks} customer-hash chunks ({time.perf_counter() - stage:.1f} s, "
+            f"{time.process_time() - cpu:.1f} s CPU)",
             flush=True,
         )
         rates = None
         if not args.no_rates:
-            stage = time.perf_counter()
+            stage, cpu = time.perf_counter(), time.process_time()
             # The global step: every contact's rates as of its start, the tables written (not
             # kept: each chunk's contacts carry their rates into the features).
             rates = inputs.carry_rates(horizon, write_to=None if single else args.out / "rates")
-            print(f"rates: {time.perf_counter() - stage:.1f} s", flush=True)
-        stage = time.perf_counter()
+            print(
+                f"rates: {time.perf_counter() - stage:.1f} s ({time.process_time() - cpu:.1f} s "
+                "CPU)",
+                flush=True,
+            )
+        stage, cpu = time.perf_counter(), time.process_time()
         target = next(iter(outputs.values()))
         options = {"journey_gap_days": gap, "horizon_days": horizon}
         if target.suffix == ".csv":
@@ -211,14 +217,17 @@ def _run_one_process(
                 progress=_chunk_progress(" + ".join(moments), contacts),
                 **options,
             )
-    seconds = time.perf_counter() - stage
+    seconds, cpu = time.perf_counter() - stage, time.process_time() - cpu
     for moment, target in outputs.items():
         print(
             f"features ({moment}): {rows:,} rows x {len(FEATURE_SET.for_moment(moment))} "
             f"features -> {target}",
             flush=True,
         )
-    print(f"features: {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} contacts/s)", flush=True)
+    print(
+        f"features: {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} contacts/s, {cpu:.1f} s CPU)",
+        flush=True,
+    )
 
 
 def _run_dask(

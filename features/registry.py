@@ -827,8 +827,8 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "validation they spill the accepted rows to disk in the very same chunks (`features.spill`, "
         "Arrow IPC files removed at the end) and let the tables go; the rate step and the features "
         "(`write_chunk_files`, `feature_chunks` on the spilled chunks) then read one chunk or a "
-        "few at a time, so the files are identical to the in-memory job's and peak memory is "
-        "validation's own (docs/benchmarks.md).",
+        "few at a time, so the files are identical to the in-memory job's and peak memory is about "
+        "validation's own or the rate step's integer tables (docs/benchmarks.md).",
         "",
         "Larger than memory: `features.pipeline.build_features_partitioned"
         "(input_dir, out_dir, n_partitions)` (`cto features --partitions N`) reads one customer-hash "

@@ -318,16 +318,31 @@ def label_conversions(
         .drop_nulls()
         .sort("_next_order_at")
     )
-    labeled = (
+    # Only the join keys go through the time sort and back (moving every column through two
+    # sorts cost about twice as much at 10M contacts, measured); the labels then join the rows
+    # they came from, in input order.
+    labels = (
         _with_first_order_from(
-            contacts_lf.with_row_index("_row").sort("started_at"), first_order_from
+            contacts_lf.select("customer_id", "started_at")
+            .with_row_index("_row")
+            .sort("started_at"),
+            first_order_from,
+        )
+        .select(
+            "_row",
+            _converted(horizon).alias("_label_converted"),
+            (pl.col("started_at") + horizon).alias("_label_known_at"),
         )
         .sort("_row")
+        .drop("_row")
+    )
+    labeled = (
+        pl.concat([contacts_lf, labels], how="horizontal")
         .with_columns(
-            _converted(horizon),
-            (pl.col("started_at") + horizon).alias("label_known_at"),
+            pl.col("_label_converted").alias("converted"),
+            pl.col("_label_known_at").alias("label_known_at"),
         )
-        .drop("_row", "_next_order_at")
+        .drop("_label_converted", "_label_known_at")
     )
     return labeled.collect(engine=_ENGINE)
 

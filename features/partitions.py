@@ -35,3 +35,13 @@ def scan_tables(directory: Path) -> dict[str, pl.LazyFrame]:
 def customer_partition(n_partitions: int) -> pl.Expr:
     """Partition number of each row's customer (stable within a Polars version)."""
     return (pl.col("customer_id").hash(seed=0) % n_partitions).cast(pl.Int64)
+
+
+def hash_chunk(chunk_bits: int) -> pl.Expr:
+    """Chunk number of each row's customer among ``2**chunk_bits`` (``chunk_bits`` >= 1): the top
+    bits of the customer's hash, so chunks in order are rows in hash order (the feature pass's
+    chunks, in memory or spilled to disk). Hashed as the pipeline hashes it: of the id as a
+    string (the contract dtype)."""
+    return (pl.col("customer_id").cast(pl.String).hash(seed=0) // (1 << (64 - chunk_bits))).cast(
+        pl.Int64
+    )

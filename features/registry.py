@@ -809,20 +809,26 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "(the agent is known once the contact is routed). Without rate tables the rate columns are "
         "null. `RateTables.write(dir)`/`RateTables.read(dir)` store them for the service. A batch job "
         "over the very contacts the rates are learnt from (`cto features`, `cto score DATA_DIR`) "
-        "computes each contact's rates directly (`features.rates.contact_rates`: the same values, "
-        "in integer form, without holding the tables) and the contacts carry them into the features.",
+        "computes each contact's rates directly (`features.rates.partition_outcomes`, "
+        "`pool_outcomes`, `KeyTables.rates_of`: the same values, in integer form, without the "
+        "string-keyed tables) and the contacts carry them into the features.",
         "",
         "## Memory",
         "",
         "Everything except the rates is per customer, so a batch can be cut by customer hash and "
         "the pieces concatenated in hash order give exactly the one-pass rows. "
         "`build_features` does so above 2M contacts (1M-contact chunks; the output is returned "
-        "whole). `features.pipeline.write_feature_files(contacts, orders, {moment: path}, ...)`, "
-        "which `cto features` uses for Parquet output, builds chunks of at most 250k contacts (at "
-        "least ~8) and streams each into the Parquet files through Polars' sinks, so the output is "
-        "never held whole: peak memory is the input plus about two chunks (docs/benchmarks.md). "
-        "Both moments come from one pass: after_contact holds every arrival feature with the same "
-        "definition, so the arrival file is a column subset of each chunk.",
+        "whole). `features.pipeline.write_feature_files(contacts, orders, {moment: path}, ...)` "
+        "builds chunks of at most 250k contacts (at least ~8) and streams each into the Parquet "
+        "files through Polars' sinks, so the output is never held whole: peak memory is the input "
+        "plus about two chunks. Both moments come from one pass: after_contact holds every "
+        "arrival feature with the same definition, so the arrival file is a column subset of each "
+        "chunk. `cto features` and `cto score DATA_DIR` do not hold the input either: after "
+        "validation they spill the accepted rows to disk in the very same chunks (`features.spill`, "
+        "Arrow IPC files removed at the end) and let the tables go; the rate step and the features "
+        "(`write_chunk_files`, `feature_chunks` on the spilled chunks) then read one chunk or a "
+        "few at a time, so the files are identical to the in-memory job's and peak memory is "
+        "validation's own (docs/benchmarks.md).",
         "",
         "Larger than memory: `features.pipeline.build_features_partitioned"
         "(input_dir, out_dir, n_partitions)` (`cto features --partitions N`) reads one customer-hash "

@@ -3,10 +3,11 @@
 Two forms, both writing one Parquet file:
 
 - contract tables: point-in-time features of every contact through the same code as training:
-  the global rate step first (:func:`features.rates.contact_rates`: every contact's rates, no
-  tables held), then :func:`features.pipeline.feature_chunks` one customer-hash chunk at a time;
-  the champions of one moment score each chunk's contacts of ``[since, until]`` and it is let go
-  (memory: the inputs plus one chunk's working set). On Dask (``cto score DATA_DIR --dask``) each
+  after validation the inputs are spilled to disk by customer-hash chunk (:mod:`features.spill`),
+  the global rate step runs over the chunks (every contact's rates, in integers), then
+  :func:`features.pipeline.feature_chunks` one chunk at a time; the champions of one moment score
+  each chunk's contacts of ``[since, until]`` and it is let go (memory after validation: the rate
+  columns plus one chunk's working set). On Dask (``cto score DATA_DIR --dask``) each
   customer-hash partition is one task (:mod:`training.distributed_batch`);
 - one row per contact (a table): one output row per input row, in input order, the input
   columns plus ``p_order``.
@@ -426,7 +427,7 @@ def score_contacts(
 ) -> ScoreResult:
     """Score the contacts of ``[since, until]`` with the champions of ``moment`` into ``out``."""
     from features.pipeline import feature_chunks
-    from features.rates import DEFAULT_PRIOR_STRENGTH, RatesOnContacts, contact_rates
+    from features.spill import spilled
     from training.data import data_digest, data_profile, load_input, with_data_columns
     from training.distributed import active_client
 
@@ -461,32 +462,38 @@ def score_contacts(
     threads = settings.num_threads
     bar = Progress(progress, selected)
     in_period = _period_filter(since, until)
-    # The global step first: every contact's rates as of its start (compact, no tables kept);
-    # then the per-customer features one customer-hash chunk at a time, scored and let go.
-    carried = contacts.hstack(
-        contact_rates(contacts, inputs.tables["orders"], settings.horizon_days)
-    )
+    # The contacts' own columns a model reads (few, often none): kept beside the features. None
+    # at all: not even the ids are kept (they would hold the whole id column of the input).
+    own = contacts.select("contact_id", *[c for c in data_columns if c in contacts.columns])
+    if not data_columns:
+        own = own.clear()
+    del contacts
+    # The inputs are spilled to disk by customer-hash chunk and let go (features.spill); the
+    # global step first (every contact's rates as of its start), then the per-customer features
+    # one chunk at a time, scored and let go.
+    with spilled(inputs.tables, Path(out).parent) as spill:
+        rates = spill.carry_rates(settings.horizon_days)
 
-    def chunks() -> Iterator[pl.DataFrame]:
-        for built in feature_chunks(
-            carried,
-            inputs.tables["orders"],
-            inputs.tables.get("customers"),
-            RatesOnContacts(settings.horizon_days, DEFAULT_PRIOR_STRENGTH),
-            "after_contact" if moment == "after_contact" else "arrival",
-            journey_gap_days=settings.journey_gap_days,
-            horizon_days=settings.horizon_days,
-        ):
-            features = built.filter(in_period)
-            for offset in range(0, features.height, chunk_rows):
-                part = with_data_columns(features.slice(offset, chunk_rows), contacts, data_columns)
-                scored = _score_chunk(part, models, moment, explain, threads, rules=rules)
-                if mismatches:
-                    scored = scored.with_columns(pl.lit(True).alias("model_data_mismatch"))
-                bar.step(scored.height)
-                yield scored
+        def chunks() -> Iterator[pl.DataFrame]:
+            for built in feature_chunks(
+                spill,
+                None,
+                None,
+                rates,
+                "after_contact" if moment == "after_contact" else "arrival",
+                journey_gap_days=settings.journey_gap_days,
+                horizon_days=settings.horizon_days,
+            ):
+                features = built.filter(in_period)
+                for offset in range(0, features.height, chunk_rows):
+                    part = with_data_columns(features.slice(offset, chunk_rows), own, data_columns)
+                    scored = _score_chunk(part, models, moment, explain, threads, rules=rules)
+                    if mismatches:
+                        scored = scored.with_columns(pl.lit(True).alias("model_data_mismatch"))
+                    bar.step(scored.height)
+                    yield scored
 
-    rows = _write_chunks(chunks(), Path(out))
+        rows = _write_chunks(chunks(), Path(out))
     return ScoreResult(
         out=Path(out),
         rows=rows,

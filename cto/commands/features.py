@@ -106,17 +106,8 @@ def run(args: argparse.Namespace) -> int:
     import polars as pl
 
     from features.errors import CTOError
-    from features.pipeline import (
-        build_features,
-        build_features_partitioned,
-        write_feature_files,
-    )
-    from features.rates import (
-        DEFAULT_PRIOR_STRENGTH,
-        RatesOnContacts,
-        compute_rates_partitioned,
-        contact_rates,
-    )
+    from features.pipeline import build_features_partitioned
+    from features.rates import compute_rates_partitioned
     from features.registry import FEATURE_SET
     from features.settings import get_settings
 
@@ -155,72 +146,7 @@ def run(args: argparse.Namespace) -> int:
             rows = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in parts)
             print(f"features ({moment}): {rows:,} contacts in {len(parts)} files")
     else:
-        from cto.options import load_contract_tables
-
-        stage = time.perf_counter()
-        result = load_contract_tables(args.path, "left out")
-        contacts, orders = result.tables["contacts"], result.tables["orders"]
-        customers = result.tables.get("customers")
-        print(
-            f"input: {contacts.height:,} contacts, {orders.height:,} orders "
-            f"(read and validated in {time.perf_counter() - stage:.1f} s)",
-            flush=True,
-        )
-        del result  # the tables are held once, by the names above
-        rates = None
-        if not args.no_rates:
-            stage = time.perf_counter()
-            # The global step: every contact's rates as of its start, the tables written (not
-            # kept: the contacts carry their rates into the features).
-            rate_columns = contact_rates(
-                contacts,
-                orders,
-                horizon,
-                write_to=None if args.out.suffix in (".parquet", ".csv") else args.out / "rates",
-            )
-            # agent_id only keys the agent rate: let it go with the tables.
-            contacts = contacts.drop("agent_id").hstack(rate_columns)
-            del rate_columns
-            rates = RatesOnContacts(horizon_days=horizon, prior_strength=DEFAULT_PRIOR_STRENGTH)
-            print(f"rates: {time.perf_counter() - stage:.1f} s", flush=True)
-        n_features = {m: len(FEATURE_SET.for_moment(m)) for m in moments}
-        stage = time.perf_counter()
-        target = next(iter(outputs.values()))
-        if target.suffix == ".csv":
-            frame = build_features(
-                contacts,
-                orders,
-                customers,
-                rates,
-                moments[0],
-                journey_gap_days=gap,
-                horizon_days=horizon,
-            )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            frame.write_csv(target)
-            rows = frame.height
-        else:
-            # Every moment from one pass (after_contact holds the arrival features), streamed to
-            # the files chunk by chunk: the output is never held whole.
-            rows = write_feature_files(
-                contacts,
-                orders,
-                outputs,
-                customers,
-                rates,
-                journey_gap_days=gap,
-                horizon_days=horizon,
-                progress=_chunk_progress(" + ".join(moments), contacts.height),
-            )
-        seconds = time.perf_counter() - stage
-        for moment, target in outputs.items():
-            print(
-                f"features ({moment}): {rows:,} rows x {n_features[moment]} features -> {target}",
-                flush=True,
-            )
-        print(
-            f"features: {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} contacts/s)", flush=True
-        )
+        _run_one_process(args, outputs, moments, horizon, gap)
 
     if args.out.suffix not in (".parquet", ".csv"):
         args.out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +158,76 @@ def run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.1f} s"
     )
     return 0
+
+
+def _run_one_process(
+    args: argparse.Namespace, outputs: dict[str, Path], moments: list[str], horizon: int, gap: int
+) -> None:
+    """Validate, spill the accepted rows by customer-hash chunk, then the global rate step and the
+    features one chunk at a time (:mod:`features.spill`): the inputs are never held whole after
+    validation."""
+    from cto.options import load_contract_tables
+    from features.pipeline import build_chunk_features, write_chunk_files
+    from features.registry import FEATURE_SET
+    from features.spill import spilled
+
+    stage, cpu = time.perf_counter(), time.process_time()
+    tables = load_contract_tables(args.path, "left out").tables
+    contacts = tables["contacts"].height
+    print(
+        f"input: {contacts:,} contacts, {tables['orders'].height:,} orders "
+        f"(read and validated in {time.perf_counter() - stage:.1f} s, "
+        f"{time.process_time() - cpu:.1f} s CPU)",
+        flush=True,
+    )
+    single = args.out.suffix in (".parquet", ".csv")
+    stage, cpu = time.perf_counter(), time.process_time()
+    with spilled(tables, args.out.parent if single else args.out) as inputs:
+        print(
+            f"spill: {inputs.chunks} customer-hash chunks ({time.perf_counter() - stage:.1f} s, "
+            f"{time.process_time() - cpu:.1f} s CPU)",
+            flush=True,
+        )
+        rates = None
+        if not args.no_rates:
+            stage, cpu = time.perf_counter(), time.process_time()
+            # The global step: every contact's rates as of its start, the tables written (not
+            # kept: each chunk's contacts carry their rates into the features).
+            rates = inputs.carry_rates(horizon, write_to=None if single else args.out / "rates")
+            print(
+                f"rates: {time.perf_counter() - stage:.1f} s ({time.process_time() - cpu:.1f} s "
+                "CPU)",
+                flush=True,
+            )
+        stage, cpu = time.perf_counter(), time.process_time()
+        target = next(iter(outputs.values()))
+        options = {"journey_gap_days": gap, "horizon_days": horizon}
+        if target.suffix == ".csv":
+            frame = build_chunk_features(inputs, rates, moments[0], **options)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            frame.write_csv(target)
+            rows = frame.height
+        else:
+            # Every moment from one pass (after_contact holds the arrival features), streamed to
+            # the files chunk by chunk: the output is never held whole.
+            rows = write_chunk_files(
+                inputs,
+                outputs,
+                rates,
+                progress=_chunk_progress(" + ".join(moments), contacts),
+                **options,
+            )
+    seconds, cpu = time.perf_counter() - stage, time.process_time() - cpu
+    for moment, target in outputs.items():
+        print(
+            f"features ({moment}): {rows:,} rows x {len(FEATURE_SET.for_moment(moment))} "
+            f"features -> {target}",
+            flush=True,
+        )
+    print(
+        f"features: {seconds:.1f} s ({rows / max(seconds, 1e-9):,.0f} contacts/s, {cpu:.1f} s CPU)",
+        flush=True,
+    )
 
 
 def _run_dask(

@@ -170,10 +170,16 @@ def test_labels_kpis_and_features(imported, olist_src, deals):
     assert arrival.select(rate_free).equals(without_deals.select(rate_free))
 
 
-def test_cli_import_and_features(olist_src, tmp_path, capsys):
+def test_cli_import_and_features(olist_src, tmp_path, capsys, monkeypatch):
+    from features import pipeline, spill
+    from features.rates import RateTables
+
     out = tmp_path / "olist"
     assert main(["import", "olist", str(olist_src), "--out", str(out)]) == 0
     features_dir = tmp_path / "features"
+    # Chunks of ~400 leads, rate groups of ~1,000: the real data through many spilled chunks.
+    monkeypatch.setattr(pipeline, "SINK_CHUNK_ROWS", 400)
+    monkeypatch.setattr(spill, "GROUP_CONTACTS", 1_000)
     code = main(
         [
             "features",
@@ -192,4 +198,16 @@ def test_cli_import_and_features(olist_src, tmp_path, capsys):
     frame = pl.read_parquet(features_dir / "features_arrival.parquet")
     assert frame.height == KEPT_LEADS
     assert (features_dir / "feature_set.json").is_file()
-    assert (features_dir / "rates" / "rates.json").is_file()
+    assert "spill: 16 customer-hash chunks" in printed
+    # Exactly the in-memory job: the rate tables of compute_rates, joined; the same rows in order.
+    tables = load_and_validate(out).tables
+    contacts, orders = tables["contacts"], tables["orders"]
+    rates = compute_rates(label_contacts(contacts, orders, horizon_days=90), horizon_days=90)
+    expected = build_features(
+        contacts, orders, tables["customers"], rates, "arrival", horizon_days=90
+    )
+    assert_frame_equal(frame, expected, check_exact=True)
+    written = RateTables.read(features_dir / "rates")
+    for name, table in rates.tables.items():
+        assert_frame_equal(written.tables[name], table, check_exact=True)
+    assert_frame_equal(written.global_rate, rates.global_rate, check_exact=True)

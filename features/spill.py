@@ -1,0 +1,182 @@
+"""A one-process batch job's validated inputs, spilled to disk by customer-hash chunk.
+
+A batch job (``cto features``, ``cto score DATA_DIR``) validates its inputs whole, then never
+needs them whole again: every per-customer feature reads only its customer's rows, and the global
+rate step needs only each contact's outcome in integers (:mod:`features.rates`). So after
+validation the accepted rows are written chunk by chunk (the customer-hash chunks of the feature
+pass, :func:`features.partitions.hash_chunk`) to uncompressed Arrow IPC files in a work directory,
+and the tables are let go; every later pass reads one chunk (or a few) at a time. Peak memory is
+then validation's own, not the inputs plus the rate step or the feature pass. The directory is
+removed when the job ends, also on an error.
+
+The chunks are those :func:`features.pipeline.write_feature_files` cuts in memory (same rows, same
+order), so the files written from them are identical to the in-memory job's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from features.partitions import hash_chunk
+from features.rates import (
+    DEFAULT_PRIOR_STRENGTH,
+    RatesOnContacts,
+    partition_outcomes,
+    pool_outcomes,
+    rate_contact_columns,
+)
+
+TABLES = ("contacts", "orders", "customers")
+# Contacts per group of chunks the rate step labels or looks up at once: fewer, larger calls
+# (a lookup merges its queries with whole tables) within a bounded working set.
+GROUP_CONTACTS = 1_000_000
+
+
+@dataclass
+class SpilledInputs:
+    """Validated tables on disk, one Arrow IPC file per table and customer-hash chunk.
+
+    ``get(chunk)`` gives a chunk's ``contacts, orders, customers`` (None: no contact in it), the
+    contacts carrying their rate columns once :meth:`carry_rates` gave them.
+    """
+
+    directory: Path
+    chunks: int
+    contacts: dict[int, int]  # chunk -> contacts in it (chunks with none are left out)
+    schemas: dict[str, pl.Schema]
+    rates: dict[int, pl.DataFrame] = field(default_factory=dict)
+    on_contacts: RatesOnContacts | None = None
+
+    def _path(self, table: str, chunk: int) -> Path:
+        return self.directory / table / f"chunk-{chunk:05d}.arrow"
+
+    def read(self, table: str, chunk: int, columns: list[str] | None = None) -> pl.DataFrame:
+        """A table's rows of one chunk (an empty frame of its schema when it has none)."""
+        path = self._path(table, chunk)
+        if not path.is_file():
+            empty = pl.DataFrame(schema=self.schemas[table])
+            return empty if columns is None else empty.select(columns)
+        return pl.read_ipc(path, columns=columns)
+
+    @property
+    def height(self) -> int:
+        return sum(self.contacts.values())
+
+    def get(self, chunk: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None] | None:
+        if chunk not in self.contacts:
+            return None
+        contacts = self.read("contacts", chunk)
+        if self.on_contacts is not None:
+            # agent_id only keys the agent rate, which the contacts now carry.
+            contacts = contacts.drop("agent_id", strict=False).hstack(self.rates[chunk])
+        customers = None  # no table or no row in this chunk, as the in-memory chunks say
+        if self._path("customers", chunk).is_file():
+            customers = self.read("customers", chunk)
+        return contacts, self.read("orders", chunk), customers
+
+    def groups(self) -> Iterator[list[int]]:
+        """Runs of consecutive chunks of about GROUP_CONTACTS contacts together."""
+        group, size = [], 0
+        for chunk in sorted(self.contacts):
+            group.append(chunk)
+            size += self.contacts[chunk]
+            if size >= GROUP_CONTACTS:
+                yield group
+                group, size = [], 0
+        if group:
+            yield group
+
+    def carry_rates(
+        self,
+        horizon_days: int,
+        prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+        *,
+        write_to: Path | str | None = None,
+    ) -> RatesOnContacts:
+        """The global rate step over the spilled chunks; afterwards every chunk's contacts carry
+        their rate columns (:data:`features.rates.RATE_COLUMNS`, held in memory: 24 bytes a
+        contact). Returns the ``rates`` argument of the feature pipeline that reads them.
+
+        The same functions as the Dask path: outcomes in integers per group of chunks (each a set
+        of whole customers), pooled into the integer key tables (written to ``write_to``), then
+        every group's contacts looked up in them.
+        """
+        columns = rate_contact_columns(self.schemas["contacts"])
+        # No contact at all: one empty group still gives (empty) tables.
+        groups = list(self.groups()) or [[0]]
+        pieces = [
+            partition_outcomes(
+                pl.concat([self.read("contacts", c, columns) for c in group]),
+                pl.concat([self.read("orders", c) for c in group]),
+                horizon_days,
+            )
+            for group in groups
+        ]
+        tables = pool_outcomes(pieces, horizon_days, prior_strength, write_to=write_to)
+        del pieces
+        lookup = [
+            c for c in ("started_at", "agent_id", "handled_by", "intent", "channel") if c in columns
+        ]
+        for group in groups:
+            frames = [self.read("contacts", c, lookup) for c in group]
+            found = tables.rates_of(pl.concat(frames))
+            offset = 0
+            for chunk, frame in zip(group, frames, strict=True):
+                self.rates[chunk] = found.slice(offset, frame.height)
+                offset += frame.height
+        self.on_contacts = RatesOnContacts(horizon_days, prior_strength)
+        return self.on_contacts
+
+
+def chunk_bits_for(contacts: int) -> int:
+    """The chunking of :func:`features.pipeline.write_feature_files` for this many contacts."""
+    from features.pipeline import sink_chunk_bits
+
+    return sink_chunk_bits(contacts)
+
+
+@contextmanager
+def spilled(tables: dict[str, pl.DataFrame], near: Path) -> Iterator[SpilledInputs]:
+    """The ``tables`` (contacts, orders, customers) written by customer-hash chunk to a new
+    directory in ``near``, removed on exit. Each table is removed from ``tables`` once written,
+    so it is freed as soon as the caller holds no other reference to it."""
+    near.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=".cto-spill-", dir=near))
+    try:
+        yield _write(tables, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _write(tables: dict[str, pl.DataFrame], directory: Path) -> SpilledInputs:
+    bits = chunk_bits_for(tables["contacts"].height)
+    chunks = 1 << bits
+    schemas, heights = {}, {}
+    for name in TABLES:
+        frame = tables.pop(name, None)
+        if frame is None:
+            continue
+        schemas[name] = frame.schema
+        (directory / name).mkdir()
+        if bits == 0:
+            parts: Iterator[tuple[int, pl.DataFrame]] = iter([(0, frame)])
+        else:
+            chunk_of = frame.select(hash_chunk(bits)).to_series()
+            parts = ((c, frame.filter(chunk_of == c)) for c in range(chunks))
+        for chunk, part in parts:
+            if part.height == 0:
+                continue
+            part.write_ipc(
+                directory / name / f"chunk-{chunk:05d}.arrow", compression="uncompressed"
+            )
+            if name == "contacts":
+                heights[chunk] = part.height
+        del frame, parts, part
+    return SpilledInputs(directory=directory, chunks=chunks, contacts=heights, schemas=schemas)

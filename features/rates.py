@@ -828,8 +828,9 @@ def pool_outcomes(
 ) -> KeyTables:
     """The global rate step: every partition's outcomes pooled into the integer key tables.
 
-    One global sort by time gives each instant's index (as :func:`compute_rates` numbers them)
-    and the global rate; each key's table is built from the pooled outcomes alone. With
+    ``pieces`` is emptied as they are pooled (each is let go once copied). One global sort by
+    time gives each instant's index (as :func:`compute_rates` numbers them) and the global rate;
+    each key's table is built from the pooled outcomes alone. With
     ``write_to`` the tables are written there as :meth:`RateTables.write` writes
     :func:`compute_rates`' tables (the same files, rows and values: a test checks it).
     """
@@ -840,7 +841,13 @@ def pool_outcomes(
     if not pieces:
         raise CTOError("pool_outcomes: no partition outcomes given")
     names = _merged_names(pieces)
-    outcomes = pl.concat([_global_ids(piece, names) for piece in pieces])
+    # Each piece is let go as soon as it is remapped (the list is emptied): the pooled outcomes
+    # are never held twice.
+    remapped = []
+    while pieces:
+        remapped.append(_global_ids(pieces.pop(0), names))
+    outcomes = pl.concat(remapped)
+    del remapped
     outcomes, global_rate = _by_instant(outcomes)
     outcomes = outcomes.drop(KNOWN_AT)
     directory = None if write_to is None else Path(write_to)
@@ -980,15 +987,27 @@ def _look_up(table: pl.DataFrame, key_ids: pl.Series, before: pl.Series) -> pl.D
         return pl.DataFrame(schema={"conversions": pl.UInt32, "outcomes": pl.UInt32}).clear(
             key_ids.len()
         )
+    top = key_ids.max()
+    if top is None:  # no contact has a key
+        return pl.DataFrame(schema={"conversions": pl.UInt32, "outcomes": pl.UInt32}).clear(
+            key_ids.len()
+        )
     wanted = (key_ids.cast(pl.UInt64) * (1 << 32) + before.cast(pl.UInt64)).fill_null(0)
     below = _count_below(table["_step"], wanted)
     del wanted
+    # Where each key's steps start (the steps of lower keys): the step found is the key's own
+    # exactly when it lies at or above that start (a search per key, not a gather per contact).
+    starts = (
+        table["_step"]
+        .search_sorted(
+            pl.int_range(int(top) + 1, dtype=pl.UInt64, eager=True) * (1 << 32), side="left"
+        )
+        .cast(pl.UInt32)
+    )
     frame = pl.DataFrame([key_ids.alias("_kid"), below.alias("_below")])
     at = (pl.col("_below").cast(pl.Int64) - 1).clip(0)
-    match = (
-        pl.col("_kid").is_not_null()
-        & (pl.col("_below") > 0)
-        & (pl.lit(table["_step"]).gather(at) // (1 << 32) == pl.col("_kid"))
+    match = pl.col("_kid").is_not_null() & (
+        pl.col("_below") > pl.lit(starts).gather(pl.col("_kid"))
     )
     return frame.select(
         pl.when(match).then(pl.lit(table["conversions"]).gather(at)).alias("conversions"),

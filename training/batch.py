@@ -462,8 +462,11 @@ def score_contacts(
     threads = settings.num_threads
     bar = Progress(progress, selected)
     in_period = _period_filter(since, until)
-    # The contacts' own columns a model reads (few, often none): kept beside the features.
+    # The contacts' own columns a model reads (few, often none): kept beside the features. None
+    # at all: not even the ids are kept (they would hold the whole id column of the input).
     own = contacts.select("contact_id", *[c for c in data_columns if c in contacts.columns])
+    if not data_columns:
+        own = own.clear()
     del contacts
     # The inputs are spilled to disk by customer-hash chunk and let go (features.spill); the
     # global step first (every contact's rates as of its start), then the per-customer features

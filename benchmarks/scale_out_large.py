@@ -207,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
 def _write(args, rows, generated_s: float) -> None:
     import polars as pl
 
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     table = []
     for label, contacts, features, scoring in rows:
         for job, result in (
@@ -230,7 +237,7 @@ def _write(args, rows, generated_s: float) -> None:
         "Wall and CPU in seconds; peak = the high-water mark of the largest worker process "
         "(largest of the tree apart from the command) and of the command itself (the Dask "
         f"client), MB; load = 1/5-minute load average before the job, 2 cores. Polars "
-        f"{pl.__version__}.",
+        f"{pl.__version__}, code at commit {commit or 'unknown'}.",
         "",
         "| job | contacts | wall (s) | CPU (s) | contacts/s | peak per worker (MB) | "
         "client peak (MB) | load | output check |",

@@ -242,17 +242,9 @@ def main() -> None:
 
 def _score(data: Path, work: Path) -> dict:
     """``cto score DATA --moment arrival`` in one process, with a champion trained first."""
-    from benchmarks.scale_out_large import _train_champion
+    from benchmarks.scale_out_large import champion_env
 
-    env = os.environ | {
-        "PYTHONPATH": str(ROOT),
-        "CTO_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "CTO_ARTIFACT_LOCATION": str(work / "mlruns"),
-        "CTO_MAX_ROUNDS": "60",
-        "CTO_SEED": "7",
-    }
-    env.pop("CTO_DASK", None)
-    _train_champion(work, env)
+    env = champion_env(work)
     command = [sys.executable, "-m", "cto.cli", "score", str(data), "--moment", "arrival"]
     command += ["--out", str(work / "scores.parquet"), "--allow-other-data", "--quiet"]
     return _measure("cto score DATA --moment arrival, one process", command, ROOT, work, env)

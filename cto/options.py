@@ -106,3 +106,14 @@ def load_contract_tables(path: Path, rejected_means: str):
             flush=True,
         )
     return result
+
+
+def add_work_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """``--work-dir``: the Dask feature path's storage (train and backtest with DATA_DIR)."""
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="--dask with DATA_DIR: where the validated tables and feature partitions go while "
+        "the job runs; storage every worker sees (default: a temporary directory, enough for "
+        "local:N).",
+    )

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cto.options import add_label_arguments, add_model_prefix_argument, command_settings
+from cto.options import (
+    add_label_arguments,
+    add_model_prefix_argument,
+    add_work_dir_argument,
+    command_settings,
+)
 
 HELP = "Train the conversion, drop-off reason and contacts-to-order models into MLflow."
 
@@ -105,13 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "CTO_DASK. DATA_DIR's features by the Dask feature path (one task per customer-hash "
         "partition), the LightGBM models fitted with lightgbm.dask; registered as usual.",
     )
-    parser.add_argument(
-        "--work-dir",
-        type=Path,
-        help="--dask with DATA_DIR: where the validated tables and feature partitions go while "
-        "the job runs; storage every worker sees (default: a temporary directory, enough for "
-        "local:N).",
-    )
+    add_work_dir_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")
     add_label_arguments(parser)
     add_model_prefix_argument(parser)

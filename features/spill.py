@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,22 +160,33 @@ def _write(tables: dict[str, pl.DataFrame], directory: Path) -> SpilledInputs:
     bits = chunk_bits_for(tables["contacts"].height)
     chunks = 1 << bits
     schemas, heights = {}, {}
-    for name in TABLES:
-        frame = tables.pop(name, None)
-        if frame is None:
-            continue
-        schemas[name] = frame.schema
-        (directory / name).mkdir()
-        parts = HashChunks(frame, bits)
-        del frame  # held by `parts` only, so freed once this table is written
-        for chunk in range(chunks):
-            part = parts.get(chunk)
-            if part.height == 0:
+    # Each chunk is written in a second thread (Polars writes without the GIL) while the next is
+    # cut: the writes overlap the filtering instead of following it. One write at a time is in
+    # flight, so at most one more chunk is held.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cto-spill") as writer:
+        pending: Future | None = None
+        for name in TABLES:
+            frame = tables.pop(name, None)
+            if frame is None:
                 continue
-            part.write_ipc(
-                directory / name / f"chunk-{chunk:05d}.arrow", compression="uncompressed"
-            )
-            if name == "contacts":
-                heights[chunk] = part.height
-        del parts, part
+            schemas[name] = frame.schema
+            (directory / name).mkdir()
+            parts = HashChunks(frame, bits)
+            del frame  # held by `parts` only, so freed once this table is written
+            for chunk in range(chunks):
+                part = parts.get(chunk)
+                if part.height == 0:
+                    continue
+                if name == "contacts":
+                    heights[chunk] = part.height
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(
+                    part.write_ipc,
+                    directory / name / f"chunk-{chunk:05d}.arrow",
+                    compression="uncompressed",
+                )
+            del parts, part
+        if pending is not None:
+            pending.result()
     return SpilledInputs(directory=directory, chunks=chunks, contacts=heights, schemas=schemas)

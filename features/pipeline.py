@@ -38,12 +38,12 @@ import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 import polars as pl
 
 from features.errors import CTOError
-from features.partitions import customer_partition, hash_chunk, scan_tables
+from features.partitions import HashChunks, customer_partition, scan_tables
 from features.rates import RATE_COLUMNS, RatesOnContacts, RateTables, join_rates
 from features.registry import (
     CHANNELS,
@@ -652,7 +652,8 @@ class ChunkSource(Protocol):
 
 
 class _MemoryChunks:
-    """Frames in memory as a :class:`ChunkSource`, each chunk filtered out when asked for."""
+    """Frames in memory as a :class:`ChunkSource`, each chunk filtered out when asked for
+    (:class:`features.partitions.HashChunks`)."""
 
     def __init__(
         self,
@@ -662,12 +663,14 @@ class _MemoryChunks:
         chunk_bits: int,
     ) -> None:
         self.chunks = 1 << chunk_bits
-        self._orders = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
         self._parts = {
-            name: _HashChunks(frame, chunk_bits)
+            name: HashChunks(
+                frame.collect(engine=ENGINE) if isinstance(frame, pl.LazyFrame) else frame,
+                chunk_bits,
+            )
             for name, frame in (
                 ("contacts", contacts),
-                ("orders", self._orders),
+                ("orders", orders),
                 ("customers", customers),
             )
             if frame is not None
@@ -675,11 +678,22 @@ class _MemoryChunks:
 
     def get(self, chunk: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None] | None:
         contacts = self._parts["contacts"].get(chunk)
-        if contacts is None:
+        if contacts.height == 0:
             return None
-        orders = self._parts["orders"].get(chunk)
         customers = self._parts["customers"].get(chunk) if "customers" in self._parts else None
-        return contacts, self._orders.clear() if orders is None else orders, customers
+        if customers is not None and customers.height == 0:
+            customers = None  # as the spilled chunks say: no customer row in this chunk
+        return contacts, self._parts["orders"].get(chunk), customers
+
+
+class FileOptions(TypedDict, total=False):
+    """The keyword options of :func:`write_feature_files`, which :func:`write_features` passes on."""
+
+    journey_gap_days: int | None
+    horizon_days: int | None
+    feature_set: FeatureSet
+    chunk_rows: int | None
+    progress: Callable[[int, int, int], None] | None
 
 
 def write_features(  # noqa: PLR0917 (mirrors build_features)
@@ -689,30 +703,14 @@ def write_features(  # noqa: PLR0917 (mirrors build_features)
     customers: FrameLike | None = None,
     rates: RateTables | RatesOnContacts | None = None,
     moment: str = "after_contact",
-    *,
-    journey_gap_days: int | None = None,
-    horizon_days: int | None = None,
-    feature_set: FeatureSet = FEATURE_SET,
-    chunk_rows: int | None = None,
-    progress: Callable[[int, int, int], None] | None = None,
+    **options: Unpack[FileOptions],
 ) -> int:
     """Build the features of every contact and write them to one Parquet file; returns the rows.
 
     The same rows, in the same order and dtypes, as :func:`build_features`, but the output is
-    never held whole (see :func:`write_feature_files`, which this calls for one moment).
+    never held whole: :func:`write_feature_files` for one moment (same ``options``).
     """
-    return write_feature_files(
-        contacts,
-        orders,
-        {moment: path},
-        customers,
-        rates,
-        journey_gap_days=journey_gap_days,
-        horizon_days=horizon_days,
-        feature_set=feature_set,
-        chunk_rows=chunk_rows,
-        progress=progress,
-    )
+    return write_feature_files(contacts, orders, {moment: path}, customers, rates, **options)
 
 
 def write_feature_files(  # noqa: PLR0917 (mirrors build_features)
@@ -741,14 +739,8 @@ def write_feature_files(  # noqa: PLR0917 (mirrors build_features)
     """
     if isinstance(contacts, pl.LazyFrame):
         contacts = contacts.collect(engine=ENGINE)
-    rows = _sink_chunk_rows(contacts, chunk_rows)
-    chunk_bits = _chunk_bits(contacts, rows, rows)
-    if chunk_bits == 0:
-        source: ChunkSource = _WholeFrames(contacts, orders, customers)
-    else:
-        source = _MemoryChunks(contacts, orders, customers, chunk_bits)
     return write_chunk_files(
-        source,
+        _sink_chunks(contacts, orders, customers, chunk_rows),
         paths,
         rates,
         journey_gap_days=journey_gap_days,
@@ -810,11 +802,17 @@ def sink_chunk_bits(contacts: int) -> int:
     return 0 if contacts <= rows else max(1, (contacts - 1) // rows).bit_length()
 
 
-def _sink_chunk_rows(contacts: pl.DataFrame, chunk_rows: int | None) -> int:
-    """At least ~8 chunks (the working set is a chunk's), at most SINK_CHUNK_ROWS each."""
-    if chunk_rows is not None:
-        return chunk_rows
-    return min(SINK_CHUNK_ROWS, max(contacts.height // 8, SINK_MIN_CHUNK_ROWS))
+def _sink_chunks(
+    contacts: pl.DataFrame, orders: FrameLike, customers: FrameLike | None, chunk_rows: int | None
+) -> ChunkSource:
+    """The inputs cut as :func:`write_feature_files` cuts them: chunks of ``chunk_rows`` contacts
+    or so (default: at least ~8 chunks, the working set is a chunk's, of at most SINK_CHUNK_ROWS)."""
+    if chunk_rows is None:
+        chunk_rows = min(SINK_CHUNK_ROWS, max(contacts.height // 8, SINK_MIN_CHUNK_ROWS))
+    chunk_bits = _chunk_bits(contacts, chunk_rows, chunk_rows)
+    if chunk_bits == 0:
+        return _WholeFrames(contacts, orders, customers)
+    return _MemoryChunks(contacts, orders, customers, chunk_bits)
 
 
 def feature_chunks(  # noqa: PLR0917 (mirrors build_features)
@@ -839,12 +837,9 @@ def feature_chunks(  # noqa: PLR0917 (mirrors build_features)
     if moment not in MOMENTS:
         raise CTOError(f"moment must be one of {', '.join(MOMENTS)}, got {moment!r}")
     options = _feature_options(journey_gap_days, horizon_days, feature_set)
-    if not isinstance(contacts, pl.DataFrame):
-        yield from _source_chunks(contacts, rates, moment, options)
-        return
-    rows = _sink_chunk_rows(contacts, chunk_rows)
-    chunk_bits = _chunk_bits(contacts, rows, rows)
-    yield from _feature_chunks(contacts, orders, customers, rates, moment, chunk_bits, options)
+    if isinstance(contacts, pl.DataFrame):
+        contacts = _sink_chunks(contacts, orders, customers, chunk_rows)  # type: ignore[arg-type]
+    yield from _source_chunks(contacts, rates, moment, options)
 
 
 def build_chunk_features(
@@ -979,22 +974,6 @@ def _chunk_bits(contacts: FrameLike, above: int, rows: int) -> int:
     if not isinstance(contacts, pl.DataFrame) or contacts.height <= above:
         return 0
     return max(1, (contacts.height - 1) // rows).bit_length()
-
-
-class _HashChunks:
-    """Rows of a frame by the top ``chunk_bits`` bits of their customer hash, one chunk at a time.
-
-    Each chunk is filtered out of the frame when asked for (order kept), so the chunks are never
-    all copied at once: with the output streamed to disk, peak memory stays near the input's.
-    """
-
-    def __init__(self, frame: FrameLike, chunk_bits: int) -> None:
-        self.frame = frame.collect(engine=ENGINE) if isinstance(frame, pl.LazyFrame) else frame
-        self.chunk = self.frame.select(hash_chunk(chunk_bits).alias("_chunk")).to_series()
-
-    def get(self, chunk: int) -> pl.DataFrame | None:
-        part = self.frame.filter(self.chunk == chunk)
-        return part if part.height else None
 
 
 def _resolve_days(journey_gap_days: int | None, horizon_days: int | None) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from features.partitions import hash_chunk
+from features.partitions import HashChunks
 from features.rate_shards import in_turn, sharded_rates
 from features.rates import DEFAULT_PRIOR_STRENGTH, RatesOnContacts, rate_contact_columns
 
@@ -169,12 +169,10 @@ def _write(tables: dict[str, pl.DataFrame], directory: Path) -> SpilledInputs:
             continue
         schemas[name] = frame.schema
         (directory / name).mkdir()
-        if bits == 0:
-            parts: Iterator[tuple[int, pl.DataFrame]] = iter([(0, frame)])
-        else:
-            chunk_of = frame.select(hash_chunk(bits)).to_series()
-            parts = ((c, frame.filter(chunk_of == c)) for c in range(chunks))
-        for chunk, part in parts:
+        parts = HashChunks(frame, bits)
+        del frame  # held by `parts` only, so freed once this table is written
+        for chunk in range(chunks):
+            part = parts.get(chunk)
             if part.height == 0:
                 continue
             part.write_ipc(
@@ -182,5 +180,5 @@ def _write(tables: dict[str, pl.DataFrame], directory: Path) -> SpilledInputs:
             )
             if name == "contacts":
                 heights[chunk] = part.height
-        del frame, parts, part
+        del parts, part
     return SpilledInputs(directory=directory, chunks=chunks, contacts=heights, schemas=schemas)

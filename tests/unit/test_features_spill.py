@@ -10,6 +10,7 @@ from polars.testing import assert_frame_equal
 from cto.cli import main
 from features import pipeline, spill
 from features.labels import label_contacts
+from features.partitions import HashChunks, hash_chunk
 from features.rates import RatesOnContacts, RateTables, compute_rates, contact_rates
 from features.simulate import simulate
 from features.validate import load_and_validate
@@ -127,3 +128,16 @@ def test_chunks_read_back_are_the_in_memory_chunks(data_dir, tmp_path, small_chu
                         assert_frame_equal(a, b, check_exact=True)
         directory = spilled.directory
     assert not directory.exists()
+
+
+@pytest.mark.parametrize("bits", [0, 1, 2, 3, 5])
+def test_hash_chunks_are_the_filtered_rows(data_dir, bits):
+    """Chunks cut in two steps (group, then chunk) are exactly the rows of a filter on the chunk
+    number, in order, whether they are asked for in order or not."""
+    contacts = load_and_validate(data_dir).tables["contacts"]
+    chunk_of = contacts.select(hash_chunk(bits) if bits else pl.lit(0)).to_series()
+    chunks = HashChunks(contacts, bits)
+    order = list(range(1 << bits))
+    for chunk in [*order, *reversed(order)]:
+        assert_frame_equal(chunks.get(chunk), contacts.filter(chunk_of == chunk), check_exact=True)
+    assert sum(chunks.get(c).height for c in order) == contacts.height

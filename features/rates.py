@@ -29,7 +29,6 @@ from pathlib import Path
 import polars as pl
 
 from features.errors import CTOError
-from features.partitions import customer_partition, scan_tables
 
 # Group key per rate; bots have no agent_id and share one "bot" rate.
 RATE_KEYS: dict[str, pl.Expr] = {
@@ -599,53 +598,6 @@ RATE_INPUTS = (
 )
 
 
-def compute_rates_partitioned(
-    input_dir: Path | str,
-    n_partitions: int,
-    horizon_days: int,
-    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
-) -> RateTables:
-    """:func:`compute_rates` for data larger than memory.
-
-    A contact's outcome depends on its own customer's orders only, so each customer-hash
-    partition is labelled on its own; the global step runs sharded by time
-    (:func:`features.rate_shards.sharded_rates`, one partition or shard in memory at a time),
-    its files written to a temporary directory and read back as the tables.
-    """
-    import tempfile
-
-    from features.rate_shards import in_turn, sharded_rates
-
-    scans = scan_tables(Path(input_dir))
-
-    def read_partition(part: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-        contacts = scans["contacts"].filter(customer_partition(n_partitions) == part).collect()
-        orders = scans["orders"].filter(customer_partition(n_partitions) == part).collect()
-        return contacts.select(rate_contact_columns(contacts.schema)), orders
-
-    def read_times(part: int) -> pl.Series:
-        return (
-            scans["contacts"]
-            .filter(customer_partition(n_partitions) == part)
-            .select("started_at")
-            .collect()
-            .to_series()
-        )
-
-    with tempfile.TemporaryDirectory(prefix="cto-rates-") as work:
-        sharded_rates(
-            in_turn,
-            read_times,
-            read_partition,
-            parts=n_partitions,
-            directory=Path(work) / "shards",
-            horizon_days=horizon_days,
-            prior_strength=prior_strength,
-            write_to=Path(work) / "rates",
-        )
-        return RateTables.read(Path(work) / "rates")
-
-
 def rate_inputs(
     contacts: pl.DataFrame | pl.LazyFrame, orders: pl.DataFrame | pl.LazyFrame, horizon_days: int
 ) -> pl.DataFrame:
@@ -667,81 +619,17 @@ def rate_inputs(
 
 # The rate feature columns a feature row reads (registry: `_rate_<name>`).
 RATE_COLUMNS = tuple(f"_rate_{name}" for name in RATE_KEYS)
-# Rows of the full tables written per Parquet row group by contact_rates.
-_WRITE_ROWS = 1_000_000
-# Customer-hash chunks the labels of contact_rates are computed in (bounds their working set).
-_LABEL_CHUNKS = 8
-# Contacts looked up per slice by contact_rates (bounds the lookup's working set).
+# Contacts looked up per slice by KeyTables.rates_of (bounds the lookup's working set).
 _LOOKUP_ROWS = 2_000_000
 
 
 @dataclass(frozen=True)
 class RatesOnContacts:
     """The contacts carry their rates as columns already (:data:`RATE_COLUMNS`, from
-    :func:`contact_rates`): the feature pipeline reads them instead of joining rate tables."""
+    :func:`features.rate_shards.contact_rates`): the feature pipeline reads them instead of joining rate tables."""
 
     horizon_days: int
     prior_strength: float
-
-
-def contact_rates(
-    contacts: pl.DataFrame,
-    orders: pl.DataFrame | pl.LazyFrame,
-    horizon_days: int,
-    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
-    *,
-    write_to: Path | str | None = None,
-    label_chunks: int = _LABEL_CHUNKS,
-) -> pl.DataFrame:
-    """The rate columns (:data:`RATE_COLUMNS`) of every contact, in input order: the global step
-    of a batch that scores the very contacts the rates are learnt from, all in memory.
-
-    Exactly what :func:`join_rates` gives the contacts with the tables of
-    ``compute_rates(rate_inputs(contacts, orders, horizon_days))`` (a test checks it), at a
-    fraction of the memory: the step sharded by time (:func:`features.rate_shards.sharded_rates`,
-    with ``label_chunks`` customer-hash chunks as its partitions, its files in a temporary
-    directory), the tables written to ``write_to`` as :meth:`RateTables.write` writes them.
-    """
-    import tempfile
-
-    from features.rate_shards import in_turn, sharded_rates
-
-    orders = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
-    contact_chunk = contacts.select(customer_partition(label_chunks)).to_series()
-    order_chunk = orders.select(customer_partition(label_chunks)).to_series()
-    rate_contacts = contacts.select(rate_contact_columns(contacts.schema))
-
-    def read_partition(chunk: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-        return rate_contacts.filter(contact_chunk == chunk), orders.filter(order_chunk == chunk)
-
-    def read_times(chunk: int) -> pl.Series:
-        return rate_contacts.filter(contact_chunk == chunk)["started_at"]
-
-    with tempfile.TemporaryDirectory(prefix="cto-rates-") as work:
-        sharded = sharded_rates(
-            in_turn,
-            read_times,
-            read_partition,
-            parts=label_chunks,
-            directory=Path(work),
-            horizon_days=horizon_days,
-            prior_strength=prior_strength,
-            write_to=write_to,
-        )
-        found = [
-            sharded.of_partition(chunk, int((contact_chunk == chunk).sum()))
-            for chunk in range(label_chunks)
-        ]
-    # Back in input order: each chunk's rows are its contacts in input order.
-    rows = pl.concat(
-        [pl.arg_where(contact_chunk == chunk, eager=True) for chunk in range(label_chunks)]
-    )
-    return (
-        pl.concat(found)
-        .with_columns(rows.alias("_input_row"))
-        .sort("_input_row")
-        .drop("_input_row")
-    )
 
 
 # --- the global step in integers, from per-partition outcomes (one process and Dask) -------------

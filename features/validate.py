@@ -248,7 +248,7 @@ def _parser(
     kind = _kind(column)
     texty = _is_texty(raw_dtype)
     if raw_dtype == column.dtype and (
-        (kind == "text" and clean_text) or kind in ("category", "timestamp")
+        (kind == "text" and clean_text) or kind in ("category", "timestamp", "integer")
     ):
         return _Parsed(raw, None, None)
     text = _clean_text(raw) if texty else None
@@ -710,6 +710,7 @@ def _parse_table(
 ) -> _TableState:
     raw = raw.with_row_index("_row", offset=1).with_columns(pl.col("_row").cast(pl.Int64))
     exprs: list[pl.Expr] = [pl.col("_row")]
+    may_fail: list[str] = []  # columns whose parse can fail (a raw text to keep where it did)
     forms: dict[str, int] = {}  # timestamp columns given as text: the format tried first
     clean = _clean_text_columns(table, raw)
     for column in table.columns:
@@ -721,6 +722,8 @@ def _parse_table(
         if kind in ("category", "boolean", "integer") and texty and raw_dtype != column.dtype:
             parsed = _via_distinct_values(parsed, column, raw)
         exprs.append(parsed.value.alias(column.name))
+        if parsed.shown is not None:
+            may_fail.append(column.name)
         # the raw text for now; the second step below keeps it only where the parse failed
         exprs.append(
             (parsed.shown if parsed.shown is not None else pl.lit(None, pl.String)).alias(
@@ -736,8 +739,8 @@ def _parse_table(
         raw.lazy()
         .select(exprs)
         .with_columns(
-            pl.when(pl.col(c.name).is_null()).then(pl.col(_BAD + c.name)).alias(_BAD + c.name)
-            for c in table.columns
+            pl.when(pl.col(name).is_null()).then(pl.col(_BAD + name)).alias(_BAD + name)
+            for name in may_fail
         )
         .collect()
     )

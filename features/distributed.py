@@ -6,14 +6,15 @@ The same three steps as ``cto features --partitions N`` on one machine, spread o
    ``customers`` is split by :func:`features.partitions.customer_partition` and written to
    ``<work>/<table>/part-PPPPP/slice-SSSSS.parquet``: a shuffle through shared storage, so no
    task ever holds more than its slice.
-2. **Rates, global** (one task per partition, then one task): each partition labels its own
-   contacts and keeps their outcomes in integers (:func:`features.rates.partition_outcomes`:
-   time, outcome, key ids, about 21 bytes a contact); one task pools them into the integer key
-   tables (:func:`features.rates.pool_outcomes`, which also writes the rate files). The tables
-   stay on the cluster (a future) and are sent once to every worker that builds features: the
-   broadcast.
-3. **Features** (one task per partition): the partition's contacts get their rates by lookup
-   in the broadcast tables (:meth:`features.rates.KeyTables.rates_of`), then
+2. **Rates, global, sharded by time** (:func:`features.rate_shards.sharded_rates`): one task
+   per partition labels its contacts and writes their outcomes and lookup queries, in integers,
+   to the time shard of their time (``<work>/rates/shard-JJJJJ/``); the client merges the key
+   dictionaries and per-shard totals (keys x shards integers); one task per time shard builds
+   its slice of the key tables, looks up its queries and writes their answers; one task
+   concatenates the slices into the rate files. No task holds data of more than one partition
+   or one shard: nothing is broadcast.
+3. **Features** (one task per partition): the partition's contacts read their rates from the
+   shards' answers (:meth:`features.rate_shards.ShardedRates.of_partition`), then
    :func:`features.pipeline.build_features` runs on the partition, written to
    ``<out>/<moment>/part-PPPPP.parquet``.
 
@@ -43,7 +44,7 @@ from features.partitions import customer_partition
 if TYPE_CHECKING:
     from distributed import Client
 
-    from features.rates import KeyTables, PartitionOutcomes
+    from features.rate_shards import ShardedRates
 
 TABLES = ("contacts", "orders", "customers")
 LOCAL = "local:"
@@ -193,22 +194,31 @@ def _partition_tables(work_dir: Path, part: int) -> dict[str, pl.DataFrame | Non
 # --- step 2: the global rate step ---------------------------------------------------------------
 
 
-def _partition_outcomes(work_dir: str, part: int, horizon_days: int) -> PartitionOutcomes:
-    from features.rates import partition_outcomes, rate_contact_columns
+def _partition_times(work_dir: str, part: int) -> pl.Series:
+    """A partition's contact start times (for the rate step's time shards)."""
+    directory = Path(work_dir) / "contacts" / f"part-{part:05d}"
+    files = sorted(directory.glob("slice-*.parquet")) if directory.is_dir() else []
+    if not files:
+        return pl.Series("started_at", [], pl.Datetime("us", "UTC"))
+    return pl.read_parquet(files, columns=["started_at"])["started_at"]
+
+
+def _partition_rate_inputs(work_dir: str, part: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A partition's contacts (the columns the rate step reads) and orders."""
+    from features.rates import rate_contact_columns
 
     tables = _partition_tables(Path(work_dir), part)
     contacts = tables["contacts"]
-    return partition_outcomes(
-        contacts.select(rate_contact_columns(contacts.schema)), tables["orders"], horizon_days
-    )
+    return contacts.select(rate_contact_columns(contacts.schema)), tables["orders"]
 
 
-def _pool_outcomes(
-    pieces: list[PartitionOutcomes], horizon_days: int, write_to: str | None
-) -> KeyTables:
-    from features.rates import pool_outcomes
+def dask_map(client: Client) -> Callable[[Callable, list[tuple]], list]:
+    """A ``map`` of :func:`features.rate_shards.sharded_rates`: every call a task, gathered."""
 
-    return pool_outcomes(pieces, horizon_days, write_to=write_to)
+    def map_(function: Callable, calls: list[tuple]) -> list:
+        return client.gather([client.submit(function, *args, pure=False) for args in calls])
+
+    return map_
 
 
 def compute_rates_dask(
@@ -217,35 +227,41 @@ def compute_rates_dask(
     n_partitions: int,
     horizon_days: int,
     write_to: Path | None = None,
-):
-    """Step 2: a future of the :class:`~features.rates.KeyTables` (the global step in integers).
+) -> ShardedRates:
+    """Step 2: the global rate step sharded by time (:func:`features.rate_shards.sharded_rates`),
+    every partition and every shard a task; with ``write_to`` the rate files are written there.
 
-    One task per partition labels its contacts and keeps their outcomes in integers (about 21
-    bytes a contact, :func:`features.rates.partition_outcomes`); one task pools them into the
-    integer key tables (:func:`features.rates.pool_outcomes`; with ``write_to`` it writes the
-    rate files there). No task holds string-keyed rows of more than its own partition.
+    Its results stay in ``<work_dir>/rates``: each partition's rate columns, read by the
+    partition's feature task (:meth:`~features.rate_shards.ShardedRates.of_partition`). No task
+    holds more than one partition or one time shard, plus per key and shard totals.
     """
-    pieces = [
-        client.submit(_partition_outcomes, str(work_dir), part, horizon_days, pure=False)
-        for part in range(n_partitions)
-    ]
-    return client.submit(
-        _pool_outcomes,
-        pieces,
-        horizon_days,
-        None if write_to is None else str(write_to),
-        pure=False,
+    from functools import partial
+
+    from features.rate_shards import sharded_rates
+    from features.rates import DEFAULT_PRIOR_STRENGTH
+
+    return sharded_rates(
+        dask_map(client),
+        partial(_partition_times, str(work_dir)),
+        partial(_partition_rate_inputs, str(work_dir)),
+        parts=n_partitions,
+        directory=work_dir / "rates",
+        horizon_days=horizon_days,
+        prior_strength=DEFAULT_PRIOR_STRENGTH,
+        write_to=write_to,
     )
 
 
-def with_rates(contacts: pl.DataFrame, rates: KeyTables | None) -> tuple[pl.DataFrame, object]:
-    """A partition's contacts carrying their rate columns (looked up in the broadcast key
-    tables), and the ``rates`` argument of the feature pipeline that reads them."""
+def with_rates(
+    contacts: pl.DataFrame, rates: ShardedRates | None, part: int
+) -> tuple[pl.DataFrame, object]:
+    """A partition's contacts carrying their rate columns (the partition's answers of the time
+    shards), and the ``rates`` argument of the feature pipeline that reads them."""
     from features.rates import RatesOnContacts
 
     if rates is None:
         return contacts, None
-    carried = contacts.hstack(rates.rates_of(contacts))
+    carried = contacts.hstack(rates.of_partition(part, contacts.height))
     return carried, RatesOnContacts(rates.horizon_days, rates.prior_strength)
 
 
@@ -256,7 +272,7 @@ def _partition_features(
     work_dir: str,
     part: int,
     targets: dict[str, str],
-    rates: KeyTables | None,
+    rates: ShardedRates | None,
     *,
     journey_gap_days: int,
     horizon_days: int,
@@ -264,7 +280,7 @@ def _partition_features(
     from features.pipeline import build_features
 
     tables = _partition_tables(Path(work_dir), part)
-    contacts, carried = with_rates(tables["contacts"], rates)
+    contacts, carried = with_rates(tables["contacts"], rates, part)
     rows = 0
     for moment, target in targets.items():
         frame = build_features(
@@ -326,16 +342,16 @@ def build_features_dask(
         say(f"partition: {n_partitions} customer-hash partitions -> {work_dir}")
         counts = partition_inputs(client, input_dir, work_dir, n_partitions)
         say("partition: " + ", ".join(f"{rows:,} {table}" for table, rows in counts.items()))
-        rate_future = None
+        sharded = None
         if rates:
             say(
-                f"rates: labelling {n_partitions} partitions, then the global step (H={horizon_days}d)"
+                f"rates: labelling {n_partitions} partitions, then the global step by time "
+                f"shard (H={horizon_days}d)"
             )
-            # Kept on the cluster (never gathered to the client); a failed step fails every
-            # feature task that reads it, and its error is raised below.
-            rate_future = compute_rates_dask(
+            sharded = compute_rates_dask(
                 client, work_dir, n_partitions, horizon_days, write_to=rates_dir
             )
+            say(f"rates: {sharded.shards.count} time shards")
         from distributed import as_completed
 
         futures = [
@@ -344,7 +360,7 @@ def build_features_dask(
                 str(work_dir),
                 part,
                 {moment: str(path) for moment, path in targets.items()},
-                rate_future,
+                sharded,
                 journey_gap_days=journey_gap_days,
                 horizon_days=horizon_days,
                 pure=False,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +29,6 @@ from pathlib import Path
 import polars as pl
 
 from features.errors import CTOError
-from features.partitions import customer_partition, scan_tables
 
 # Group key per rate; bots have no agent_id and share one "bot" rate.
 RATE_KEYS: dict[str, pl.Expr] = {
@@ -131,10 +129,15 @@ class RateTables:
         return self.tables[name].group_by("key").agg(pl.all().sort_by(KNOWN_AT).last()).sort("key")
 
 
-def _by_instant(outcomes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _by_instant(
+    outcomes: pl.DataFrame, before: tuple[int, int] = (0, 0)
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Outcomes sorted by time, each with its instant's index in the global table (``_instant``),
     and that table: outcomes, conversions and the rate known at every instant. One definition for
-    :func:`compute_rates` and :func:`contact_rates`, so their instants and priors agree."""
+    :func:`compute_rates` and the time shards (:mod:`features.rate_shards`), so their instants
+    and priors agree. ``before``: outcomes and conversions of the instants before these (a
+    shard's prefix), added to the running counts."""
+    outcomes_before, conversions_before = before
     outcomes = (
         outcomes.lazy()
         .sort(KNOWN_AT)
@@ -149,8 +152,10 @@ def _by_instant(outcomes: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         outcomes.lazy()
         .select(KNOWN_AT, pl.col("_converted").cast(pl.Int64))
         .with_columns(
-            pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias("outcomes"),
-            pl.col("_converted").cum_sum().alias("conversions"),
+            pl.int_range(
+                outcomes_before + 1, outcomes_before + pl.len() + 1, dtype=pl.UInt32
+            ).alias("outcomes"),
+            (pl.col("_converted").cum_sum() + conversions_before).alias("conversions"),
         )
         .filter(_last_of_run(KNOWN_AT))
         .select(
@@ -222,27 +227,54 @@ def compute_rates(
             .sort("_key_id", maintain_order=True)
             .with_columns(_running_within_key())
             .filter(_last_of_run("_key_id", "_instant"))
-            .select(
-                pl.lit(names).gather(pl.col("_key_id")).alias("key"),
-                pl.lit(instants).gather(pl.col("_instant")).alias(KNOWN_AT),
-                "outcomes",
-                "conversions",
-                pl.lit(prior).gather(pl.col("_instant")).alias("prior"),
-            )
-            .with_columns(
-                (
-                    (pl.col("conversions") + prior_strength * pl.col("prior"))
-                    / (pl.col("outcomes") + prior_strength)
-                ).alias("rate")
-            )
-            .collect(engine=ENGINE)
         )
-        tables[name] = per_key
+        tables[name] = _table_rows(per_key, names, instants, prior, prior_strength).collect(
+            engine=ENGINE
+        )
     return RateTables(
         horizon_days=horizon_days,
         prior_strength=prior_strength,
         tables=tables,
         global_rate=global_rate,
+    )
+
+
+def _table_rows(
+    steps: pl.LazyFrame,
+    names: pl.Series,
+    instants: pl.Series,
+    prior: pl.Series,
+    prior_strength: float,
+) -> pl.LazyFrame:
+    """A key's step rows (``_key_id``, ``_instant``, ``outcomes``, ``conversions``) as the rows
+    of a rate table: ``key, label_known_at, outcomes, conversions, prior, rate``."""
+    return _rate_rows(
+        steps.select(
+            pl.lit(names).gather(pl.col("_key_id")).alias("key"),
+            pl.lit(instants).gather(pl.col("_instant")).alias(KNOWN_AT),
+            "outcomes",
+            "conversions",
+            pl.lit(prior).gather(pl.col("_instant")).alias("prior"),
+        ),
+        prior_strength,
+    )
+
+
+def _rate_rows(rows: pl.LazyFrame, prior_strength: float) -> pl.LazyFrame:
+    """Rows of ``key, label_known_at, outcomes, conversions, prior`` with their smoothed
+    ``rate``: the one definition of the written tables' values (:func:`compute_rates` and the
+    time shards' :func:`features.rate_shards.write_rate_files`)."""
+    return rows.select(
+        "key",
+        KNOWN_AT,
+        pl.col("outcomes").cast(pl.UInt32),
+        pl.col("conversions").cast(pl.Int64),
+        "prior",
+    ).with_columns(
+        (
+            (pl.col("conversions") + prior_strength * pl.col("prior"))
+            / (pl.col("outcomes") + prior_strength)
+        ).alias("rate")
     )
 
 
@@ -566,29 +598,6 @@ RATE_INPUTS = (
 )
 
 
-def compute_rates_partitioned(
-    input_dir: Path | str,
-    n_partitions: int,
-    horizon_days: int,
-) -> RateTables:
-    """:func:`compute_rates` for data larger than memory.
-
-    A contact's outcome depends on its own customer's orders only, so each customer-hash
-    partition is labelled on its own (:func:`features.labels.label_conversions`); only the few
-    columns a rate needs are kept from each, then the global step runs once on all of them.
-    """
-    scans = scan_tables(Path(input_dir))
-    pieces = [
-        rate_inputs(
-            scans["contacts"].filter(customer_partition(n_partitions) == part),
-            scans["orders"].filter(customer_partition(n_partitions) == part),
-            horizon_days,
-        )
-        for part in range(n_partitions)
-    ]
-    return compute_rates(pl.concat(pieces), horizon_days=horizon_days)
-
-
 def rate_inputs(
     contacts: pl.DataFrame | pl.LazyFrame, orders: pl.DataFrame | pl.LazyFrame, horizon_days: int
 ) -> pl.DataFrame:
@@ -610,59 +619,17 @@ def rate_inputs(
 
 # The rate feature columns a feature row reads (registry: `_rate_<name>`).
 RATE_COLUMNS = tuple(f"_rate_{name}" for name in RATE_KEYS)
-# Rows of the full tables written per Parquet row group by contact_rates.
-_WRITE_ROWS = 1_000_000
-# Customer-hash chunks the labels of contact_rates are computed in (bounds their working set).
-_LABEL_CHUNKS = 8
-# Contacts looked up per slice by contact_rates (bounds the lookup's working set).
+# Contacts looked up per slice by KeyTables.rates_of (bounds the lookup's working set).
 _LOOKUP_ROWS = 2_000_000
 
 
 @dataclass(frozen=True)
 class RatesOnContacts:
     """The contacts carry their rates as columns already (:data:`RATE_COLUMNS`, from
-    :func:`contact_rates`): the feature pipeline reads them instead of joining rate tables."""
+    :func:`features.rate_shards.contact_rates`): the feature pipeline reads them instead of joining rate tables."""
 
     horizon_days: int
     prior_strength: float
-
-
-def contact_rates(
-    contacts: pl.DataFrame,
-    orders: pl.DataFrame | pl.LazyFrame,
-    horizon_days: int,
-    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
-    *,
-    write_to: Path | str | None = None,
-    label_chunks: int = _LABEL_CHUNKS,
-) -> pl.DataFrame:
-    """The rate columns (:data:`RATE_COLUMNS`) of every contact, in input order: the global step
-    of a batch that scores the very contacts the rates are learnt from, all in memory.
-
-    Exactly what :func:`join_rates` gives the contacts with the tables of
-    ``compute_rates(rate_inputs(contacts, orders, horizon_days))`` (a test checks it), at a
-    fraction of the memory: the labels are computed per customer-hash chunk and only their
-    integer form is kept (:func:`partition_outcomes`), the key tables are built in integers
-    (:func:`pool_outcomes`, which writes them to ``write_to`` as :meth:`RateTables.write` does)
-    and every contact is looked up in them (:meth:`KeyTables.rates_of`). A job larger than
-    memory runs the same three functions one partition at a time.
-    """
-    orders = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
-    contact_chunk = contacts.select(customer_partition(label_chunks)).to_series()
-    order_chunk = orders.select(customer_partition(label_chunks)).to_series()
-    rate_contacts = contacts.select(rate_contact_columns(contacts.schema))
-    pieces = [
-        partition_outcomes(
-            rate_contacts.filter(contact_chunk == chunk),
-            orders.filter(order_chunk == chunk),
-            horizon_days,
-        )
-        for chunk in range(label_chunks)
-    ]
-    del contact_chunk, order_chunk, rate_contacts
-    tables = pool_outcomes(pieces, horizon_days, prior_strength, write_to=write_to)
-    del pieces
-    return tables.rates_of(contacts)
 
 
 # --- the global step in integers, from per-partition outcomes (one process and Dask) -------------
@@ -670,11 +637,13 @@ def contact_rates(
 
 @dataclass(frozen=True)
 class PartitionOutcomes:
-    """One partition's labelled outcomes in integers: ``label_known_at``, ``_converted`` (UInt8)
-    and ``_kid_<name>``, the rank of the contact's key among the partition's own key ``names``
-    (sorted; UInt32). About 21 bytes a contact: what the global step pools."""
+    """One partition's rate step inputs in integers. ``outcomes``: the labelled contacts'
+    ``label_known_at``, ``_converted`` (UInt8) and ``_kid_<name>``, the rank of the contact's key
+    among the partition's own key ``names`` (sorted; UInt32): about 21 bytes a contact.
+    ``queries``: every contact's :func:`lookup_queries` row, in the partition's order."""
 
     outcomes: pl.DataFrame
+    queries: pl.DataFrame
     names: dict[str, pl.Series]
 
 
@@ -718,46 +687,49 @@ def partition_outcomes(
         name: contacts.select(expr.drop_nulls().unique().sort()).to_series()
         for name, expr in keys.items()
     }
+    # Every contact's key ids once: the queries' and (of the labelled ones) the outcomes'. They
+    # agree: the lookup keys differ from the outcome keys only where there is no agent id
+    # column, and then no agent key has an id.
+    queries = lookup_queries(contacts, names)
     labeled = label_conversions(
         contacts.select(rate_contact_columns(contacts.schema)), orders, horizon_days
     )
-    outcomes = (
-        labeled.lazy()
-        .filter(pl.col("converted").is_not_null())
-        .select(
-            KNOWN_AT,
-            pl.col("converted").cast(pl.UInt8).alias("_converted"),
-            *[_key_id(expr, names[name]).alias(f"_kid_{name}") for name, expr in keys.items()],
-        )
-        .collect(engine=ENGINE)
-    )
-    return PartitionOutcomes(outcomes=outcomes, names=names)
+    outcomes = pl.concat(
+        [
+            labeled.select(KNOWN_AT, pl.col("converted").cast(pl.UInt8).alias("_converted")),
+            queries.select(f"_kid_{name}" for name in keys),
+        ],
+        how="horizontal",
+    ).filter(pl.col("_converted").is_not_null())
+    return PartitionOutcomes(outcomes=outcomes, queries=queries, names=names)
 
 
 @dataclass(frozen=True)
 class KeyTables:
-    """The global rate step's result in integers: enough to give any contact its rates.
+    """The global rate step in integers, as much of it as some contacts need to get their rates:
+    one time shard's (:mod:`features.rate_shards`).
 
     ``names``: each rate's keys (sorted; a key's id is its rank); ``instants``/``prior``: the
-    global table's times and rates; ``tables``: each key's step table (:func:`_key_table`: 16
-    bytes a row). A contact's rates are a lookup in them (:meth:`rates_of`), so a partition of
-    contacts needs only these, not the other partitions' contacts.
+    global table's times and rates (a shard's, preceded by the last instant before the shard);
+    ``tables``: each key's step table (:func:`_key_table`: 16 bytes a row), its counts including
+    the key's outcomes before the shard; ``earlier``: each key's ``outcomes``/``conversions``
+    before the shard, by key id (keys, not contacts). A contact's rates are a lookup in them
+    (:meth:`rates_of`).
     """
 
-    horizon_days: int
     prior_strength: float
     names: dict[str, pl.Series]
     instants: pl.Series
     prior: pl.Series
     tables: dict[str, pl.DataFrame]
+    earlier: dict[str, pl.DataFrame] = field(default_factory=dict)
 
-    def rates_of(self, contacts: pl.DataFrame) -> pl.DataFrame:
-        """The rate columns (:data:`RATE_COLUMNS`) of ``contacts``, in their order: what
-        :func:`join_rates` gives them with the full tables, as of each contact's start."""
-        keys = _lookup_keys(contacts.schema)
+    def rates_of(self, queries: pl.DataFrame) -> pl.DataFrame:
+        """The rate columns (:data:`RATE_COLUMNS`) of contacts (:func:`lookup_queries`), in their
+        order: what :func:`join_rates` gives them with the full tables, as of each start."""
         instants = self.instants
         # Outcomes known strictly before each contact started: the instants before its start.
-        started = contacts["started_at"].cast(instants.dtype)
+        started = queries["started_at"].cast(instants.dtype)
         before = _count_below(instants.to_physical(), started.to_physical()).rename("_before")
         del started
         prior = self.prior
@@ -771,19 +743,15 @@ class KeyTables:
             else pl.Series(values=[None] * before.len(), dtype=pl.Float64)
         ).alias("_rate_global")
         columns = []
-        for name, key in keys.items():
+        for name in self.names:
             found = _look_up(
-                self.tables[name], _per_contact(contacts, _key_id(key, self.names[name])), before
+                self.tables[name], queries[f"_kid_{name}"], before, self.earlier.get(name)
             )
             rated = pl.concat(
-                [
-                    global_rate.to_frame(),
-                    found,
-                    _per_contact(contacts, key.is_not_null()).alias("_has_key").to_frame(),
-                ],
+                [global_rate.to_frame(), found, queries.select(f"_has_{name}")],
                 how="horizontal",
             ).select(
-                pl.when(pl.col("_has_key")).then(True).alias(f"_rate_key_{name}"),
+                pl.when(pl.col(f"_has_{name}")).then(True).alias(f"_rate_key_{name}"),
                 pl.col("_rate_global"),
                 pl.col("conversions").alias(f"_rate_{name}_conversions"),
                 pl.col("outcomes").alias(f"_rate_{name}_outcomes"),
@@ -796,99 +764,16 @@ class KeyTables:
         return pl.DataFrame(columns)
 
 
-def _merged_names(pieces: list[PartitionOutcomes]) -> dict[str, pl.Series]:
-    """Every partition's keys per rate, sorted: the global dictionaries."""
-    rates = pieces[0].names if pieces else {}
-    return {
-        name: pl.concat([piece.names[name] for piece in pieces]).unique().sort() for name in rates
-    }
-
-
-def _global_ids(piece: PartitionOutcomes, names: dict[str, pl.Series]) -> pl.DataFrame:
-    """The piece's outcomes with its key ids turned into ranks among the global ``names``."""
-    exprs = []
-    for name, merged in names.items():
-        local = piece.names[name]
-        column = f"_kid_{name}"
-        if local.len() == 0:
-            exprs.append(pl.lit(None, pl.UInt32).alias(column))
-            continue
-        # A partition's keys are among the merged ones: their ranks there, by a binary search.
-        ranks = merged.search_sorted(local, side="left").cast(pl.UInt32)
-        exprs.append(pl.lit(ranks).gather(pl.col(column)).alias(column))
-    return piece.outcomes.with_columns(exprs)
-
-
-def pool_outcomes(
-    pieces: list[PartitionOutcomes],
-    horizon_days: int,
-    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
-    *,
-    write_to: Path | str | None = None,
-) -> KeyTables:
-    """The global rate step: every partition's outcomes pooled into the integer key tables.
-
-    ``pieces`` is emptied as they are pooled (each is let go once copied). One global sort by
-    time gives each instant's index (as :func:`compute_rates` numbers them) and the global rate;
-    each key's table is built from the pooled outcomes alone. With
-    ``write_to`` the tables are written there as :meth:`RateTables.write` writes
-    :func:`compute_rates`' tables (the same files, rows and values: a test checks it).
-    """
-    if horizon_days < 1:
-        raise CTOError(f"horizon_days must be >= 1, got {horizon_days}")
-    if prior_strength <= 0:
-        raise CTOError(f"prior_strength must be > 0, got {prior_strength}")
-    if not pieces:
-        raise CTOError("pool_outcomes: no partition outcomes given")
-    names = _merged_names(pieces)
-    # Each piece is let go as soon as it is remapped (the list is emptied): the pooled outcomes
-    # are never held twice.
-    remapped = []
-    while pieces:
-        remapped.append(_global_ids(pieces.pop(0), names))
-    outcomes = pl.concat(remapped)
-    del remapped
-    outcomes, global_rate = _by_instant(outcomes)
-    outcomes = outcomes.drop(KNOWN_AT)
-    directory = None if write_to is None else Path(write_to)
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        global_rate.write_parquet(directory / "rates_global.parquet")
-    instants, prior = global_rate[KNOWN_AT], global_rate["rate"]
-    del global_rate
-    tables = {}
-    for name in names:
-        tables[name] = _key_table(outcomes, name)
-        if directory is not None:
-            _write_key_table(
-                tables[name],
-                directory / f"rates_{name}.parquet",
-                names[name],
-                instants,
-                prior,
-                prior_strength,
-            )
-    del outcomes
-    if directory is not None:
-        meta = {
-            "horizon_days": horizon_days,
-            "prior_strength": prior_strength,
-            "tables": sorted(names),
-        }
-        (directory / "rates.json").write_text(json.dumps(meta, indent=2, default=str))
-    return KeyTables(
-        horizon_days=horizon_days,
-        prior_strength=prior_strength,
-        names=names,
-        instants=instants,
-        prior=prior,
-        tables=tables,
+def lookup_queries(contacts: pl.DataFrame, names: dict[str, pl.Series]) -> pl.DataFrame:
+    """What a rate lookup reads of each contact, in integers: ``started_at``, ``_kid_<name>``
+    (the key's rank among ``names``) and ``_has_<name>`` (the contact has the key: a key no
+    outcome has still gets the global rate)."""
+    keys = _lookup_keys(contacts.schema)
+    return contacts.select(
+        pl.col("started_at"),
+        *[_key_id(expr, names[name]).alias(f"_kid_{name}") for name, expr in keys.items()],
+        *[expr.is_not_null().alias(f"_has_{name}") for name, expr in keys.items()],
     )
-
-
-def _per_contact(contacts: pl.DataFrame, expr: pl.Expr) -> pl.Series:
-    """``expr`` on every contact (a literal key, e.g. no agent ids, broadcast to all rows)."""
-    return contacts.select(pl.col("started_at"), expr.alias("_value"))["_value"]
 
 
 def _key_id(expr: pl.Expr, names: pl.Series) -> pl.Expr:
@@ -932,57 +817,30 @@ def _key_table(outcomes: pl.DataFrame, name: str) -> pl.DataFrame:
     )
 
 
-def _write_key_table(  # noqa: PLR0917 (internal)
+def _look_up(
     table: pl.DataFrame,
-    path: Path,
-    names: pl.Series,
-    instants: pl.Series,
-    prior: pl.Series,
-    prior_strength: float,
-) -> None:
-    """``table`` as the rows of compute_rates' table (key, time, prior, rate), in row groups."""
-    from polars.io.plugins import register_io_source
-
-    def rows(offset: int) -> pl.DataFrame:
-        return (
-            table.slice(offset, _WRITE_ROWS)
-            .lazy()
-            .with_columns(
-                (pl.col("_step") // (1 << 32)).alias("_key_id"),
-                (pl.col("_step") % (1 << 32)).alias("_instant"),
-            )
-            .select(
-                pl.lit(names).gather(pl.col("_key_id")).alias("key"),
-                pl.lit(instants).gather(pl.col("_instant")).alias(KNOWN_AT),
-                "outcomes",
-                pl.col("conversions").cast(pl.Int64),
-                pl.lit(prior).gather(pl.col("_instant")).alias("prior"),
-            )
-            .with_columns(
-                (
-                    (pl.col("conversions") + prior_strength * pl.col("prior"))
-                    / (pl.col("outcomes") + prior_strength)
-                ).alias("rate")
-            )
-            .collect(engine=ENGINE)
-        )
-
-    def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
-        for offset in range(0, table.height, _WRITE_ROWS):
-            frame = rows(offset)
-            frame = frame if predicate is None else frame.filter(predicate)
-            yield frame if with_columns is None else frame.select(with_columns)
-
-    # Polars' Parquet sink pulls the row groups one at a time: the table is never held whole.
-    register_io_source(source, schema=rows(0).schema).sink_parquet(path, compression="lz4")
-
-
-def _look_up(table: pl.DataFrame, key_ids: pl.Series, before: pl.Series) -> pl.DataFrame:
+    key_ids: pl.Series,
+    before: pl.Series,
+    earlier: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Each contact's key outcomes known strictly before it started: ``conversions, outcomes``.
 
     ``before``: how many instants are earlier than the contact's start. The key's latest step
     before the contact is the table's last step below (key id, ``before``), if of the same key.
+    ``earlier`` (a time shard's table): each key's counts before the table's first instant, by
+    key id, for a contact whose key has no step in the table before it.
     """
+    found = _look_up_steps(table, key_ids, before)
+    if earlier is None or earlier.height == 0:
+        return found
+    kid = pl.lit(key_ids)
+    return found.select(
+        pl.coalesce(pl.col(column), pl.lit(earlier[column]).gather(kid)).alias(column)
+        for column in ("conversions", "outcomes")
+    )
+
+
+def _look_up_steps(table: pl.DataFrame, key_ids: pl.Series, before: pl.Series) -> pl.DataFrame:
     if table.height == 0:
         return pl.DataFrame(schema={"conversions": pl.UInt32, "outcomes": pl.UInt32}).clear(
             key_ids.len()

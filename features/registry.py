@@ -809,9 +809,9 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "(the agent is known once the contact is routed). Without rate tables the rate columns are "
         "null. `RateTables.write(dir)`/`RateTables.read(dir)` store them for the service. A batch job "
         "over the very contacts the rates are learnt from (`cto features`, `cto score DATA_DIR`) "
-        "computes each contact's rates directly (`features.rates.partition_outcomes`, "
-        "`pool_outcomes`, `KeyTables.rates_of`: the same values, in integer form, without the "
-        "string-keyed tables) and the contacts carry them into the features.",
+        "computes each contact's rates directly (`features.rate_shards.sharded_rates`: the step "
+        "in integers, sharded by time range, the same values without the string-keyed tables) and "
+        "the contacts carry them into the features.",
         "",
         "## Memory",
         "",
@@ -835,8 +835,8 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "partition at a time from Parquet and writes `part-NNNNN.parquet` per partition: Polars' "
         "streaming engine cannot run `over`/rolling windows out of core, partitions can. On Dask "
         "(`cto features --dask`, [scale-out.md](scale-out.md)), `build_features` runs as one task "
-        "per partition with the rate tables computed once and broadcast; the files are identical "
-        "to `--partitions N`.",
+        "per partition, each partition's rates read from the rate step sharded by time (no task "
+        "holds the whole tables); the files are identical to `--partitions N`.",
         "",
         "## Real data: the Olist marketing funnel",
         "",

@@ -26,13 +26,8 @@ from pathlib import Path
 import polars as pl
 
 from features.partitions import HashChunks
-from features.rates import (
-    DEFAULT_PRIOR_STRENGTH,
-    RatesOnContacts,
-    partition_outcomes,
-    pool_outcomes,
-    rate_contact_columns,
-)
+from features.rate_shards import in_turn, sharded_rates
+from features.rates import DEFAULT_PRIOR_STRENGTH, RatesOnContacts, rate_contact_columns
 
 TABLES = ("contacts", "orders", "customers")
 # Contacts per group of chunks the rate step labels or looks up at once: fewer, larger calls
@@ -105,33 +100,42 @@ class SpilledInputs:
         their rate columns (:data:`features.rates.RATE_COLUMNS`, held in memory: 24 bytes a
         contact). Returns the ``rates`` argument of the feature pipeline that reads them.
 
-        The same functions as the Dask path: outcomes in integers per group of chunks (each a set
-        of whole customers), pooled into the integer key tables (written to ``write_to``), then
-        every group's contacts looked up in them.
+        The same functions as the Dask path, in turn (:func:`features.rate_shards.sharded_rates`):
+        each group of chunks (a set of whole customers) is a partition, the time shards live in
+        the spill directory, the tables are written to ``write_to``.
         """
         columns = rate_contact_columns(self.schemas["contacts"])
         # No contact at all: one empty group still gives (empty) tables.
         groups = list(self.groups()) or [[0]]
-        pieces = [
-            partition_outcomes(
-                pl.concat([self.read("contacts", c, columns) for c in group]),
-                pl.concat([self.read("orders", c) for c in group]),
-                horizon_days,
+
+        def read_times(group: int) -> pl.Series:
+            return pl.concat([self.read("contacts", c, ["started_at"]) for c in groups[group]])[
+                "started_at"
+            ]
+
+        def read_partition(group: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+            return (
+                pl.concat([self.read("contacts", c, columns) for c in groups[group]]),
+                pl.concat([self.read("orders", c) for c in groups[group]]),
             )
-            for group in groups
-        ]
-        tables = pool_outcomes(pieces, horizon_days, prior_strength, write_to=write_to)
-        del pieces
-        lookup = [
-            c for c in ("started_at", "agent_id", "handled_by", "intent", "channel") if c in columns
-        ]
-        for group in groups:
-            frames = [self.read("contacts", c, lookup) for c in group]
-            found = tables.rates_of(pl.concat(frames))
+
+        sharded = sharded_rates(
+            in_turn,
+            read_times,
+            read_partition,
+            parts=len(groups),
+            directory=self.directory / "rates",
+            horizon_days=horizon_days,
+            prior_strength=prior_strength,
+            write_to=write_to,
+        )
+        for index, group in enumerate(groups):
+            heights = [self.contacts.get(c, 0) for c in group]
+            found = sharded.of_partition(index, sum(heights))
             offset = 0
-            for chunk, frame in zip(group, frames, strict=True):
-                self.rates[chunk] = found.slice(offset, frame.height)
-                offset += frame.height
+            for chunk, height in zip(group, heights, strict=True):
+                self.rates[chunk] = found.slice(offset, height)
+                offset += height
         self.on_contacts = RatesOnContacts(horizon_days, prior_strength)
         return self.on_contacts
 

@@ -4,12 +4,12 @@ The same job as :func:`training.batch.score_contacts` (same features, same champ
 scores), spread over workers like ``cto features --dask`` (:mod:`features.distributed`):
 
 1. **Partition** the inputs by customer hash through storage (one task per input slice);
-2. **Rates, global**: each partition labels its own contacts and keeps their outcomes in
-   integers; one task pools them into the integer key tables
-   (:func:`features.rates.pool_outcomes`), which stay on the cluster and are sent once to every
-   worker (the broadcast);
-3. **Features and scores** (one task per partition): the partition's rates looked up in the
-   broadcast tables, its features, the contacts of ``[since, until]`` scored by the registered
+2. **Rates, global**: the rate step sharded by time
+   (:func:`features.rate_shards.sharded_rates`, as ``cto features --dask`` runs it): each
+   partition's rate columns end up in the work directory, no task holding more than one
+   partition or one time shard;
+3. **Features and scores** (one task per partition): the partition's rates read from the
+   shards' answers, its features, the contacts of ``[since, until]`` scored by the registered
    champions (also sent once to every worker), a partition's scores returned to the client,
    which appends them to the output file partition by partition: no process ever holds more
    than a partition.
@@ -36,14 +36,14 @@ from features.settings import Settings
 if TYPE_CHECKING:
     from distributed import Client
 
-    from features.rates import KeyTables
+    from features.rate_shards import ShardedRates
     from training.batch import LoadedModel, RoutingRules, ScoreResult
 
 
 def _score_partition(
     work_dir: str,
     part: int,
-    rates: KeyTables,
+    rates: ShardedRates,
     models: dict[str, LoadedModel],
     options: dict,
 ) -> pl.DataFrame | None:
@@ -55,7 +55,7 @@ def _score_partition(
 
     tables = _partition_tables(Path(work_dir), part)
     contacts = tables["contacts"]
-    carried, on_contacts = with_rates(contacts, rates)
+    carried, on_contacts = with_rates(contacts, rates, part)
     features = build_features(
         carried,
         tables["orders"],

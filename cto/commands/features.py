@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     from features.errors import CTOError
     from features.pipeline import build_features_partitioned
-    from features.rates import compute_rates_partitioned
+    from features.rate_shards import compute_rates_partitioned
     from features.registry import FEATURE_SET
     from features.settings import get_settings
 

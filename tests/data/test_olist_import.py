@@ -16,7 +16,8 @@ from features.kpis import kpi_table
 from features.labels import label_contacts
 from features.olist import DEALS_FILE, LEADS_FILE, ORIGIN_CHANNEL, REJECTS_FILE, import_olist
 from features.pipeline import build_features
-from features.rates import RATE_COLUMNS, compute_rates, contact_rates, join_rates
+from features.rate_shards import contact_rates
+from features.rates import RATE_COLUMNS, compute_rates, join_rates
 from features.registry import feature_names
 from features.schema import CONTACTS, CUSTOMERS, ORDERS
 from features.validate import load_and_validate

@@ -113,7 +113,8 @@ def test_rates_without_any_agent_key():
 def test_contact_rates_equal_the_joined_tables(world, tmp_path, with_agents):
     """The batch job's global step (compact, chunked, written as it goes) against the tables."""
     from features import pipeline
-    from features.rates import RATE_COLUMNS, RatesOnContacts, RateTables, contact_rates
+    from features.rate_shards import contact_rates
+    from features.rates import RATE_COLUMNS, RatesOnContacts, RateTables
 
     sim, _ = world
     contacts = sim.contacts if with_agents else sim.contacts.drop("agent_id")

@@ -11,7 +11,8 @@ from cto.cli import main
 from features import pipeline, spill
 from features.labels import label_contacts
 from features.partitions import HashChunks, hash_chunk
-from features.rates import RatesOnContacts, RateTables, compute_rates, contact_rates
+from features.rate_shards import contact_rates
+from features.rates import RatesOnContacts, RateTables, compute_rates
 from features.simulate import simulate
 from features.validate import load_and_validate
 

@@ -1,0 +1,662 @@
+"""The global rate step sharded by time range: no task holds data proportional to the whole data.
+
+A contact started at ``s`` reads the outcomes settled before ``s`` (:mod:`features.rates`). Cut
+time into ranges ``[b(j-1), b(j))``, the time shards: an outcome settled at ``t`` and a contact
+started at ``s`` fall in the shard of their own time, and everything in an earlier shard is
+before ``s``. So a contact's counts are those of the shards before its own (a prefix: a few
+integers per key and shard) plus those of its own shard's outcomes before ``s``. The step runs in
+four kinds of task, each holding one partition or one shard plus per-key summaries:
+
+1. :func:`split_partition` (per customer-hash partition): the partition's outcomes in integers
+   (:func:`features.rates.partition_outcomes`) and its lookup queries (start, key ids, row in the
+   partition), each written to the shard of its time in the work directory (a shuffle through
+   storage); returns the partition's key dictionaries and per shard and key totals.
+2. :func:`global_step` (the client): the key dictionaries merged, and per shard the totals before
+   it (global and per key) and the last instant before it: keys x shards integers.
+3. :func:`rate_shard` (per shard): the shard's outcomes sorted by time, its slice of the global
+   and key tables (offset by the prefix), its queries looked up in them
+   (:meth:`features.rates.KeyTables.rates_of`); writes its slice of the rate tables and the
+   queries' answers keyed by (partition, row).
+4. :meth:`ShardedRates.of_partition` (per partition, in the feature task): the partition's answers
+   from every shard, back in row order.
+
+:func:`write_rate_files` then concatenates the shards' slices into the very files
+:meth:`features.rates.RateTables.write` gives (rows in key and time order), a bounded batch at a
+time. :func:`sharded_rates` runs the whole step with any ``map`` (one process: in turn; Dask: as
+tasks), so both paths run the same functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+
+from features.errors import CTOError
+from features.partitions import customer_partition, scan_tables
+from features.rates import (
+    DEFAULT_PRIOR_STRENGTH,
+    ENGINE,
+    KNOWN_AT,
+    KeyTables,
+    RateTables,
+    _by_instant,
+    _key_table,
+    _rate_rows,
+    partition_outcomes,
+    rate_contact_columns,
+)
+
+# Contacts per time shard: the shard task holds their queries and about as many outcomes.
+SHARD_CONTACTS = 2_000_000
+# Start times sampled per partition to place the shard boundaries.
+SAMPLE_SIZE = 2_000
+# Rows of a rate table written per batch by write_rate_files (bounds its working set).
+_WRITE_ROWS = 1_000_000
+# Customer-hash chunks contact_rates labels and shards in (bounds their working set).
+_LABEL_CHUNKS = 8
+
+
+@dataclass(frozen=True)
+class Shards:
+    """Where the shards live and where they cut time: shard ``j`` holds the times in
+    ``[bounds[j-1], bounds[j])`` (sorted, distinct; the first and last shards are open)."""
+
+    directory: Path
+    bounds: pl.Series
+
+    @property
+    def count(self) -> int:
+        return self.bounds.len() + 1
+
+    def of(self, times: pl.Series) -> pl.Series:
+        """The shard of each time (a null time: shard 0, where no outcome is before it)."""
+        if self.bounds.len() == 0:
+            return pl.zeros(times.len(), pl.UInt32, eager=True)
+        found = self.bounds.search_sorted(times.cast(self.bounds.dtype), side="right")
+        return pl.select(
+            pl.when(times.is_not_null()).then(found.cast(pl.UInt32)).otherwise(0)
+        ).to_series()
+
+    def path(self, kind: str, shard: int, part: int | str = "") -> Path:
+        suffix = f"-{part:05d}" if isinstance(part, int) else part
+        return self.directory / f"shard-{shard:05d}" / f"{kind}{suffix}"
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    """What a partition tells the global step: its key dictionaries (``names``, sorted), per
+    shard its outcomes, conversions and latest time (``totals``), per key and shard its outcomes
+    and conversions (``keys``, by the partition's own key ids)."""
+
+    part: int
+    contacts: int
+    names: dict[str, pl.Series]
+    totals: pl.DataFrame
+    keys: dict[str, pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class ShardPrefix:
+    """Everything before a shard: outcomes and conversions, the latest instant (None: no outcome
+    before it), and per key (global id) its outcomes and conversions."""
+
+    outcomes: int
+    conversions: int
+    last: object
+    keys: dict[str, pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class GlobalStep:
+    """The merged key dictionaries, each partition's ids ranked in them, each shard's prefix."""
+
+    names: dict[str, pl.Series]
+    ranks: dict[int, dict[str, pl.Series]]
+    prefixes: list[ShardPrefix]
+
+
+@dataclass(frozen=True)
+class ShardedRates:
+    """Where each partition's rate columns are once the step ran (the ``rates`` a feature task
+    is given instead of the tables: a path, not data)."""
+
+    shards: Shards
+    parts: int
+    horizon_days: int
+    prior_strength: float
+
+    def of_partition(self, part: int, height: int) -> pl.DataFrame:
+        """The rate columns (:data:`features.rates.RATE_COLUMNS`) of the partition's contacts,
+        in their order (``height``: how many contacts it has)."""
+        frames = [
+            pl.read_ipc(self.shards.path("answers", shard, part))
+            for shard in range(self.shards.count)
+        ]
+        found = pl.concat(frames).sort("_row").drop("_row")
+        if found.height != height:
+            raise CTOError(
+                f"rate step: partition {part} has {height} contacts but {found.height} answers"
+            )
+        return found
+
+
+def time_sample(started: pl.Series, size: int = SAMPLE_SIZE) -> pl.Series:
+    """About ``size`` start times spread evenly over a partition's sorted times."""
+    started = started.drop_nulls().sort()
+    return started.gather_every(max(1, started.len() // size))
+
+
+def plan_shards(
+    samples: list[pl.Series],
+    contacts: int,
+    horizon_days: int,
+    directory: Path,
+    shard_contacts: int = SHARD_CONTACTS,
+) -> Shards:
+    """Boundaries at quantiles of the sampled times, outcomes' (start + H) and queries' (start)
+    together, so the shards hold about equal rows. Any boundaries give the same rates: they only
+    decide which task does which part of the work."""
+    wanted = max(1, math.ceil(contacts / shard_contacts))
+    sampled = pl.concat(samples) if samples else pl.Series([], dtype=pl.Datetime("us", "UTC"))
+    times = pl.concat([sampled, sampled + timedelta(days=horizon_days)]).sort()
+    picks = [round(i * times.len() / wanted) for i in range(1, wanted)]
+    bounds = times.gather([p for p in picks if p < times.len()]).unique().sort()
+    return Shards(directory=Path(directory), bounds=bounds)
+
+
+def split_partition(
+    shards: Shards, part: int, contacts: pl.DataFrame, orders: pl.DataFrame, horizon_days: int
+) -> PartitionSummary:
+    """Step 1 for one partition (every row of some customers): its outcomes and its lookup
+    queries, each written to the shard of its time; every shard gets a file (maybe empty)."""
+    piece = partition_outcomes(
+        contacts.select(rate_contact_columns(contacts.schema)), orders, horizon_days
+    )
+    outcomes = piece.outcomes.with_columns(shards.of(piece.outcomes[KNOWN_AT]).alias("_shard"))
+    queries = piece.queries.with_row_index("_row").with_columns(
+        shards.of(piece.queries["started_at"]).alias("_shard")
+    )
+    for kind, frame in (("outcomes", outcomes), ("queries", queries)):
+        pieces = frame.partition_by("_shard", as_dict=True, include_key=False)
+        for shard in range(shards.count):
+            rows = pieces.get((shard,), frame.clear().drop("_shard"))
+            shards.path(kind, shard).parent.mkdir(parents=True, exist_ok=True)
+            rows.write_ipc(shards.path(kind, shard, part), compression="uncompressed")
+        del pieces
+    converted = pl.col("_converted").cast(pl.UInt64)
+    totals = outcomes.group_by("_shard").agg(
+        pl.len().cast(pl.UInt64).alias("outcomes"),
+        converted.sum().alias("conversions"),
+        pl.col(KNOWN_AT).max().alias("last"),
+    )
+    keys = {
+        name: outcomes.filter(pl.col(f"_kid_{name}").is_not_null())
+        .group_by("_shard", pl.col(f"_kid_{name}").alias("_kid"))
+        .agg(pl.len().cast(pl.UInt64).alias("outcomes"), converted.sum().alias("conversions"))
+        for name in piece.names
+    }
+    return PartitionSummary(
+        part=part, contacts=contacts.height, names=piece.names, totals=totals, keys=keys
+    )
+
+
+def global_step(summaries: list[PartitionSummary], shards: int) -> GlobalStep:
+    """Step 2: the partitions' summaries merged (keys x shards integers)."""
+    if not summaries:
+        raise CTOError("rate step: no partition summaries given")
+    names = {
+        name: pl.concat([s.names[name] for s in summaries]).unique().sort()
+        for name in summaries[0].names
+    }
+    # A partition's keys are among the merged ones: their ranks there, by a binary search.
+    ranks = {
+        s.part: {
+            name: names[name].search_sorted(s.names[name], side="left").cast(pl.UInt32)
+            for name in names
+        }
+        for s in summaries
+    }
+    totals = pl.concat([s.totals for s in summaries])
+    keys = {
+        name: pl.concat(
+            [
+                s.keys[name].with_columns(
+                    pl.lit(ranks[s.part][name]).gather(pl.col("_kid")).alias("_kid")
+                )
+                for s in summaries
+            ]
+        )
+        for name in names
+    }
+    prefixes = []
+    for shard in range(shards):
+        before = totals.filter(pl.col("_shard") < shard)
+        prefixes.append(
+            ShardPrefix(
+                outcomes=int(before["outcomes"].sum()),
+                conversions=int(before["conversions"].sum()),
+                last=before["last"].max(),
+                keys={
+                    name: frame.filter(pl.col("_shard") < shard)
+                    .group_by("_kid")
+                    .agg(
+                        pl.col("outcomes").sum().cast(pl.UInt32),
+                        pl.col("conversions").sum().cast(pl.UInt32),
+                    )
+                    .sort("_kid")
+                    for name, frame in keys.items()
+                },
+            )
+        )
+    return GlobalStep(names=names, ranks=ranks, prefixes=prefixes)
+
+
+def _global_ids(frame: pl.DataFrame, ranks: dict[str, pl.Series]) -> pl.DataFrame:
+    """A partition's rows with its key ids turned into ranks among the merged keys."""
+    return frame.with_columns(
+        pl.lit(rank, pl.UInt32).gather(pl.col(f"_kid_{name}")).alias(f"_kid_{name}")
+        if rank.len()
+        else pl.lit(None, pl.UInt32).alias(f"_kid_{name}")
+        for name, rank in ranks.items()
+    )
+
+
+def _read_shard(
+    shards: Shards, kind: str, shard: int, ranks: dict[int, dict[str, pl.Series]]
+) -> pl.DataFrame:
+    """A shard's rows of ``kind`` from every partition, keyed by the merged key ids."""
+    return pl.concat(
+        [
+            _global_ids(pl.read_ipc(shards.path(kind, shard, part)), ranks[part]).with_columns(
+                pl.lit(part, pl.UInt32).alias("_part")
+            )
+            for part in sorted(ranks)
+        ]
+    )
+
+
+def rate_shard(  # noqa: PLR0917 (a task's arguments)
+    shards: Shards,
+    shard: int,
+    names: dict[str, pl.Series],
+    ranks: dict[int, dict[str, pl.Series]],
+    prefix: ShardPrefix,
+    prior_strength: float,
+    write_tables: bool,
+) -> dict[str, pl.DataFrame]:
+    """Step 3 for one shard: its slice of the tables and its queries' answers, written to the
+    shard's directory. Returns each table's rows per key id in the slice (for
+    :func:`write_rate_files`)."""
+    outcomes = _read_shard(shards, "outcomes", shard, ranks).drop("_part")
+    outcomes, global_rate = _by_instant(outcomes, (prefix.outcomes, prefix.conversions))
+    if write_tables:
+        global_rate.write_ipc(shards.path("global", shard), compression="uncompressed")
+    instants, prior = global_rate[KNOWN_AT], global_rate["rate"]
+    del global_rate
+    if prefix.last is not None:
+        # The last instant before the shard leads its tables: a contact whose key has no outcome
+        # in the shard before it finds the key's row there (the prefix), and the global rate.
+        instants = pl.concat([pl.Series([prefix.last], dtype=instants.dtype), instants])
+        prior = pl.concat(
+            [
+                pl.Series([prefix.conversions], dtype=pl.Int64)
+                / pl.Series([prefix.outcomes], dtype=pl.UInt32),
+                prior,
+            ]
+        )
+        outcomes = outcomes.with_columns(pl.col("_instant") + 1)
+    tables, rows, earlier = {}, {}, {}
+    for name, keys in names.items():
+        table = _key_table(outcomes, name).with_columns(
+            (pl.col("_step") // (1 << 32)).cast(pl.UInt32).alias("_kid")
+        )
+        if prefix.keys[name].height:
+            # The key's counts before the shard, by key id (a dense array: keys, not contacts).
+            earlier[name] = (
+                pl.DataFrame({"_kid": pl.int_range(keys.len(), dtype=pl.UInt32, eager=True)})
+                .join(prefix.keys[name], on="_kid", how="left", maintain_order="left")
+                .fill_null(0)
+            )
+            table = table.with_columns(
+                pl.col(column) + pl.lit(earlier[name][column]).gather(pl.col("_kid"))
+                for column in ("outcomes", "conversions")
+            )
+        rows[name] = table.group_by("_kid").len().sort("_kid")
+        if write_tables:
+            # In integers (strings and rates are made once, by write_rate_files).
+            instant = (pl.col("_step") % (1 << 32)).cast(pl.Int64)
+            table.select(
+                pl.col("_kid").alias("_key_id"),
+                pl.lit(instants).gather(instant).alias(KNOWN_AT),
+                "outcomes",
+                "conversions",
+                pl.lit(prior).gather(instant).alias("prior"),
+            ).write_ipc(shards.path(f"table-{name}", shard), compression="uncompressed")
+        tables[name] = table.drop("_kid")
+        del table
+    del outcomes
+    lookup = KeyTables(
+        prior_strength=prior_strength,
+        names=names,
+        instants=instants,
+        prior=prior,
+        tables=tables,
+        earlier=earlier,
+    )
+    queries = _read_shard(shards, "queries", shard, ranks)
+    answers = pl.concat(
+        [queries.select("_part", "_row"), lookup.rates_of(queries)], how="horizontal"
+    )
+    del queries, lookup, tables
+    for (part,), frame in answers.partition_by("_part", as_dict=True, include_key=False).items():
+        frame.write_ipc(shards.path("answers", shard, part), compression="uncompressed")
+    for part in set(ranks) - set(answers["_part"].unique().to_list()):
+        answers.clear().drop("_part").write_ipc(
+            shards.path("answers", shard, part), compression="uncompressed"
+        )
+    return rows
+
+
+def write_rate_files(  # noqa: PLR0917 (a task's arguments)
+    shards: Shards,
+    names: dict[str, pl.Series],
+    rows: list[dict[str, pl.DataFrame]],
+    directory: Path | str,
+    horizon_days: int,
+    prior_strength: float,
+) -> Path:
+    """The shards' slices as the files :meth:`features.rates.RateTables.write` gives: the global
+    table in time order, each key table in key then time order, a bounded batch at a time."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    pl.scan_ipc([shards.path("global", shard) for shard in range(shards.count)]).sink_parquet(
+        directory / "rates_global.parquet"
+    )
+    for name, keys in names.items():
+        files = [shards.path(f"table-{name}", shard) for shard in range(shards.count)]
+        counts = [shard_rows[name] for shard_rows in rows]
+        ordered = functools.partial(_key_ordered, files, counts)
+        schema = _rate_rows(
+            pl.scan_ipc(files[0]).with_columns(pl.lit("", pl.String).alias("key")), 0
+        ).collect_schema()
+        _sink(ordered, keys, prior_strength, schema, directory / f"rates_{name}.parquet")
+    meta = {"horizon_days": horizon_days, "prior_strength": prior_strength, "tables": sorted(names)}
+    (directory / "rates.json").write_text(json.dumps(meta, indent=2, default=str))
+    return directory
+
+
+def _key_ordered(files: list[Path], counts: list[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """The rows of shard files (each sorted by key id, then time) in key, then time order.
+
+    Keys are taken a batch of about _WRITE_ROWS rows at a time: each shard's rows of the batch
+    are one read of its file, and each key's rows are its slices of those, shard after shard
+    (a shard's rows are later than the previous shard's). A key of more rows than that goes
+    alone, shard by shard.
+    """
+    # Per shard: each key's first row and row count in the shard's file.
+    spans = [
+        dict(
+            zip(
+                frame["_kid"].to_list(),
+                zip(
+                    (frame["len"].cum_sum() - frame["len"]).to_list(),
+                    frame["len"].to_list(),
+                    strict=True,
+                ),
+                strict=True,
+            )
+        )
+        for frame in counts
+    ]
+    keys = (
+        pl.concat([frame.select("_kid", "len") for frame in counts])
+        .group_by("_kid")
+        .agg(pl.col("len").sum())
+        .sort("_kid")
+    )
+
+    def read(kids: list[int]) -> Iterator[pl.DataFrame]:
+        loaded = []
+        for path, span in zip(files, spans, strict=True):
+            found = [span[kid] for kid in kids if kid in span]
+            if not found:
+                loaded.append(None)
+                continue
+            start = found[0][0]
+            rows = pl.scan_ipc(path).slice(start, sum(n for _, n in found)).collect(engine=ENGINE)
+            loaded.append((start, rows))
+        for kid in kids:
+            for span, shard in zip(spans, loaded, strict=True):
+                if kid in span and shard is not None:
+                    offset, length = span[kid]
+                    yield shard[1].slice(offset - shard[0], length)
+
+    batch, size = [], 0
+    for kid, length in keys.iter_rows():
+        if length >= _WRITE_ROWS:
+            if batch:
+                yield pl.concat(read(batch))
+                batch, size = [], 0
+            yield from read([kid])
+            continue
+        batch.append(kid)
+        size += length
+        if size >= _WRITE_ROWS:
+            yield pl.concat(read(batch))
+            batch, size = [], 0
+    if batch:
+        yield pl.concat(read(batch))
+
+
+def _sink(  # noqa: PLR0917 (internal)
+    frames: Callable[[], Iterator[pl.DataFrame]],
+    names: pl.Series,
+    prior_strength: float,
+    schema: pl.Schema,
+    path: Path,
+) -> None:
+    """The shards' rows (``frames``, in integers) written to one Parquet file as the rows of a
+    rate table (key strings, rates), a batch at a time: never all held."""
+    from polars.io.plugins import register_io_source
+
+    def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
+        for frame in frames():
+            rows = _rate_rows(
+                frame.lazy().with_columns(pl.lit(names).gather(pl.col("_key_id")).alias("key")),
+                prior_strength,
+            ).collect(engine=ENGINE)
+            rows = rows if predicate is None else rows.filter(predicate)
+            yield rows if with_columns is None else rows.select(with_columns)
+
+    register_io_source(source, schema=schema).sink_parquet(path, compression="lz4")
+
+
+Map = Callable[[Callable, list[tuple]], list]
+
+
+def in_turn(function: Callable, calls: list[tuple]) -> list:
+    """The one-process ``map`` of :func:`sharded_rates`: each call in turn."""
+    return [function(*args) for args in calls]
+
+
+def _sample_task(read_times: Callable[[int], pl.Series], part: int) -> tuple[pl.Series, int]:
+    started = read_times(part)
+    return time_sample(started), started.len()
+
+
+def _split_task(
+    read_partition: Callable[[int], tuple[pl.DataFrame, pl.DataFrame]],
+    shards: Shards,
+    part: int,
+    horizon_days: int,
+) -> PartitionSummary:
+    contacts, orders = read_partition(part)
+    return split_partition(shards, part, contacts, orders, horizon_days)
+
+
+def sharded_rates(  # noqa: PLR0913 (the step's inputs)
+    map_: Map,
+    read_times: Callable[[int], pl.Series],
+    read_partition: Callable[[int], tuple[pl.DataFrame, pl.DataFrame]],
+    *,
+    parts: int,
+    directory: Path,
+    horizon_days: int,
+    prior_strength: float,
+    write_to: Path | str | None = None,
+    shard_contacts: int = SHARD_CONTACTS,
+    bounds: pl.Series | None = None,
+) -> ShardedRates:
+    """The whole step: ``read_times(part)`` gives a partition's start times (for the shard
+    boundaries), ``read_partition(part)`` its contacts and orders; ``map_`` runs a function over
+    argument tuples (:func:`in_turn`, or as Dask tasks). ``bounds`` (tests): the boundaries to
+    use instead of the sampled ones. With ``write_to`` the rate files are written there."""
+    if horizon_days < 1:
+        raise CTOError(f"horizon_days must be >= 1, got {horizon_days}")
+    if prior_strength <= 0:
+        raise CTOError(f"prior_strength must be > 0, got {prior_strength}")
+    if bounds is None:
+        sampled = map_(_sample_task, [(read_times, part) for part in range(parts)])
+        shards = plan_shards(
+            [s for s, _ in sampled],
+            sum(n for _, n in sampled),
+            horizon_days,
+            directory,
+            shard_contacts,
+        )
+    else:
+        shards = Shards(directory=Path(directory), bounds=bounds.unique().sort())
+    summaries = map_(
+        _split_task, [(read_partition, shards, part, horizon_days) for part in range(parts)]
+    )
+    step = global_step(summaries, shards.count)
+    del summaries
+    write_tables = write_to is not None
+    rows = map_(
+        rate_shard,
+        [
+            (shards, j, step.names, step.ranks, step.prefixes[j], prior_strength, write_tables)
+            for j in range(shards.count)
+        ],
+    )
+    if write_to is not None:
+        map_(
+            write_rate_files,
+            [(shards, step.names, rows, write_to, horizon_days, prior_strength)],
+        )
+    return ShardedRates(
+        shards=shards, parts=parts, horizon_days=horizon_days, prior_strength=prior_strength
+    )
+
+
+# --- the step on one machine -----------------------------------------------------------------
+
+
+def contact_rates(
+    contacts: pl.DataFrame,
+    orders: pl.DataFrame | pl.LazyFrame,
+    horizon_days: int,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+    *,
+    write_to: Path | str | None = None,
+    label_chunks: int = _LABEL_CHUNKS,
+) -> pl.DataFrame:
+    """The rate columns (:data:`RATE_COLUMNS`) of every contact, in input order: the global step
+    of a batch that scores the very contacts the rates are learnt from, all in memory.
+
+    Exactly what :func:`join_rates` gives the contacts with the tables of
+    ``compute_rates(rate_inputs(contacts, orders, horizon_days))`` (a test checks it), at a
+    fraction of the memory: the step sharded by time (:func:`features.rate_shards.sharded_rates`,
+    with ``label_chunks`` customer-hash chunks as its partitions, its files in a temporary
+    directory), the tables written to ``write_to`` as :meth:`RateTables.write` writes them.
+    """
+    import tempfile
+
+    orders = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
+    contact_chunk = contacts.select(customer_partition(label_chunks)).to_series()
+    order_chunk = orders.select(customer_partition(label_chunks)).to_series()
+    rate_contacts = contacts.select(rate_contact_columns(contacts.schema))
+
+    def read_partition(chunk: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return rate_contacts.filter(contact_chunk == chunk), orders.filter(order_chunk == chunk)
+
+    def read_times(chunk: int) -> pl.Series:
+        return rate_contacts.filter(contact_chunk == chunk)["started_at"]
+
+    with tempfile.TemporaryDirectory(prefix="cto-rates-") as work:
+        sharded = sharded_rates(
+            in_turn,
+            read_times,
+            read_partition,
+            parts=label_chunks,
+            directory=Path(work),
+            horizon_days=horizon_days,
+            prior_strength=prior_strength,
+            write_to=write_to,
+        )
+        found = [
+            sharded.of_partition(chunk, int((contact_chunk == chunk).sum()))
+            for chunk in range(label_chunks)
+        ]
+    # Back in input order: each chunk's rows are its contacts in input order.
+    rows = pl.concat(
+        [pl.arg_where(contact_chunk == chunk, eager=True) for chunk in range(label_chunks)]
+    )
+    return (
+        pl.concat(found)
+        .with_columns(rows.alias("_input_row"))
+        .sort("_input_row")
+        .drop("_input_row")
+    )
+
+
+def compute_rates_partitioned(
+    input_dir: Path | str,
+    n_partitions: int,
+    horizon_days: int,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+) -> RateTables:
+    """:func:`compute_rates` for data larger than memory.
+
+    A contact's outcome depends on its own customer's orders only, so each customer-hash
+    partition is labelled on its own; the global step runs sharded by time
+    (:func:`features.rate_shards.sharded_rates`, one partition or shard in memory at a time),
+    its files written to a temporary directory and read back as the tables.
+    """
+    import tempfile
+
+    scans = scan_tables(Path(input_dir))
+
+    def read_partition(part: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        contacts = scans["contacts"].filter(customer_partition(n_partitions) == part).collect()
+        orders = scans["orders"].filter(customer_partition(n_partitions) == part).collect()
+        return contacts.select(rate_contact_columns(contacts.schema)), orders
+
+    def read_times(part: int) -> pl.Series:
+        return (
+            scans["contacts"]
+            .filter(customer_partition(n_partitions) == part)
+            .select("started_at")
+            .collect()
+            .to_series()
+        )
+
+    with tempfile.TemporaryDirectory(prefix="cto-rates-") as work:
+        sharded_rates(
+            in_turn,
+            read_times,
+            read_partition,
+            parts=n_partitions,
+            directory=Path(work) / "shards",
+            horizon_days=horizon_days,
+            prior_strength=prior_strength,
+            write_to=Path(work) / "rates",
+        )
+        return RateTables.read(Path(work) / "rates")

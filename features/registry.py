@@ -773,8 +773,8 @@ def features_markdown(feature_set: FeatureSet = FEATURE_SET) -> str:
         "- Window features cover `[t - w, t)`: only events strictly before the contact started. "
         "They are computed without `.over(customer_id)` (about 10x slower here): the stream is "
         "sorted by customer and time under one Int64 key (customer ordinal in the high bits, "
-        "milliseconds below), a `rolling_sum_by(key, w, closed=left)` row count gives each "
-        "window's first row, and sums are differences of running integer sums (waits in ms, "
+        "milliseconds below), a binary search of `key - w` in the sorted key (`search_sorted`) "
+        "gives each window's first row, and sums are differences of running integer sums (waits in ms, "
         "amounts in cents: exact, whatever else is in the batch); maxima use `rolling_max_by` on "
         "the same key. Window *starts* are at millisecond resolution; the end, strictly before the "
         "contact, is exact.",

@@ -75,6 +75,14 @@ def test_both_moments_and_partitions_agree(data_dir, tmp_path, capsys):
         a = pl.read_parquet(whole / f"features_{moment}.parquet").sort("contact_id")
         b = pl.read_parquet(parts / moment).sort("contact_id")
         assert a.equals(b), moment
+    # --partitions builds its rate tables by the time-sharded step: the one-process job's files.
+    from features.rates import RateTables
+
+    one, partitioned = RateTables.read(whole / "rates"), RateTables.read(parts / "rates")
+    assert partitioned.global_rate.height > 0
+    assert partitioned.global_rate.equals(one.global_rate)
+    for name, table in one.tables.items():
+        assert partitioned.tables[name].equals(table), name
     described = json.loads((whole / "feature_set.json").read_text())
     assert described["digest"] == FEATURE_SET.digest
     assert "partition 3/3" in capsys.readouterr().out

@@ -1148,7 +1148,8 @@ def build_features_partitioned(
     ``input_dir`` lazily, so each pass holds one partition in memory, and writes
     ``out_dir/part-00000.parquet``... (one file per partition, together all contacts). Every
     per-customer feature only needs that customer's rows; the global rate tables are passed in
-    (:func:`features.rates.compute_rates`), as a Dask job would broadcast them.
+    (:func:`features.rates.compute_rates`; ``cto features --partitions`` builds them with
+    :func:`features.rate_shards.compute_rates_partitioned`).
     """
     if n_partitions < 1:
         raise CTOError(f"--partitions must be >= 1, got {n_partitions}")

@@ -1,8 +1,8 @@
 """Point-in-time conversion rates per agent, intent and channel: the GLOBAL feature step.
 
 Unlike the per-customer history features, a rate pools every customer, so it is computed in its
-own step over all labeled contacts and joined onto contacts afterwards (on Dask: once, then
-broadcast to the per-customer partitions).
+own step over all labeled contacts and joined onto contacts afterwards (a batch job runs it
+sharded by time range, :mod:`features.rate_shards`, and each partition reads its own rates).
 
 Point in time: a contact's outcome (``converted``) is only settled once its H-day label window has
 closed, at ``label_known_at = started_at + H``. A scored contact started at ``s`` sees the outcomes

@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         help="Score on a Dask cluster, a scheduler address or local:N; default CTO_DASK. "
         "DATA_DIR (validated Parquet tables): one task per customer-hash partition (rates "
-        "computed once and broadcast), rows grouped by partition; --table FILE.parquet: "
+        "by the rate step sharded by time), rows grouped by partition; --table FILE.parquet: "
         "map_partitions over its row groups, input order. Same scores as one process.",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress lines on stderr.")

@@ -519,7 +519,7 @@ def _features_plan(
     ``contacts_conformed``: the contacts are already in the contract's columns and dtypes (the
     online path conforms them itself), so resolving their plan's schema again is skipped.
     ``rates``: tables joined as of each contact's start, or :class:`RatesOnContacts` when the
-    contacts carry their rate columns already (:func:`features.rate_shards.contact_rates`).
+    contacts carry their rate columns already (:func:`features.spill.contact_rates`).
     """
     if moment not in MOMENTS:
         raise CTOError(f"moment must be one of {', '.join(MOMENTS)}, got {moment!r}")

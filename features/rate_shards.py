@@ -59,8 +59,6 @@ SHARD_CONTACTS = 2_000_000
 SAMPLE_SIZE = 2_000
 # Rows of a rate table written per batch by write_rate_files (bounds its working set).
 _WRITE_ROWS = 1_000_000
-# Customer-hash chunks contact_rates labels and shards in (bounds their working set).
-_LABEL_CHUNKS = 8
 
 
 @dataclass(frozen=True)
@@ -557,64 +555,6 @@ def sharded_rates(  # noqa: PLR0913 (the step's inputs)
 
 
 # --- the step on one machine -----------------------------------------------------------------
-
-
-def contact_rates(
-    contacts: pl.DataFrame,
-    orders: pl.DataFrame | pl.LazyFrame,
-    horizon_days: int,
-    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
-    *,
-    write_to: Path | str | None = None,
-    label_chunks: int = _LABEL_CHUNKS,
-) -> pl.DataFrame:
-    """The rate columns (:data:`RATE_COLUMNS`) of every contact, in input order: the global step
-    of a batch that scores the very contacts the rates are learnt from, all in memory.
-
-    Exactly what :func:`join_rates` gives the contacts with the tables of
-    ``compute_rates(rate_inputs(contacts, orders, horizon_days))`` (a test checks it), at a
-    fraction of the memory: the step sharded by time (:func:`features.rate_shards.sharded_rates`,
-    with ``label_chunks`` customer-hash chunks as its partitions, its files in a temporary
-    directory), the tables written to ``write_to`` as :meth:`RateTables.write` writes them.
-    """
-    import tempfile
-
-    orders = orders.collect(engine=ENGINE) if isinstance(orders, pl.LazyFrame) else orders
-    contact_chunk = contacts.select(customer_partition(label_chunks)).to_series()
-    order_chunk = orders.select(customer_partition(label_chunks)).to_series()
-    rate_contacts = contacts.select(rate_contact_columns(contacts.schema))
-
-    def read_partition(chunk: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-        return rate_contacts.filter(contact_chunk == chunk), orders.filter(order_chunk == chunk)
-
-    def read_times(chunk: int) -> pl.Series:
-        return rate_contacts.filter(contact_chunk == chunk)["started_at"]
-
-    with tempfile.TemporaryDirectory(prefix="cto-rates-") as work:
-        sharded = sharded_rates(
-            in_turn,
-            read_times,
-            read_partition,
-            parts=label_chunks,
-            directory=Path(work),
-            horizon_days=horizon_days,
-            prior_strength=prior_strength,
-            write_to=write_to,
-        )
-        found = [
-            sharded.of_partition(chunk, int((contact_chunk == chunk).sum()))
-            for chunk in range(label_chunks)
-        ]
-    # Back in input order: each chunk's rows are its contacts in input order.
-    rows = pl.concat(
-        [pl.arg_where(contact_chunk == chunk, eager=True) for chunk in range(label_chunks)]
-    )
-    return (
-        pl.concat(found)
-        .with_columns(rows.alias("_input_row"))
-        .sort("_input_row")
-        .drop("_input_row")
-    )
 
 
 def compute_rates_partitioned(

@@ -626,7 +626,7 @@ _LOOKUP_ROWS = 2_000_000
 @dataclass(frozen=True)
 class RatesOnContacts:
     """The contacts carry their rates as columns already (:data:`RATE_COLUMNS`, from
-    :func:`features.rate_shards.contact_rates`): the feature pipeline reads them instead of joining rate tables."""
+    :func:`features.spill.contact_rates`): the feature pipeline reads them instead of joining rate tables."""
 
     horizon_days: int
     prior_strength: float

@@ -140,6 +140,35 @@ class SpilledInputs:
         return self.on_contacts
 
 
+def contact_rates(
+    contacts: pl.DataFrame,
+    orders: pl.DataFrame,
+    horizon_days: int,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
+    *,
+    write_to: Path | str | None = None,
+) -> pl.DataFrame:
+    """The rate columns (:data:`features.rates.RATE_COLUMNS`) of every contact, in input order,
+    by the batch job's own global step: the tables spilled to a temporary directory and
+    :meth:`SpilledInputs.carry_rates` run on them (rate files written to ``write_to``).
+
+    Exactly what :func:`features.rates.join_rates` gives the contacts with the tables of
+    ``compute_rates(rate_inputs(contacts, orders, horizon_days))`` (tests check it).
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="cto-rates-") as work,
+        spilled(
+            {"contacts": contacts.with_row_index("_input_row"), "orders": orders}, Path(work)
+        ) as inputs,
+    ):
+        inputs.carry_rates(horizon_days, prior_strength, write_to=write_to)
+        chunks = sorted(inputs.contacts)
+        rows = pl.concat([inputs.read("contacts", c, ["_input_row"]) for c in chunks])
+        found = pl.concat([inputs.rates[c] for c in chunks])
+    # Each chunk holds its contacts in input order; the chunks interleave: sort them back.
+    return found.hstack(rows).sort("_input_row").drop("_input_row")
+
+
 def chunk_bits_for(contacts: int) -> int:
     """The chunking of :func:`features.pipeline.write_feature_files` for this many contacts."""
     from features.pipeline import sink_chunk_bits

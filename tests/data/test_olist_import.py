@@ -16,10 +16,10 @@ from features.kpis import kpi_table
 from features.labels import label_contacts
 from features.olist import DEALS_FILE, LEADS_FILE, ORIGIN_CHANNEL, REJECTS_FILE, import_olist
 from features.pipeline import build_features
-from features.rate_shards import contact_rates
 from features.rates import RATE_COLUMNS, compute_rates, join_rates
 from features.registry import feature_names
 from features.schema import CONTACTS, CUSTOMERS, ORDERS
+from features.spill import contact_rates
 from features.validate import load_and_validate
 
 HORIZON = 90  # leads take weeks to close: a 7-day horizon would label most deals as lost

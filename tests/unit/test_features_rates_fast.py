@@ -110,10 +110,15 @@ def test_rates_without_any_agent_key():
 
 
 @pytest.mark.parametrize("with_agents", [True, False])
-def test_contact_rates_equal_the_joined_tables(world, tmp_path, with_agents):
+def test_contact_rates_equal_the_joined_tables(world, tmp_path, with_agents, monkeypatch):
     """The batch job's global step (compact, chunked, written as it goes) against the tables."""
-    from features import pipeline
-    from features.rate_shards import contact_rates
+    from features import pipeline, spill
+    from features.spill import contact_rates
+
+    # Chunks of a few hundred contacts and groups of ~1,500: the step's partitions are several.
+    monkeypatch.setattr(pipeline, "SINK_CHUNK_ROWS", 400)
+    monkeypatch.setattr(pipeline, "SINK_MIN_CHUNK_ROWS", 100)
+    monkeypatch.setattr(spill, "GROUP_CONTACTS", 1_500)
     from features.rates import RATE_COLUMNS, RatesOnContacts, RateTables
 
     sim, _ = world
@@ -127,7 +132,7 @@ def test_contact_rates_equal_the_joined_tables(world, tmp_path, with_agents):
         tables,
         ("agent", "intent", "channel"),
     ).select(RATE_COLUMNS)
-    got = contact_rates(contacts, sim.orders, 7, write_to=tmp_path / "rates", label_chunks=3)
+    got = contact_rates(contacts, sim.orders, 7, write_to=tmp_path / "rates")
     assert_frame_equal(got, expected, check_exact=True)
     assert got["_rate_intent"].null_count() < got.height // 2  # not vacuous
     # Without agent ids only the bots have an agent rate (the global rate: no agent table).

@@ -11,9 +11,9 @@ from cto.cli import main
 from features import pipeline, spill
 from features.labels import label_contacts
 from features.partitions import HashChunks, hash_chunk
-from features.rate_shards import contact_rates
 from features.rates import RatesOnContacts, RateTables, compute_rates
 from features.simulate import simulate
+from features.spill import contact_rates
 from features.validate import load_and_validate
 
 HORIZON, GAP = 7, 14
@@ -49,9 +49,7 @@ def test_spilled_job_equals_the_in_memory_job(data_dir, tmp_path, small_chunks, 
     tables = load_and_validate(data_dir).tables
     contacts, orders = tables["contacts"], tables["orders"]
     expected = tmp_path / "in_memory"
-    carried = contacts.hstack(
-        contact_rates(contacts, orders, HORIZON, write_to=expected / "rates", label_chunks=3)
-    )
+    carried = contacts.hstack(contact_rates(contacts, orders, HORIZON, write_to=expected / "rates"))
     paths = {m: expected / f"features_{m}.parquet" for m in ("arrival", "after_contact")}
     pipeline.write_feature_files(
         carried,

@@ -179,16 +179,17 @@ def split_partition(
         contacts.select(rate_contact_columns(contacts.schema)), orders, horizon_days
     )
     outcomes = piece.outcomes.with_columns(shards.of(piece.outcomes[KNOWN_AT]).alias("_shard"))
-    queries = piece.queries.with_row_index("_row").with_columns(
-        shards.of(piece.queries["started_at"]).alias("_shard")
-    )
+    queries = piece.queries.with_columns(shards.of(piece.queries["started_at"]).alias("_shard"))
     for kind, frame in (("outcomes", outcomes), ("queries", queries)):
-        pieces = frame.partition_by("_shard", as_dict=True, include_key=False)
+        # In time order, so each shard's rows are one slice.
+        cuts = frame["_shard"].search_sorted(
+            pl.int_range(shards.count + 1, dtype=pl.UInt32, eager=True), side="left"
+        )
         for shard in range(shards.count):
-            rows = pieces.get((shard,), frame.clear().drop("_shard"))
+            start = cuts[shard]
+            rows = frame.slice(start, cuts[shard + 1] - start).drop("_shard")
             shards.path(kind, shard).parent.mkdir(parents=True, exist_ok=True)
             rows.write_ipc(shards.path(kind, shard, part), compression="uncompressed")
-        del pieces
     converted = pl.col("_converted").cast(pl.UInt64)
     totals = outcomes.group_by("_shard").agg(
         pl.len().cast(pl.UInt64).alias("outcomes"),
@@ -214,6 +215,9 @@ def global_step(summaries: list[PartitionSummary], shards: int) -> GlobalStep:
         name: pl.concat([s.names[name] for s in summaries]).unique().sort()
         for name in summaries[0].names
     }
+    for name, keys in names.items():
+        if keys.len() >= 1 << 31:  # a key id takes 31 bits in the step tables' sort
+            raise CTOError(f"rate step: {keys.len():,} {name} keys (at most 2**31 - 1)")
     # A partition's keys are among the merged ones: their ranks there, by a binary search.
     ranks = {
         s.part: {

@@ -13,17 +13,17 @@ four kinds of task, each holding one partition or one shard plus per-key summari
    storage); returns the partition's key dictionaries and per shard and key totals.
 2. :func:`global_step` (the client): the key dictionaries merged, and per shard the totals before
    it (global and per key) and the last instant before it: keys x shards integers.
-3. :func:`rate_shard` (per shard): the shard's outcomes sorted by time, its slice of the global
-   and key tables (offset by the prefix), its queries looked up in them
-   (:meth:`features.rates.KeyCounts.rates_of`); writes its slice of the rate tables and the
-   queries' answers keyed by (partition, row).
+3. :func:`rate_shard` (per shard): the shard's outcomes and queries in one time order, each
+   query's counts read off the running counts (offset by the prefix:
+   :meth:`features.rates.KeyCounts.rates_of`); writes the queries' answers keyed by (partition,
+   row) and its slice of the global and key tables.
 4. :meth:`ShardedRates.of_partition` (per partition, in the feature task): the partition's answers
    from every shard, back in row order.
 
 :func:`write_rate_files` then concatenates the shards' slices into the very files
 :meth:`features.rates.RateTables.write` gives (rows in key and time order), a bounded batch at a
-time. :func:`sharded_rates` runs the whole step with any ``map`` (one process: in turn; Dask: as
-tasks), so both paths run the same functions.
+time. :func:`sharded_rates` runs the whole step with any ``map`` (one process: in turn, or a few
+calls at once in threads; Dask: as tasks), so both paths run the same functions.
 """
 
 from __future__ import annotations
@@ -532,7 +532,7 @@ def sharded_rates(  # noqa: PLR0913 (the step's inputs)
 ) -> ShardedRates:
     """The whole step: ``read_times(part)`` gives a partition's start times (for the shard
     boundaries), ``read_partition(part)`` its contacts and orders; ``map_`` runs a function over
-    argument tuples (:func:`in_turn`, or as Dask tasks). ``bounds`` (tests): the boundaries to
+    argument tuples (:func:`in_turn`, :func:`in_threads`, or as Dask tasks). ``bounds`` (tests): the boundaries to
     use instead of the sampled ones. With ``write_to`` the rate files are written there."""
     if horizon_days < 1:
         raise CTOError(f"horizon_days must be >= 1, got {horizon_days}")

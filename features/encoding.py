@@ -83,11 +83,21 @@ def fit_encoding(
     return FeatureEncoding(tuple(feature_names), levels)
 
 
-def encode_expressions(encoding: FeatureEncoding) -> list[pl.Expr]:
-    """One float64 expression per feature, in the encoding's order."""
+def encode_expressions(encoding: FeatureEncoding, schema: pl.Schema | None = None) -> list[pl.Expr]:
+    """One float64 expression per feature, in the encoding's order (``schema``: the frame's, to
+    read an Enum whose categories are the levels by its codes)."""
     exprs: list[pl.Expr] = []
     for name in encoding.feature_names:
-        if name in encoding.category_levels:
+        dtype = schema.get(name) if schema is not None else None
+        if (
+            isinstance(dtype, pl.Enum)
+            and name in encoding.category_levels
+            and tuple(dtype.categories.to_list()) == tuple(encoding.category_levels[name])
+        ):
+            # An Enum's codes are its categories' positions, the levels' codes here: no round
+            # trip through strings (a third of the encoding's cost in batch scoring, measured).
+            expr = pl.col(name).to_physical().cast(pl.Float64)
+        elif name in encoding.category_levels:
             levels = list(encoding.category_levels[name])
             mapping = pl.DataFrame(
                 {"level": levels, "code": np.arange(len(levels), dtype=np.float64)}
@@ -109,11 +119,11 @@ def encode_expressions(encoding: FeatureEncoding) -> list[pl.Expr]:
 def encode(frame: pl.DataFrame | pl.LazyFrame, encoding: FeatureEncoding) -> np.ndarray:
     """The float64 matrix (rows x features) in the encoding's order; nulls become NaN."""
     lazy = frame.lazy() if isinstance(frame, pl.DataFrame) else frame
-    schema_names = lazy.collect_schema().names()
-    missing = [name for name in encoding.feature_names if name not in schema_names]
+    schema = lazy.collect_schema()
+    missing = [name for name in encoding.feature_names if name not in schema]
     if missing:
         raise CTOError(f"feature columns missing from the frame to score: {missing}")
-    encoded = lazy.select(encode_expressions(encoding)).collect(engine="in-memory")
+    encoded = lazy.select(encode_expressions(encoding, schema)).collect(engine="in-memory")
     return encoded.to_numpy(allow_copy=True).astype(np.float64, copy=False)
 
 

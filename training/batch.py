@@ -20,8 +20,10 @@ and marked in every row (``model_data_mismatch``) and on stderr.
 from __future__ import annotations
 
 import json
+import queue
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -361,6 +363,49 @@ def _next_actions(
     return pl.Series("next_action", actions, dtype=pl.String)
 
 
+def built_ahead(items: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """``items`` made in a second thread, one ahead of their consumer.
+
+    Building a chunk's features (Polars) and scoring the previous one (LightGBM, Parquet)
+    both release the GIL, so the two keep both cores busy; one chunk ahead costs one chunk's
+    memory. The maker's error is raised here; when the consumer stops, so does the maker.
+    """
+    made: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(kind: str, value: object) -> bool:
+        while not stop.is_set():
+            try:
+                made.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def make() -> None:
+        try:
+            for item in items:
+                if not put("item", item):
+                    return
+            put("done", None)
+        except BaseException as error:  # noqa: BLE001 (raised again in the consumer)
+            put("error", error)
+
+    maker = threading.Thread(target=make, name="cto-features-ahead", daemon=True)
+    maker.start()
+    try:
+        while True:
+            kind, value = made.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value  # type: ignore[misc]
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        maker.join()
+
+
 def _period_filter(since: date | None, until: date | None) -> pl.Expr:
     expr = pl.lit(True)
     if since is not None:
@@ -475,7 +520,7 @@ def score_contacts(
         rates = spill.carry_rates(settings.horizon_days)
 
         def chunks() -> Iterator[pl.DataFrame]:
-            for built in feature_chunks(
+            built_chunks = feature_chunks(
                 spill,
                 None,
                 None,
@@ -483,7 +528,9 @@ def score_contacts(
                 "after_contact" if moment == "after_contact" else "arrival",
                 journey_gap_days=settings.journey_gap_days,
                 horizon_days=settings.horizon_days,
-            ):
+            )
+            # The next chunk's features are built while this one is scored and written.
+            for built in built_ahead(built_chunks):
                 features = built.filter(in_period)
                 for offset in range(0, features.height, chunk_rows):
                     part = with_data_columns(features.slice(offset, chunk_rows), own, data_columns)

@@ -82,3 +82,25 @@ def test_online_rates_apply_the_latest_rate_to_any_time():
     assert 0.12 < early < 0.25  # the key's rate, smoothed towards the global rate
     assert joined["_rate_agent"][1] == 0.12  # an agent without outcomes: the global rate
     assert joined["_rate_channel"][1] == 0.12
+
+
+def test_an_enum_is_encoded_by_its_codes_only_when_its_categories_are_the_levels():
+    frame = _frame(300).with_columns(
+        pl.when(pl.int_range(pl.len()) % 11 == 0)
+        .then(None)
+        .otherwise(pl.col("channel"))
+        .alias("channel")
+    )
+    encoding = fit_encoding(frame, ["wait_seconds", "channel"], ["channel"])
+    assert encoding.category_levels["channel"] == ("phone", "email", "chat")
+    as_text = frame.with_columns(pl.col("channel").cast(pl.String))
+    expected = encode(as_text, encoding)  # the string path: the levels' positions
+    assert np.array_equal(encode(frame, encoding), expected, equal_nan=True)
+    codes = expected[:, 1]
+    assert np.isnan(codes).sum() == frame["channel"].null_count() > 0
+    assert set(np.unique(codes[~np.isnan(codes)])) == {0.0, 1.0, 2.0}
+    # Same values, the categories in another order: their codes are not the levels' positions.
+    reordered = frame.with_columns(
+        pl.col("channel").cast(pl.String).cast(pl.Enum(["chat", "phone", "email"]))
+    )
+    assert np.array_equal(encode(reordered, encoding), expected, equal_nan=True)

@@ -300,10 +300,45 @@ def label_conversions(
 ) -> pl.DataFrame:
     """``converted`` and ``label_known_at`` of every contact, as :func:`label_contacts` gives them.
 
-    The global rate step needs only these two labels, not journeys: one as-of join of each
-    contact to its customer's first order at or after its start, on frames sorted by time alone
-    (each customer's rows are then in time order, all ``join_asof(by=...)`` needs), a fraction of
-    the full labelling's cost. Rows keep the input order; all input columns are kept.
+    The global rate step needs only these two labels, not journeys (:func:`conversions_by_time`),
+    a fraction of the full labelling's cost. Rows keep the input order; all input columns are
+    kept.
+    """
+    contacts_lf = contacts.lazy()
+    labels = (
+        conversions_by_time(contacts_lf, orders, horizon_days)
+        .lazy()
+        .sort("_row")
+        .select(
+            pl.col("converted").alias("_label_converted"),
+            pl.col("label_known_at").alias("_label_known_at"),
+        )
+    )
+    labeled = (
+        pl.concat([contacts_lf, labels], how="horizontal")
+        .with_columns(
+            pl.col("_label_converted").alias("converted"),
+            pl.col("_label_known_at").alias("label_known_at"),
+        )
+        .drop("_label_converted", "_label_known_at")
+    )
+    return labeled.collect(engine=_ENGINE)
+
+
+def conversions_by_time(
+    contacts: pl.DataFrame | pl.LazyFrame,
+    orders: pl.DataFrame | pl.LazyFrame,
+    horizon_days: int | None = None,
+) -> pl.DataFrame:
+    """``converted`` and ``label_known_at`` of every contact in time order (ties in any order):
+    ``_row`` (the contact's row in ``contacts``), ``started_at``, ``converted``,
+    ``label_known_at``. The rate step wants its outcomes in time order anyway, so it takes them
+    so and skips :func:`label_conversions`' sort back to the input order.
+
+    One as-of join of each contact to its customer's first order at or after its start, on
+    frames sorted by time alone (each customer's rows are then in time order, all
+    ``join_asof(by=...)`` needs). Only the join keys go through the sort (moving every column
+    through it cost about twice as much at 10M contacts, measured).
     """
     horizon_days, _ = resolve_days(horizon_days, 1)
     contacts_lf = contacts.lazy()
@@ -318,10 +353,7 @@ def label_conversions(
         .drop_nulls()
         .sort("_next_order_at")
     )
-    # Only the join keys go through the time sort and back (moving every column through two
-    # sorts cost about twice as much at 10M contacts, measured); the labels then join the rows
-    # they came from, in input order.
-    labels = (
+    return (
         _with_first_order_from(
             contacts_lf.select("customer_id", "started_at")
             .with_row_index("_row")
@@ -330,21 +362,12 @@ def label_conversions(
         )
         .select(
             "_row",
-            _converted(horizon).alias("_label_converted"),
-            (pl.col("started_at") + horizon).alias("_label_known_at"),
+            "started_at",
+            _converted(horizon),
+            (pl.col("started_at") + horizon).alias("label_known_at"),
         )
-        .sort("_row")
-        .drop("_row")
+        .collect(engine=_ENGINE)
     )
-    labeled = (
-        pl.concat([contacts_lf, labels], how="horizontal")
-        .with_columns(
-            pl.col("_label_converted").alias("converted"),
-            pl.col("_label_known_at").alias("label_known_at"),
-        )
-        .drop("_label_converted", "_label_known_at")
-    )
-    return labeled.collect(engine=_ENGINE)
 
 
 def _dropoff_label(contact_schema: pl.Schema) -> pl.Expr:

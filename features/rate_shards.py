@@ -13,17 +13,17 @@ four kinds of task, each holding one partition or one shard plus per-key summari
    storage); returns the partition's key dictionaries and per shard and key totals.
 2. :func:`global_step` (the client): the key dictionaries merged, and per shard the totals before
    it (global and per key) and the last instant before it: keys x shards integers.
-3. :func:`rate_shard` (per shard): the shard's outcomes sorted by time, its slice of the global
-   and key tables (offset by the prefix), its queries looked up in them
-   (:meth:`features.rates.KeyTables.rates_of`); writes its slice of the rate tables and the
-   queries' answers keyed by (partition, row).
+3. :func:`rate_shard` (per shard): the shard's outcomes and queries in one time order, each
+   query's counts read off the running counts (offset by the prefix:
+   :meth:`features.rates.KeyCounts.rates_of`); writes the queries' answers keyed by (partition,
+   row) and its slice of the global and key tables.
 4. :meth:`ShardedRates.of_partition` (per partition, in the feature task): the partition's answers
    from every shard, back in row order.
 
 :func:`write_rate_files` then concatenates the shards' slices into the very files
 :meth:`features.rates.RateTables.write` gives (rows in key and time order), a bounded batch at a
-time. :func:`sharded_rates` runs the whole step with any ``map`` (one process: in turn; Dask: as
-tasks), so both paths run the same functions.
+time. :func:`sharded_rates` runs the whole step with any ``map`` (one process: in turn, or a few
+calls at once in threads; Dask: as tasks), so both paths run the same functions.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import functools
 import json
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -44,7 +45,7 @@ from features.rates import (
     DEFAULT_PRIOR_STRENGTH,
     ENGINE,
     KNOWN_AT,
-    KeyTables,
+    KeyCounts,
     RateTables,
     _by_instant,
     _key_table,
@@ -178,16 +179,17 @@ def split_partition(
         contacts.select(rate_contact_columns(contacts.schema)), orders, horizon_days
     )
     outcomes = piece.outcomes.with_columns(shards.of(piece.outcomes[KNOWN_AT]).alias("_shard"))
-    queries = piece.queries.with_row_index("_row").with_columns(
-        shards.of(piece.queries["started_at"]).alias("_shard")
-    )
+    queries = piece.queries.with_columns(shards.of(piece.queries["started_at"]).alias("_shard"))
     for kind, frame in (("outcomes", outcomes), ("queries", queries)):
-        pieces = frame.partition_by("_shard", as_dict=True, include_key=False)
+        # In time order, so each shard's rows are one slice.
+        cuts = frame["_shard"].search_sorted(
+            pl.int_range(shards.count + 1, dtype=pl.UInt32, eager=True), side="left"
+        )
         for shard in range(shards.count):
-            rows = pieces.get((shard,), frame.clear().drop("_shard"))
+            start = cuts[shard]
+            rows = frame.slice(start, cuts[shard + 1] - start).drop("_shard")
             shards.path(kind, shard).parent.mkdir(parents=True, exist_ok=True)
             rows.write_ipc(shards.path(kind, shard, part), compression="uncompressed")
-        del pieces
     converted = pl.col("_converted").cast(pl.UInt64)
     totals = outcomes.group_by("_shard").agg(
         pl.len().cast(pl.UInt64).alias("outcomes"),
@@ -213,6 +215,9 @@ def global_step(summaries: list[PartitionSummary], shards: int) -> GlobalStep:
         name: pl.concat([s.names[name] for s in summaries]).unique().sort()
         for name in summaries[0].names
     }
+    for name, keys in names.items():
+        if keys.len() >= 1 << 31:  # a key id takes 31 bits in the step tables' sort
+            raise CTOError(f"rate step: {keys.len():,} {name} keys (at most 2**31 - 1)")
     # A partition's keys are among the merged ones: their ranks there, by a binary search.
     ranks = {
         s.part: {
@@ -289,76 +294,62 @@ def rate_shard(  # noqa: PLR0917 (a task's arguments)
     prior_strength: float,
     write_tables: bool,
 ) -> dict[str, pl.DataFrame]:
-    """Step 3 for one shard: its slice of the tables and its queries' answers, written to the
-    shard's directory. Returns each table's rows per key id in the slice (for
-    :func:`write_rate_files`)."""
+    """Step 3 for one shard: its queries' answers and (``write_tables``) its slice of the
+    tables, written to the shard's directory. Returns each table's rows per key id in the slice
+    (for :func:`write_rate_files`; none without ``write_tables``)."""
     outcomes = _read_shard(shards, "outcomes", shard, ranks).drop("_part")
     outcomes, global_rate = _by_instant(outcomes, (prefix.outcomes, prefix.conversions))
-    if write_tables:
-        global_rate.write_ipc(shards.path("global", shard), compression="uncompressed")
-    instants, prior = global_rate[KNOWN_AT], global_rate["rate"]
-    del global_rate
-    if prefix.last is not None:
-        # The last instant before the shard leads its tables: a contact whose key has no outcome
-        # in the shard before it finds the key's row there (the prefix), and the global rate.
-        instants = pl.concat([pl.Series([prefix.last], dtype=instants.dtype), instants])
-        prior = pl.concat(
-            [
-                pl.Series([prefix.conversions], dtype=pl.Int64)
-                / pl.Series([prefix.outcomes], dtype=pl.UInt32),
-                prior,
-            ]
-        )
-        outcomes = outcomes.with_columns(pl.col("_instant") + 1)
-    tables, rows, earlier = {}, {}, {}
-    for name, keys in names.items():
-        table = _key_table(outcomes, name).with_columns(
-            (pl.col("_step") // (1 << 32)).cast(pl.UInt32).alias("_kid")
-        )
-        if prefix.keys[name].height:
-            # The key's counts before the shard, by key id (a dense array: keys, not contacts).
-            earlier[name] = (
-                pl.DataFrame({"_kid": pl.int_range(keys.len(), dtype=pl.UInt32, eager=True)})
-                .join(prefix.keys[name], on="_kid", how="left", maintain_order="left")
-                .fill_null(0)
-            )
-            table = table.with_columns(
-                pl.col(column) + pl.lit(earlier[name][column]).gather(pl.col("_kid"))
-                for column in ("outcomes", "conversions")
-            )
-        rows[name] = table.group_by("_kid").len().sort("_kid")
-        if write_tables:
-            # In integers (strings and rates are made once, by write_rate_files).
-            instant = (pl.col("_step") % (1 << 32)).cast(pl.Int64)
-            table.select(
-                pl.col("_kid").alias("_key_id"),
-                pl.lit(instants).gather(instant).alias(KNOWN_AT),
-                "outcomes",
-                "conversions",
-                pl.lit(prior).gather(instant).alias("prior"),
-            ).write_ipc(shards.path(f"table-{name}", shard), compression="uncompressed")
-        tables[name] = table.drop("_kid")
-        del table
-    del outcomes
-    lookup = KeyTables(
+    earlier = {
+        # The key's counts before the shard, by key id (a dense array: keys, not contacts).
+        name: pl.DataFrame({"_kid": pl.int_range(keys.len(), dtype=pl.UInt32, eager=True)})
+        .join(prefix.keys[name], on="_kid", how="left", maintain_order="left")
+        .fill_null(0)
+        for name, keys in names.items()
+        if prefix.keys[name].height
+    }
+    # In time order (the lookup merges them with the outcomes); the answers carry their rows.
+    queries = _read_shard(shards, "queries", shard, ranks).sort("started_at")
+    lookup = KeyCounts(
         prior_strength=prior_strength,
         names=names,
-        instants=instants,
-        prior=prior,
-        tables=tables,
+        before=(prefix.outcomes, prefix.conversions),
         earlier=earlier,
     )
-    queries = _read_shard(shards, "queries", shard, ranks)
     answers = pl.concat(
-        [queries.select("_part", "_row"), lookup.rates_of(queries)], how="horizontal"
+        [queries.select("_part", "_row"), lookup.rates_of(outcomes, queries)], how="horizontal"
     )
-    del queries, lookup, tables
+    del queries, lookup
     for (part,), frame in answers.partition_by("_part", as_dict=True, include_key=False).items():
         frame.write_ipc(shards.path("answers", shard, part), compression="uncompressed")
     for part in set(ranks) - set(answers["_part"].unique().to_list()):
         answers.clear().drop("_part").write_ipc(
             shards.path("answers", shard, part), compression="uncompressed"
         )
+    del answers
+    if not write_tables:
+        return {}
+    global_rate.write_ipc(shards.path("global", shard), compression="uncompressed")
+    rows = {}
+    for name in names:
+        table = _key_table(outcomes, name).with_columns(
+            (pl.col("_step") // (1 << 32)).cast(pl.UInt32).alias("_kid")
+        )
+        if name in earlier:
+            table = table.with_columns(
+                pl.col(column) + pl.lit(earlier[name][column]).gather(pl.col("_kid"))
+                for column in ("outcomes", "conversions")
+            )
+        rows[name] = table.group_by("_kid").len().sort("_kid")
+        # In integers (strings and rates are made once, by write_rate_files).
+        instant = (pl.col("_step") % (1 << 32)).cast(pl.Int64)
+        table.select(
+            pl.col("_kid").alias("_key_id"),
+            pl.lit(global_rate[KNOWN_AT]).gather(instant).alias(KNOWN_AT),
+            "outcomes",
+            "conversions",
+            pl.lit(global_rate["rate"]).gather(instant).alias("prior"),
+        ).write_ipc(shards.path(f"table-{name}", shard), compression="uncompressed")
+        del table
     return rows
 
 
@@ -496,6 +487,21 @@ def in_turn(function: Callable, calls: list[tuple]) -> list:
     return [function(*args) for args in calls]
 
 
+def in_threads(workers: int) -> Map:
+    """A one-process ``map`` of :func:`sharded_rates` running up to ``workers`` calls at once in
+    threads, results in call order. Polars computes, reads and writes without the GIL, so the
+    calls overlap where one alone leaves a core idle (its sorts, merges and file writes are
+    partly serial); ``workers`` partitions or shards are then held at once."""
+
+    def map_(function: Callable, calls: list[tuple]) -> list:
+        if workers < 2 or len(calls) < 2:
+            return in_turn(function, calls)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cto-rates") as pool:
+            return list(pool.map(lambda args: function(*args), calls))
+
+    return map_
+
+
 def _sample_task(read_times: Callable[[int], pl.Series], part: int) -> tuple[pl.Series, int]:
     started = read_times(part)
     return time_sample(started), started.len()
@@ -526,7 +532,7 @@ def sharded_rates(  # noqa: PLR0913 (the step's inputs)
 ) -> ShardedRates:
     """The whole step: ``read_times(part)`` gives a partition's start times (for the shard
     boundaries), ``read_partition(part)`` its contacts and orders; ``map_`` runs a function over
-    argument tuples (:func:`in_turn`, or as Dask tasks). ``bounds`` (tests): the boundaries to
+    argument tuples (:func:`in_turn`, :func:`in_threads`, or as Dask tasks). ``bounds`` (tests): the boundaries to
     use instead of the sampled ones. With ``write_to`` the rate files are written there."""
     if horizon_days < 1:
         raise CTOError(f"horizon_days must be >= 1, got {horizon_days}")

@@ -15,6 +15,7 @@ order), so the files written from them are identical to the in-memory job's.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,13 +27,16 @@ from pathlib import Path
 import polars as pl
 
 from features.partitions import HashChunks
-from features.rate_shards import in_turn, sharded_rates
+from features.rate_shards import in_threads, sharded_rates
 from features.rates import DEFAULT_PRIOR_STRENGTH, RatesOnContacts, rate_contact_columns
 
 TABLES = ("contacts", "orders", "customers")
 # Contacts per group of chunks the rate step labels or looks up at once: fewer, larger calls
 # (a lookup merges its queries with whole tables) within a bounded working set.
 GROUP_CONTACTS = 1_000_000
+# Rate step tasks (groups, time shards) run at once: two hold about twice one's working set
+# (~300-450 MB a 2M-contact shard) and keep both cores of a small machine busy.
+RATE_WORKERS = 2
 
 
 @dataclass
@@ -100,7 +104,8 @@ class SpilledInputs:
         their rate columns (:data:`features.rates.RATE_COLUMNS`, held in memory: 24 bytes a
         contact). Returns the ``rates`` argument of the feature pipeline that reads them.
 
-        The same functions as the Dask path, in turn (:func:`features.rate_shards.sharded_rates`):
+        The same functions as the Dask path, two at a time in threads
+        (:func:`features.rate_shards.sharded_rates`, :func:`~features.rate_shards.in_threads`):
         each group of chunks (a set of whole customers) is a partition, the time shards live in
         the spill directory, the tables are written to ``write_to``.
         """
@@ -120,7 +125,7 @@ class SpilledInputs:
             )
 
         sharded = sharded_rates(
-            in_turn,
+            in_threads(min(RATE_WORKERS, os.cpu_count() or 1)),
             read_times,
             read_partition,
             parts=len(groups),

@@ -769,7 +769,7 @@ class KeyCounts:
     earlier: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     def rates_of(self, outcomes: pl.DataFrame, queries: pl.DataFrame) -> pl.DataFrame:
-        """The rate columns (:data:`RATE_COLUMNS`) of contacts (:func:`lookup_queries` rows,
+        """The rate columns (:data:`RATE_COLUMNS`) of contacts (:class:`PartitionOutcomes` queries,
         sorted by ``started_at``), in their order: what :func:`join_rates` gives them with the
         full tables, as of each start. ``outcomes``: the shard's (``label_known_at`` sorted,
         ``_converted``, ``_kid_<name>``).

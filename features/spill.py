@@ -15,6 +15,7 @@ order), so the files written from them are identical to the in-memory job's.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from features.partitions import HashChunks
-from features.rate_shards import in_threads, sharded_rates
+from features.rate_shards import SHARD_CONTACTS, in_threads, sharded_rates
 from features.rates import DEFAULT_PRIOR_STRENGTH, RatesOnContacts, rate_contact_columns
 
 TABLES = ("contacts", "orders", "customers")
@@ -124,8 +125,12 @@ class SpilledInputs:
                 pl.concat([self.read("orders", c) for c in groups[group]]),
             )
 
+        workers = min(RATE_WORKERS, os.cpu_count() or 1)
+        map_ = in_threads(workers)
+        # Whole rounds of shards (a multiple of the workers): no core idles through the last.
+        shards = max(1, workers * math.ceil(math.ceil(self.height / SHARD_CONTACTS) / workers))
         sharded = sharded_rates(
-            in_threads(min(RATE_WORKERS, os.cpu_count() or 1)),
+            map_,
             read_times,
             read_partition,
             parts=len(groups),
@@ -133,13 +138,16 @@ class SpilledInputs:
             horizon_days=horizon_days,
             prior_strength=prior_strength,
             write_to=write_to,
+            shard_contacts=max(1, math.ceil(self.height / shards)),
         )
-        for index, group in enumerate(groups):
-            heights = [self.contacts.get(c, 0) for c in group]
-            found = sharded.of_partition(index, sum(heights))
+        heights = [[self.contacts.get(c, 0) for c in group] for group in groups]
+        found = map_(
+            sharded.of_partition, [(index, sum(heights[index])) for index in range(len(groups))]
+        )
+        for group, sizes, rates in zip(groups, heights, found, strict=True):
             offset = 0
-            for chunk, height in zip(group, heights, strict=True):
-                self.rates[chunk] = found.slice(offset, height)
+            for chunk, height in zip(group, sizes, strict=True):
+                self.rates[chunk] = rates.slice(offset, height)
                 offset += height
         self.on_contacts = RatesOnContacts(horizon_days, prior_strength)
         return self.on_contacts

@@ -91,3 +91,17 @@ def test_the_default_fast_port_is_the_one_after_the_service_port():
 
     assert default_fast_port(3000) == 3001
     assert default_fast_port(65535) == 65534
+
+
+def test_cli_keeps_freed_memory_two_seconds_unless_the_user_chose(monkeypatch):
+    from cto import cli
+
+    env: dict[str, str] = {}
+    monkeypatch.setattr(cli.os, "environ", env)
+    with pytest.raises(SystemExit):
+        cli.main(["features", "--help"])
+    assert env["_RJEM_MALLOC_CONF"] == "dirty_decay_ms:2000,muzzy_decay_ms:2000"
+    env["_RJEM_MALLOC_CONF"] = "dirty_decay_ms:100"
+    with pytest.raises(SystemExit):
+        cli.main(["features", "--help"])
+    assert env["_RJEM_MALLOC_CONF"] == "dirty_decay_ms:100"

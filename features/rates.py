@@ -792,7 +792,7 @@ class KeyCounts:
         # row counts as outcomes * 2**32 + conversions (1 and its conversion for an outcome, 0
         # for a contact), so one running sum per key gives both counts (conversions <= outcomes
         # < 2**32).
-        events = (
+        merged = (
             outcomes.lazy()
             .select(
                 (pl.col(KNOWN_AT).cast(time).to_physical() * 2 + 1).alias("_t"),
@@ -807,14 +807,24 @@ class KeyCounts:
                 ),
                 key="_t",
             )
-            .with_columns(
-                pl.col("_v").cum_sum().alias("_all"),
-                *[pl.col("_v").cum_sum().over(kid).alias(f"_sum{kid}") for kid in kids],
-            )
-            .filter(pl.col("_v") == 0)
-            .drop("_t", "_v")
+            .drop("_t")
             .collect(engine=ENGINE)
         )
+        at_query = pl.col("_v") == 0
+        # One running sum at a time, kept at the contacts only: the merged frame's working set.
+        events = pl.DataFrame(
+            [
+                merged.select(pl.col("_v").cum_sum().filter(at_query).alias("_all")).to_series(),
+                *[
+                    merged.select(
+                        pl.col("_v").cum_sum().over(kid).filter(at_query).alias(f"_sum{kid}")
+                    ).to_series()
+                    for kid in kids
+                ],
+                *[merged.select(pl.col(kid).filter(at_query)).to_series() for kid in kids],
+            ]
+        )
+        del merged
         outcomes_before, conversions_before = self.before
         seen = _high(pl.col("_all")) + outcomes_before
         global_rate = (

@@ -175,9 +175,12 @@ def contact_rates(
         ) as inputs,
     ):
         inputs.carry_rates(horizon_days, prior_strength, write_to=write_to)
+        # No contact at all: the step's one empty group still gives the (empty) columns.
+        found = pl.concat([inputs.rates[c] for c in sorted(inputs.rates)])
         chunks = sorted(inputs.contacts)
+        if not chunks:
+            return found
         rows = pl.concat([inputs.read("contacts", c, ["_input_row"]) for c in chunks])
-        found = pl.concat([inputs.rates[c] for c in chunks])
     # Each chunk holds its contacts in input order; the chunks interleave: sort them back.
     return found.hstack(rows).sort("_input_row").drop("_input_row")
 

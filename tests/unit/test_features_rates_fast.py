@@ -153,3 +153,18 @@ def test_contact_rates_equal_the_joined_tables(world, tmp_path, with_agents, mon
             pipeline.build_features(contacts, sim.orders, sim.customers, tables, moment),
             check_exact=True,
         )
+
+
+def test_contact_rates_of_no_contact_are_empty_columns(world, tmp_path):
+    """No contact at all: no rate row, the columns of a contact's rates, and (empty) tables."""
+    from features.rates import RATE_COLUMNS, RateTables
+    from features.spill import contact_rates
+
+    sim, _ = world
+    got = contact_rates(sim.contacts.clear(), sim.orders.clear(), 7, write_to=tmp_path / "rates")
+    some = contact_rates(sim.contacts.head(50), sim.orders, 7)
+    assert got.height == 0
+    assert got.schema == some.schema and list(got.columns) == list(RATE_COLUMNS)
+    written = RateTables.read(tmp_path / "rates")
+    assert written.global_rate.height == 0
+    assert all(table.height == 0 for table in written.tables.values())

@@ -110,6 +110,12 @@ def test_an_operators_choice_is_kept_and_named(restore_affinity, caplog):
 def test_validating_requests_keeps_no_memory_on_the_service_engine():
     env = {k: v for k, v in os.environ.items() if k != AFFINITY_VARIABLE}
     env |= {"POLARS_MAX_THREADS": "2", "PYTHONPATH": str(REPO)}
+    # Freed pages go back to the kernel at once, so the probe reads what the engine keeps, not
+    # what the allocator caches for a moment: `cto` keeps freed pages 2 s (cto.cli), and the
+    # suite's in-process CLI calls leave that in the environment, where the last calls' cached
+    # pages read as growth (544 KiB measured in a suite run; 144-364 KiB in 2 runs with it,
+    # -76 to 172 KiB in 3 without; the streaming control 1.6-2.1 MiB either way).
+    env["_RJEM_MALLOC_CONF"] = "dirty_decay_ms:0,muzzy_decay_ms:0"
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(CALLS)],
         cwd=REPO,

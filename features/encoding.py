@@ -127,11 +127,6 @@ def encode(frame: pl.DataFrame | pl.LazyFrame, encoding: FeatureEncoding) -> np.
     return encoded.to_numpy(allow_copy=True).astype(np.float64, copy=False)
 
 
-def encoded_frame(frame: pl.DataFrame, encoding: FeatureEncoding) -> pl.DataFrame:
-    """The encoded features as a Polars frame (float64 columns), e.g. for an input example."""
-    return frame.lazy().select(encode_expressions(encoding)).collect()
-
-
 # Up to this many rows a Python loop over row dicts beats building a Polars query plan.
 ROW_LOOP_MAX_ROWS = 8
 

@@ -186,18 +186,6 @@ def _latest_index(mask: pl.Expr) -> pl.Expr:
     return pl.when(latest >= pl.col("_customer_start")).then(latest)
 
 
-def _prefix_before(value: pl.Expr) -> pl.Expr:
-    """Sum of an integer ``value`` over the customer's rows strictly before this row's instant.
-
-    One global running sum minus its value at the customer's first row: no grouping needed, and
-    integer sums are exact, so no other customer's rows can change the result.
-    """
-    value = value.cast(pl.Int64).fill_null(0)
-    exclusive = value.cum_sum() - value
-    within = exclusive - exclusive.gather(pl.col("_customer_start"))
-    return within.gather(pl.col("_instant_start"))
-
-
 # --- the pipeline ------------------------------------------------------------------------------
 
 

@@ -284,13 +284,15 @@ def _last_of_run(*columns: str) -> pl.Expr:
     return pl.any_horizontal(changes)
 
 
-def _running_within_key() -> list[pl.Expr]:
-    """Cumulative outcomes and conversions of each key (rows sorted by key id, then time).
+def _running_within_key(key: pl.Expr | None = None) -> list[pl.Expr]:
+    """Cumulative outcomes and conversions of each key (rows sorted by ``key``, default the key
+    id column, then time).
 
     Global running sums minus their value before the key's first row: exact integer sums, no
     per-key window.
     """
-    first = (pl.col("_key_id") != pl.col("_key_id").shift(1)).fill_null(True)
+    key = pl.col("_key_id") if key is None else key
+    first = (key != key.shift(1)).fill_null(True)
     index = pl.int_range(pl.len(), dtype=pl.Int64)
     start = pl.when(first).then(index).forward_fill()
     conversions = pl.col("_converted").cum_sum()
@@ -875,11 +877,6 @@ def _key_table(outcomes: pl.DataFrame, name: str) -> pl.DataFrame:
     """
     kid = pl.col(f"_kid_{name}")
     step = pl.col("_step")
-    first = ((step // (1 << 32)) != (step // (1 << 32)).shift(1)).fill_null(True)
-    index = pl.int_range(pl.len(), dtype=pl.UInt32)
-    start = pl.when(first).then(index).forward_fill()
-    conversions = pl.col("_converted").cum_sum()
-    before = conversions - pl.col("_converted")
     return (
         outcomes.lazy()
         .filter(kid.is_not_null())
@@ -901,8 +898,7 @@ def _key_table(outcomes: pl.DataFrame, name: str) -> pl.DataFrame:
         )
         .select(
             "_step",
-            (index - start + 1).alias("outcomes"),
-            (conversions - before.gather(start)).alias("conversions"),
+            *_running_within_key(step // (1 << 32)),
             (step != step.shift(-1)).fill_null(True).alias("_last"),
         )
         .filter(pl.col("_last"))

@@ -20,12 +20,12 @@ and marked in every row (``model_data_mismatch``) and on stderr.
 from __future__ import annotations
 
 import json
-import queue
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -370,40 +370,16 @@ def built_ahead(items: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
     both release the GIL, so the two keep both cores busy; one chunk ahead costs one chunk's
     memory. The maker's error is raised here; when the consumer stops, so does the maker.
     """
-    made: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=1)
-    stop = threading.Event()
+    done = object()
 
-    def put(kind: str, value: object) -> bool:
-        while not stop.is_set():
-            try:
-                made.put((kind, value), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def name_thread() -> None:
+        threading.current_thread().name = "cto-features-ahead"
 
-    def make() -> None:
-        try:
-            for item in items:
-                if not put("item", item):
-                    return
-            put("done", None)
-        except BaseException as error:  # noqa: BLE001 (raised again in the consumer)
-            put("error", error)
-
-    maker = threading.Thread(target=make, name="cto-features-ahead", daemon=True)
-    maker.start()
-    try:
-        while True:
-            kind, value = made.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise value  # type: ignore[misc]
-            yield value  # type: ignore[misc]
-    finally:
-        stop.set()
-        maker.join()
+    with ThreadPoolExecutor(max_workers=1, initializer=name_thread) as maker:
+        ahead = maker.submit(next, items, done)
+        while (item := ahead.result()) is not done:
+            ahead = maker.submit(next, items, done)
+            yield item  # type: ignore[misc]
 
 
 def _period_filter(since: date | None, until: date | None) -> pl.Expr:
